@@ -1,0 +1,158 @@
+"""``koobill``: the command line, a thin layer over the pipeline functions.
+
+Heavy modules (DuckDB, pandas, Airflow, Great Expectations) are imported inside the commands
+that need them, so ``koobill --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pipelines import __version__
+
+
+class _Ctx:
+    def __init__(self, data_dir: str | None):
+        from pipelines.config import resolve_data_dir
+
+        self.data_dir = resolve_data_dir(data_dir)
+
+
+def _run(fn, *args, **kwargs):
+    """Call a pipeline function; turn user-actionable errors into a clean message + exit 1."""
+    from pipelines.lake import KoobillError
+
+    try:
+        return fn(*args, **kwargs)
+    except KoobillError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="koobill")
+@click.option(
+    "--data-dir",
+    envvar="KOOBILL_DATA_DIR",
+    default=None,
+    help="Data dir (landing/, lake/, warehouse.duckdb, exports/). "
+    "Default: $KOOBILL_DATA_DIR, then ./data",
+)
+@click.pass_context
+def cli(ctx: click.Context, data_dir: str | None) -> None:
+    """koobill: KooGallery partner bills from raw order and usage data."""
+    ctx.obj = _Ctx(data_dir)
+
+
+@cli.command()
+@click.option("--date", "day", required=True, help="Landing date YYYY-MM-DD to ingest.")
+@click.option("--quiet", is_flag=True, help="Print only the summary line.")
+@click.pass_obj
+def ingest(obj: _Ctx, day: str, quiet: bool) -> None:
+    """Ingest every feed of one landing date and refresh the estimates as of that date."""
+    from pipelines.ingest import ingest_date, print_ingest_result
+
+    result = _run(ingest_date, obj.data_dir, day, progress=None if quiet else click.echo)
+    print_ingest_result(result, echo=click.echo, quiet=quiet)
+
+
+@cli.command()
+@click.option("--month", required=True, help="Bill month YYYY-MM to close.")
+@click.option("--force", is_flag=True, help="Close even though landing dates are missing.")
+@click.option("--restate", is_flag=True, help="Make a new version of a closed month.")
+@click.pass_obj
+def close(obj: _Ctx, month: str, force: bool, restate: bool) -> None:
+    """Generate (validate and publish) the bills of a month."""
+    from pipelines.close import close_month, print_close_result
+
+    result = _run(close_month, obj.data_dir, month, force=force, restate=restate, echo=click.echo)
+    print_close_result(result, echo=click.echo)
+
+
+@cli.command("amount-due")
+@click.option("--partner", required=True, help="Partner id.")
+@click.option("--as-of", "as_of", default=None, help="Date YYYY-MM-DD (default: latest ingested).")
+@click.pass_obj
+def amount_due_cmd(obj: _Ctx, partner: str, as_of: str | None) -> None:
+    """Print a partner's Amount Due pane: outstanding, unpaid bills, payments, credit."""
+    from pipelines.amount_due import amount_due, print_amount_due
+
+    result = _run(amount_due, obj.data_dir, partner, as_of=as_of)
+    print_amount_due(result, echo=click.echo)
+
+
+@cli.command()
+@click.option("--month", required=True, help="Closed bill month YYYY-MM.")
+@click.option("--partner", default=None, help="Only this partner (default: every partner).")
+@click.option(
+    "--format",
+    "formats",
+    default="pdf,xlsx,csv,parquet",
+    show_default=True,
+    help="Comma-separated formats.",
+)
+@click.pass_obj
+def export(obj: _Ctx, month: str, partner: str | None, formats: str) -> None:
+    """Write the finance exports of a closed month."""
+    from pipelines.exports import export_month, print_export_result
+
+    fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    result = _run(export_month, obj.data_dir, month, partner=partner, formats=fmts)
+    print_export_result(result, echo=click.echo)
+
+
+@cli.group()
+def exports() -> None:
+    """Export history."""
+
+
+@exports.command("list")
+@click.option("--partner", default=None)
+@click.option("--month", default=None)
+@click.pass_obj
+def exports_list(obj: _Ctx, partner: str | None, month: str | None) -> None:
+    """Show the export history."""
+    from pipelines.exports import list_exports, print_exports
+
+    rows = _run(list_exports, obj.data_dir, partner=partner, month=month)
+    print_exports(rows, echo=click.echo)
+
+
+@cli.command()
+@click.option("--start", required=True, help="First landing date YYYY-MM-DD.")
+@click.option("--end", required=True, help="Last landing date YYYY-MM-DD.")
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--usage-rows-per-day", default=2000, show_default=True, type=int)
+@click.option("--partners", "n_partners", default=4, show_default=True, type=int)
+@click.option("--bad-rows/--no-bad-rows", default=True, show_default=True,
+              help="Include a small share of late, duplicate and bad rows.")
+@click.pass_obj
+def generate(obj: _Ctx, start: str, end: str, seed: int, usage_rows_per_day: int,
+             n_partners: int, bad_rows: bool) -> None:
+    """Generate a realistic landing zone for a span of dates (seeded)."""
+    from pipelines.generate import generate as gen
+
+    summary = _run(gen, obj.data_dir, start, end, seed=seed,
+                   usage_rows_per_day=usage_rows_per_day, n_partners=n_partners,
+                   bad_rows=bad_rows, progress=click.echo)
+    click.echo(summary)
+
+
+@cli.command("rebuild-warehouse")
+@click.pass_obj
+def rebuild_warehouse(obj: _Ctx) -> None:
+    """Rebuild warehouse.duckdb from the Parquet lake."""
+    from pipelines.warehouse import rebuild
+
+    _run(rebuild, obj.data_dir)
+    click.echo(f"rebuilt {obj.data_dir / 'warehouse.duckdb'} from {obj.data_dir / 'lake'}")
+
+
+def main() -> None:
+    cli(prog_name="koobill")
+
+
+if __name__ == "__main__":
+    main()

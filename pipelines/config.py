@@ -1,0 +1,152 @@
+"""Feeds, columns and paths: the fixed vocabulary of the landing zone and the lake."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+PARTNER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# Money and quantities: exact decimals with 6 places, stored as decimal128.
+MONEY = "DECIMAL(38,6)"
+MONEY_LIMIT = 10**15  # |amount| bound that keeps every sum and product inside DECIMAL(38, .)
+QTY_LIMIT = 10**12
+
+ORDER_TYPES = ("NEW", "RENEW", "AUTO_RENEW", "CHANGE", "UNSUBSCRIBE")
+# Huawei BSS numeric bill_type codes accepted as aliases of order_type.
+ORDER_TYPE_ALIASES = {
+    "1": "NEW",
+    "2": "RENEW",
+    "3": "CHANGE",
+    "4": "UNSUBSCRIBE",
+    "8": "AUTO_RENEW",
+    "20": "CHANGE",
+    "24": "UNSUBSCRIBE",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # id | text | partner | money | qty | rate | ts | month | currency | order_type
+    required: bool
+
+
+def _cols(spec: str) -> tuple[Column, ...]:
+    out = []
+    for item in spec.split(","):
+        name, kind = item.strip().split(":")
+        required = name.endswith("*")
+        out.append(Column(name.rstrip("*"), kind, required))
+    return tuple(out)
+
+
+FEEDS: dict[str, tuple[Column, ...]] = {
+    "partners": _cols(
+        "partner_id*:partner, partner_name*:text, currency*:currency, tax_rate*:rate,"
+        " discount_rate*:rate"
+    ),
+    "prices": _cols(
+        "sku_code*:id, unit*:id, unit_price*:money, currency*:currency, effective_from*:ts,"
+        " effective_to:ts"
+    ),
+    "orders": _cols(
+        "record_id*:id, order_id*:id, partner_id*:partner, customer_id*:id, customer_name:text,"
+        " product_id*:id, product_name:text, sku_code:text, region*:id, order_type*:order_type,"
+        " official_amount*:money, discount_amount*:money, amount*:money, currency*:currency,"
+        " event_time*:ts"
+    ),
+    "usage": _cols(
+        "record_id*:id, partner_id*:partner, customer_id*:id, customer_name:text, product_id*:id,"
+        " product_name:text, sku_code*:id, region*:id, resource_id*:id, usage_start*:ts,"
+        " usage_end*:ts, quantity*:qty, unit*:id"
+    ),
+    "adjustments": _cols(
+        "record_id*:id, partner_id*:partner, customer_id:text, product_id:text, amount*:money,"
+        " currency*:currency, bill_month*:month, reason*:text"
+    ),
+    "coupons": _cols(
+        "record_id*:id, coupon_id*:id, partner_id*:partner, amount*:money, currency*:currency,"
+        " bill_month*:month"
+    ),
+    "payments": _cols(
+        "record_id*:id, partner_id*:partner, amount*:money, currency*:currency, paid_at*:ts,"
+        " method:text, reference:text"
+    ),
+}
+
+# Ingest order: reference data first, so that a day's prices and partners apply to its rows.
+FEED_ORDER = ("partners", "prices", "orders", "usage", "adjustments", "coupons", "payments")
+RECORD_FEEDS = ("orders", "usage", "adjustments", "coupons", "payments")
+FILE_SUFFIXES = (".csv", ".jsonl", ".parquet")
+
+
+def required_columns(feed: str) -> list[str]:
+    return [c.name for c in FEEDS[feed] if c.required]
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """``--data-dir``, else ``$KOOBILL_DATA_DIR``, else ``./data``."""
+    raw = data_dir or os.environ.get("KOOBILL_DATA_DIR") or "data"
+    return Path(raw).expanduser().resolve()
+
+
+def check_partner_id(partner_id: str) -> str:
+    """Refuse a partner id that could not safely name a folder."""
+    if not isinstance(partner_id, str) or not PARTNER_ID_RE.match(partner_id):
+        raise ValueError(
+            f"invalid partner id {partner_id!r}: expected 1-64 characters of A-Z a-z 0-9 _ -"
+        )
+    return partner_id
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where everything lives under one data dir."""
+
+    root: Path
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing"
+
+    def landing_dir(self, feed: str, day: str) -> Path:
+        return self.landing / feed / day
+
+    @property
+    def lake(self) -> Path:
+        return self.root / "lake"
+
+    @property
+    def ingest(self) -> Path:
+        """One committed folder per landing date: ``lake/ingest/landing_date=YYYY-MM-DD``."""
+        return self.lake / "ingest"
+
+    def ingest_dir(self, day: str) -> Path:
+        return self.ingest / f"landing_date={day}"
+
+    @property
+    def bills(self) -> Path:
+        """One committed folder per bill month: ``lake/bills/bill_month=YYYY-MM``."""
+        return self.lake / "bills"
+
+    def bills_dir(self, month: str) -> Path:
+        return self.bills / f"bill_month={month}"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def quality(self) -> Path:
+        return self.root / "quality"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".koobill.lock"

@@ -1,0 +1,237 @@
+"""The public tables and views of the warehouse: one definition that the code creates the
+tables from and that the analysts' data dictionary (docs/data-dictionary.md) is generated from.
+Names are public interface (spec section 6); columns may be added, never renamed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+M6 = "DECIMAL(38,6)"  # exact amounts as landed or rated
+M2 = "DECIMAL(38,2)"  # published bill components, rounded half away from zero
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    kind: str  # table | view
+    grain: str
+    columns: tuple[tuple[str, str, str], ...]  # (name, DuckDB type, meaning)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c[0] for c in self.columns]
+
+    def ddl(self) -> str:
+        cols = ", ".join(f'"{n}" {t}' for n, t, _ in self.columns)
+        return f"create table if not exists {self.name} ({cols})"
+
+
+BILLS = Table(
+    "bills",
+    "table",
+    "one row per partner_id, bill_month, version",
+    (
+        ("partner_id", "VARCHAR", "Partner (seller) id"),
+        ("partner_name", "VARCHAR", "Partner name from the snapshot applicable at the cutoff"),
+        ("bill_month", "VARCHAR", "Bill cycle YYYY-MM (Beijing calendar month)"),
+        ("version", "INTEGER", "1 for the first close; n+1 for each restatement"),
+        ("currency", "VARCHAR", "ISO currency of the partner"),
+        ("consume_amount", M2, "Expenditures: orders with amount > 0 plus rated usage"),
+        ("refunds", M2, "Unsubscriptions and specification changes, as a positive number"),
+        ("adjustments", M2, "Signed sum of adjustments (credits negative)"),
+        ("coupon_total", M2, "Sum of the month's cash coupons before the cap"),
+        ("coupon_amount", M2, "Coupons deducted: min(coupon_total, max(net, 0))"),
+        ("tax_rate", "DECIMAL(9,6)", "Partner tax rate at the cutoff"),
+        ("tax_amount", M2, "round2(max(net - coupon_amount, 0) * tax_rate)"),
+        ("bill_amount", M2, "consume - refunds + adjustments - coupon + tax (initial amount due)"),
+        ("amount_due", M2, "max(bill_amount, 0)"),
+        ("invoice_no", "VARCHAR", "INV-<partner_id>-<YYYYMM>[-V<n>] when amount_due > 0"),
+        ("status", "VARCHAR", "closed, or superseded by a later version"),
+        ("closed_at", "TIMESTAMPTZ", "When this version was generated (UTC)"),
+        ("cutoff_date", "DATE", "Last landing date included (the 4th of the next month)"),
+        ("forced", "BOOLEAN", "Closed with --force while landing dates were missing"),
+        ("missing_dates", "VARCHAR", "Landing dates not ingested at close time (forced closes)"),
+        ("line_count", "BIGINT", "Number of bill_lines behind this bill"),
+    ),
+)
+
+BILL_LINES = Table(
+    "bill_lines",
+    "table",
+    "one row per bill version and distinct (component, charge_type, customer, product, sku, "
+    "region, source_month, late, description)",
+    (
+        ("partner_id", "VARCHAR", "Partner id"),
+        ("bill_month", "VARCHAR", "Bill month YYYY-MM"),
+        ("version", "INTEGER", "Bill version the line belongs to"),
+        ("line_no", "INTEGER", "1-based position of the line in its bill"),
+        ("component", "VARCHAR", "consume | refund | adjustment | coupon"),
+        ("charge_type", "VARCHAR", "NEW, RENEW, AUTO_RENEW, CHANGE, UNSUBSCRIBE, USAGE, "
+         "ADJUSTMENT or COUPON"),
+        ("customer_id", "VARCHAR", "Customer id (may be empty for adjustments and coupons)"),
+        ("customer_name", "VARCHAR", "Latest customer name seen in the month"),
+        ("product_id", "VARCHAR", "Product id (may be empty for adjustments and coupons)"),
+        ("product_name", "VARCHAR", "Latest product name seen in the month"),
+        ("sku_code", "VARCHAR", "SKU code"),
+        ("region", "VARCHAR", "Region"),
+        ("source_month", "VARCHAR", "Month the records are dated in (differs when late)"),
+        ("late", "BOOLEAN", "Records landed after the cutoff of their own month"),
+        ("description", "VARCHAR", "Adjustment reason or coupon id; empty otherwise"),
+        ("currency", "VARCHAR", "Currency"),
+        ("quantity", M6, "Metered quantity (usage lines)"),
+        ("official_amount", M6, "List amount before discount"),
+        ("discount_amount", M6, "Discount"),
+        ("amount", M6, "Exact signed amount (refunds negative); components are round2 of sums"),
+        ("record_count", "BIGINT", "Source records summed into the line"),
+    ),
+)
+
+ESTIMATES = Table(
+    "estimates",
+    "table",
+    "one row per partner_id, bill_month, as_of_date (history kept day by day)",
+    (
+        ("partner_id", "VARCHAR", "Partner id"),
+        ("partner_name", "VARCHAR", "Partner name from the snapshot as of the date"),
+        ("bill_month", "VARCHAR", "Open bill month YYYY-MM"),
+        ("as_of_date", "DATE", "Landing date the estimate is as of"),
+        ("currency", "VARCHAR", "Currency"),
+        ("consume_amount", M2, "Expenditures so far"),
+        ("refunds", M2, "Refunds so far (positive)"),
+        ("adjustments", M2, "Adjustments so far"),
+        ("estimate_amount", M2, "consume_amount - refunds + adjustments (no tax, no coupons)"),
+    ),
+)
+
+QUARANTINE = Table(
+    "quarantine",
+    "table",
+    "one row per rejected input row",
+    (
+        ("feed", "VARCHAR", "Feed name"),
+        ("landing_date", "DATE", "Landing date folder"),
+        ("file", "VARCHAR", "File name inside the landing folder"),
+        ("row", "BIGINT", "1-based record number in the file (header excluded)"),
+        ("record_id", "VARCHAR", "record_id when it could be read"),
+        ("reason", "VARCHAR", "Every rule the row breaks, separated by '; '"),
+        ("raw", "VARCHAR", "The raw record as JSON text"),
+    ),
+)
+
+INGEST_FILES = Table(
+    "ingest_files",
+    "table",
+    "one row per landed file and landing date: the reconciliation of every file",
+    (
+        ("landing_date", "DATE", "Landing date"),
+        ("feed", "VARCHAR", "Feed"),
+        ("file", "VARCHAR", "File name"),
+        ("rows_read", "BIGINT", "Records read"),
+        ("accepted", "BIGINT", "Records accepted"),
+        ("quarantined", "BIGINT", "Records quarantined"),
+        ("duplicates", "BIGINT", "Exact duplicates dropped"),
+    ),
+)
+
+PAYMENTS = Table(
+    "payments",
+    "table",
+    "one row per accepted payment record",
+    (
+        ("record_id", "VARCHAR", "Payment record id"),
+        ("partner_id", "VARCHAR", "Partner id"),
+        ("amount", M6, "Amount paid (> 0)"),
+        ("currency", "VARCHAR", "Currency"),
+        ("paid_at", "TIMESTAMPTZ", "Payment time (UTC)"),
+        ("paid_date", "DATE", "Beijing date of paid_at"),
+        ("method", "VARCHAR", "Payment method"),
+        ("reference", "VARCHAR", "Payment reference"),
+        ("landing_date", "DATE", "Landing date"),
+    ),
+)
+
+AMOUNT_DUE = Table(
+    "amount_due",
+    "view",
+    "one row per partner_id, bill_month of the current closed bills, as of the latest landing "
+    "date ingested",
+    (
+        ("partner_id", "VARCHAR", "Partner id"),
+        ("bill_month", "VARCHAR", "Bill month"),
+        ("version", "INTEGER", "Current bill version"),
+        ("currency", "VARCHAR", "Currency"),
+        ("invoice_no", "VARCHAR", "Invoice number"),
+        ("amount_due", M2, "Amount due of the bill"),
+        ("paid_amount", M2, "Paid by the partner's payments, oldest bill first"),
+        ("unpaid_amount", M2, "amount_due - paid_amount"),
+        ("as_of_date", "DATE", "Latest landing date ingested"),
+    ),
+)
+
+EXPENDITURE_BY_PRODUCT = Table(
+    "expenditure_by_product",
+    "view",
+    "one row per partner_id, bill_month, product_id, product_name, region of current bills; "
+    "refunds and adjustments as rows under product_id OTHERS",
+    (
+        ("partner_id", "VARCHAR", "Partner id"),
+        ("bill_month", "VARCHAR", "Bill month"),
+        ("product_id", "VARCHAR", "Product id, or OTHERS"),
+        ("product_name", "VARCHAR", "Product name, or Refunds / Adjustments under OTHERS"),
+        ("region", "VARCHAR", "Region (filter on it); empty under OTHERS"),
+        ("currency", "VARCHAR", "Currency"),
+        ("consume_amount", M2, "Expenditures of the product (round2 of exact sum)"),
+        ("refunds", M2, "Refunds (OTHERS rows only)"),
+        ("adjustments", M2, "Adjustments (OTHERS rows only)"),
+    ),
+)
+
+EXPENDITURE_BY_CUSTOMER = Table(
+    "expenditure_by_customer",
+    "view",
+    "one row per partner_id, bill_month, customer_id of current bills",
+    (
+        ("partner_id", "VARCHAR", "Partner id"),
+        ("bill_month", "VARCHAR", "Bill month"),
+        ("customer_id", "VARCHAR", "Customer id (empty for partner-level adjustments)"),
+        ("customer_name", "VARCHAR", "Customer name"),
+        ("currency", "VARCHAR", "Currency"),
+        ("consume_amount", M2, "Expenditures"),
+        ("refunds", M2, "Refunds (positive)"),
+        ("adjustments", M2, "Adjustments"),
+        ("total_amount", M2, "consume_amount - refunds + adjustments"),
+    ),
+)
+
+EXPORT_HISTORY = Table(
+    "export_history",
+    "table",
+    "one row per export file written",
+    (
+        ("export_id", "VARCHAR", "Unique id of the export run and file"),
+        ("partner_id", "VARCHAR", "Partner id"),
+        ("bill_month", "VARCHAR", "Bill month"),
+        ("version", "INTEGER", "Bill version exported"),
+        ("bill_status", "VARCHAR", "Status of that version when exported (closed/superseded)"),
+        ("kind", "VARCHAR", "summary (the invoice PDF) or details"),
+        ("format", "VARCHAR", "pdf | xlsx | csv | parquet"),
+        ("path", "VARCHAR", "Path relative to the data dir"),
+        ("rows", "BIGINT", "Detail rows in the file (bill lines)"),
+        ("bytes", "BIGINT", "File size"),
+        ("sha256", "VARCHAR", "SHA-256 of the file"),
+        ("created_at", "TIMESTAMPTZ", "When the file was written (UTC)"),
+    ),
+)
+
+PUBLIC = (
+    BILLS,
+    BILL_LINES,
+    ESTIMATES,
+    EXPENDITURE_BY_PRODUCT,
+    EXPENDITURE_BY_CUSTOMER,
+    AMOUNT_DUE,
+    PAYMENTS,
+    QUARANTINE,
+    INGEST_FILES,
+    EXPORT_HISTORY,
+)
