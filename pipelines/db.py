@@ -1,0 +1,35 @@
+"""DuckDB connections with the settings every koobill query relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+
+def connect(path: str | Path = ":memory:", *, read_only: bool = False,
+            threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection in UTC (timestamps are stored in UTC; Beijing boundaries are explicit)."""
+    con = duckdb.connect(str(path), read_only=read_only)
+    con.execute("set TimeZone = 'UTC'")
+    con.execute("set preserve_insertion_order = true")
+    if threads:
+        con.execute(f"set threads = {int(threads)}")
+    return con
+
+
+def sql(name: str) -> str:
+    """The text of ``sql/<name>.sql``."""
+    return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def quote_path(path: str | Path) -> str:
+    """A file path as a SQL string literal (paths cannot be bound as parameters in COPY)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def file_list(paths: list[Path]) -> str:
+    """A SQL list literal of file paths for read_parquet([...])."""
+    return "[" + ", ".join(quote_path(p) for p in paths) + "]"
