@@ -97,6 +97,17 @@ def sync_partition(root: Path, lake_table: str, value: str) -> None:
         con.close()
 
 
+def set_latest_landing_date(root: Path) -> None:
+    """Record the latest committed landing date (the as-of date of ``amount_due``)."""
+    dates = [v for v, _ in partitions(Paths(root).ingest, "landing_date")]
+    con = open_warehouse(root)
+    try:
+        if dates:
+            set_meta(con, "latest_landing_date", dates[-1])
+    finally:
+        con.close()
+
+
 def rebuild(data_dir: str | Path | None = None) -> None:
     """Recreate warehouse.duckdb from the lake (written to a temporary file, then renamed)."""
     root = resolve_data_dir(data_dir)

@@ -1,0 +1,624 @@
+"""Ingest one landing date: read, validate, dedupe, rate, assign bill months, refresh estimates.
+
+The whole date is one transaction: everything is computed in an in-memory DuckDB, written into a
+fresh version folder, validated, and only then committed (``lake.commit_version``) and mirrored
+into the warehouse. Rerunning a date replaces exactly that date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines import calendar as cal
+from pipelines import rules
+from pipelines.config import FEED_ORDER, FEEDS, RECORD_FEEDS, Paths, resolve_data_dir
+from pipelines.db import connect, file_list, quote_path
+from pipelines.lake import (
+    KoobillError,
+    commit_version,
+    data_dir_lock,
+    new_version_dir,
+    partitions,
+)
+from pipelines.readers import create_staging, landing_files, load_file
+
+Echo = Callable[[str], None]
+
+# The date a record is "dated" on, per feed (spec section 1).
+RECORD_TS = {
+    "orders": '"event_time"',
+    "usage": '"usage_start"',
+    "payments": '"paid_at"',
+}
+BILLED_FEEDS = ("orders", "usage", "adjustments", "coupons")
+
+
+@dataclass
+class FeedStats:
+    feed: str
+    files: list[dict] = field(default_factory=list)
+    top_reasons: list[tuple[str, int]] = field(default_factory=list)
+
+    def total(self, key: str) -> int:
+        return sum(int(f[key]) for f in self.files)
+
+
+@dataclass
+class IngestResult:
+    landing_date: str
+    feeds: dict[str, FeedStats]
+    estimates: list[dict]
+    seconds: float
+    ignored_files: list[str]
+    late_records: int
+    closed_month_warnings: list[str]
+
+
+def _beijing_date(expr: str) -> str:
+    return f"cast(cast({expr} as timestamp) + interval 8 hour as date)"
+
+
+def _record_date(feed: str) -> str:
+    if feed in RECORD_TS:
+        return _beijing_date(RECORD_TS[feed])
+    return "cast(\"bill_month\" || '-01' as date)"
+
+
+def ingest_date(data_dir: str | Path | None, day: str | dt.date, *,
+                progress: Echo | None = None,
+                max_quarantine_share: float | None = None) -> IngestResult:
+    """Ingest landing date ``day`` of every feed and refresh the estimates as of ``day``."""
+    root = resolve_data_dir(data_dir)
+    d = cal.parse_date(day) if isinstance(day, str) else day
+    with data_dir_lock(root, wait_s=float(os.environ.get("KOOBILL_LOCK_WAIT_S", "600")),
+                       what=f"ingest {d}"):
+        return _ingest(root, d, progress or (lambda _m: None), max_quarantine_share)
+
+
+def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> IngestResult:
+    t0 = time.monotonic()
+    paths = Paths(root)
+    day = d.isoformat()
+    part = paths.ingest_dir(day)
+    earlier = [(v, p) for v, p in partitions(paths.ingest, "landing_date") if v < day]
+    con = connect(":memory:")
+    tmp = root / ".tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    con.execute(f"set temp_directory = {quote_path(tmp)}")
+    con.execute(f"set memory_limit = '{os.environ.get('KOOBILL_MEMORY_LIMIT', '2GB')}'")
+    vdir = new_version_dir(part)
+    try:
+        stats: dict[str, FeedStats] = {}
+        ignored: list[str] = []
+        for feed in FEED_ORDER:
+            stats[feed] = _stage_feed(con, paths, feed, day, echo, ignored)
+        _partner_snapshot(con, earlier)
+        _price_list(con, earlier)
+        con.execute("create temp table quarantine_rows (feed varchar, landing_date date, "
+                    "file varchar, row bigint, record_id varchar, reason varchar, raw varchar)")
+        for feed in FEED_ORDER:
+            _validate(con, feed, d, earlier)
+            _count(con, stats[feed], feed)
+            _accept(con, feed, d)
+        _write_outputs(con, vdir, d)
+        _write_files_table(con, vdir, d, stats)
+        estimates = _estimates(con, paths, vdir, d, earlier)
+        _quality_gate(con, vdir, d, stats, max_share, root)
+        late = con.execute(
+            "select coalesce(sum(n), 0) from (select count(*) n from out_orders where late "
+            "union all select count(*) from out_usage where late)"
+        ).fetchone()[0]
+        warnings = _closed_month_warnings(paths, con)
+        con.close()
+        commit_version(part, vdir)
+    except BaseException:
+        con.close()
+        import shutil
+
+        shutil.rmtree(vdir, ignore_errors=True)
+        raise
+    from pipelines.warehouse import set_latest_landing_date, sync_partition
+
+    sync_partition(root, "ingest", day)
+    set_latest_landing_date(root)
+    return IngestResult(day, stats, estimates, time.monotonic() - t0, ignored, int(late), warnings)
+
+
+# --- staging -----------------------------------------------------------------------------------
+
+
+def _stage_feed(con, paths: Paths, feed: str, day: str, echo: Echo,
+                ignored: list[str]) -> FeedStats:
+    table = f"stg_{feed}"
+    create_staging(con, feed, table)
+    files, skipped = landing_files(paths.landing_dir(feed, day))
+    ignored += [str(p) for p in skipped]
+    st = FeedStats(feed)
+    for path in files:
+        n = load_file(con, feed, path, table, progress=echo)
+        st.files.append({"file": path.name, "rows_read": n})
+        if n >= 1_000_000:
+            echo(f"  {feed}/{path.name}: {n:,} rows read")
+    return st
+
+
+def _partner_snapshot(con, earlier) -> None:
+    """The snapshot as of the date: today's partners if any landed and were accepted, else the
+    latest earlier snapshot."""
+    cols = "partner_id, partner_name, currency, tax_rate, discount_rate"
+    con.execute(f"create temp table prev_partners as select {cols} from (select null::varchar partner_id, null::varchar partner_name, null::varchar currency, null::decimal(38,6) tax_rate, null::decimal(38,6) discount_rate) where false")
+    for _v, p in reversed(earlier):
+        f = p / "partners.parquet"
+        if f.exists():
+            n = con.execute(f"select count(*) from read_parquet({quote_path(f)})").fetchone()[0]
+            if n:
+                con.execute(f"insert into prev_partners select {cols} from read_parquet({quote_path(f)})")
+                break
+
+
+def _price_list(con, earlier) -> None:
+    files = [p / "prices.parquet" for _v, p in earlier if (p / "prices.parquet").exists()]
+    if files:
+        con.execute(
+            "create temp table prev_prices as select sku_code, unit, unit_price, currency, "
+            f"effective_from, effective_to, landing_date, _file, _row, _hash from read_parquet({file_list(files)})"
+        )
+    else:
+        con.execute(
+            "create temp table prev_prices (sku_code varchar, unit varchar, unit_price decimal(38,6), "
+            "currency varchar, effective_from timestamptz, effective_to timestamptz, "
+            "landing_date date, _file varchar, _row bigint, _hash varchar)"
+        )
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def _validate(con, feed: str, d: dt.date, earlier) -> None:
+    """Type the staging rows, apply every rule, dedupe; leave ``acc_<feed>`` and quarantine."""
+    day = d.isoformat()
+    reasons = rules.type_reasons(feed)
+    con.execute(f"create temp table typed_{feed} as select {rules.typed_select(feed)} from stg_{feed}")
+    con.execute(f"drop table stg_{feed}")
+    extra_cols, extra_reasons = _feed_rules(feed)
+    joins = _feed_joins(feed)
+    all_reasons = ", ".join(reasons + extra_reasons)
+    con.execute(
+        f"""create temp table chk_{feed} as
+        select t.*{extra_cols},
+               nullif(concat_ws('; ', {all_reasons}), '') as _reason
+        from typed_{feed} t {joins}""",
+        _feed_params(feed, d),
+    )
+    con.execute(f"drop table typed_{feed}")
+    if feed == "partners":
+        _dedupe_partners(con)
+    elif feed == "prices":
+        _dedupe_prices(con, day)
+    else:
+        _dedupe_records(con, feed, earlier)
+    _quarantine(con, feed, day)
+
+
+def _feed_params(feed: str, d: dt.date) -> list:
+    if feed in ("partners", "prices"):
+        return []
+    return [d + dt.timedelta(days=1)]
+
+
+def _feed_joins(feed: str) -> str:
+    if feed in ("partners", "prices"):
+        return ""
+    snap = "left join snapshot s on s.partner_id = t.partner_id"
+    if feed == "usage":
+        return snap + (
+            " asof left join price_list p on p.sku_code = t.sku_code and p.unit = t.unit "
+            "and p.currency = s.currency and t.usage_start >= p.effective_from"
+        )
+    return snap
+
+
+def _feed_rules(feed: str) -> tuple[str, list[str]]:
+    """Extra typed columns and the reasons of the feed's own rules."""
+    if feed == "partners":
+        return "", []
+    if feed == "prices":
+        return "", [
+            "case when t.unit_price < 0 then 'unit_price is negative' end",
+            "case when t.effective_to <= t.effective_from then "
+            "'effective_to is not after effective_from' end",
+        ]
+    unknown = ("case when t.partner_id is not null and s.partner_id is null then "
+               "'partner ' || left(t.partner_id, 64) || ' is not in the partner snapshot' end")
+    cur = ("case when s.partner_id is not null and t.currency <> s.currency then "
+           "'currency ' || t.currency || ' is not the partner''s currency ' || s.currency end")
+    future = (f"case when {_record_date(feed).replace(chr(34), '')} > ?::date then "
+              f"'{'bill_month' if feed in ('adjustments', 'coupons') else RECORD_TS[feed].strip(chr(34))}"
+              " is more than 1 day after the landing date (from the future)' end")
+    if feed == "orders":
+        return "", [
+            "case when t.amount <> t.official_amount - t.discount_amount then "
+            "'amount ' || t.amount || ' is not official_amount - discount_amount (' || "
+            "(t.official_amount - t.discount_amount) || ')' end",
+            "case when t.order_type in ('NEW', 'RENEW', 'AUTO_RENEW') and t.amount < 0 then "
+            "'amount is negative for order_type ' || t.order_type end",
+            "case when t.order_type = 'UNSUBSCRIBE' and t.amount > 0 then "
+            "'amount is positive for order_type UNSUBSCRIBE' end",
+            unknown, cur, future,
+        ]
+    if feed == "usage":
+        cols = (", s.currency as currency, s.discount_rate as discount_rate, "
+                "p.unit_price as unit_price, p.effective_from as price_from")
+        no_price = (
+            "case when t.sku_code is not null and t.unit is not null and t.usage_start is not null "
+            "and s.partner_id is not null and (p.unit_price is null or t.usage_start >= "
+            "coalesce(p.effective_to, 'infinity'::timestamptz)) then 'no price for sku ' || "
+            "t.sku_code || ' in ' || t.unit || ' and ' || s.currency || ' effective at usage_start' end"
+        )
+        return cols, [
+            "case when t.usage_end < t.usage_start then 'usage_end is before usage_start' end",
+            unknown, no_price, future,
+        ]
+    if feed in ("coupons", "payments"):
+        return "", [
+            "case when t.amount <= 0 then 'amount must be > 0' end", unknown, cur, future,
+        ]
+    return "", [unknown, cur, future]  # adjustments
+
+
+def _dedupe_partners(con) -> None:
+    """A partner listed twice in one snapshot: identical rows are duplicates, a different row
+    is quarantined; the first stands."""
+    h = rules.content_hash("partners")
+    con.execute(
+        f"""create temp table ded_partners as
+        select *, {h} as _hash,
+          row_number() over (partition by partner_id, _reason is null order by _file, _row) as _k,
+          first_value({h}) over (partition by partner_id, _reason is null order by _file, _row) as _first
+        from chk_partners"""
+    )
+    con.execute(
+        """create temp table res_partners as select *,
+          case when _reason is not null then 'quarantine'
+               when _k = 1 then 'accept'
+               when _hash = _first then 'duplicate'
+               else 'quarantine' end as _status,
+          case when _reason is null and _k > 1 and _hash <> _first then
+            'partner_id ' || partner_id || ' is listed twice in the snapshot with different values'
+          else _reason end as _why
+        from ded_partners"""
+    )
+    con.execute(
+        "create temp table acc_partners as select * exclude (_k, _first, _status, _why, _reason, "
+        "_error, _raw) from res_partners where _status = 'accept'"
+    )
+    con.execute(
+        "create temp table snapshot as select partner_id, partner_name, currency, tax_rate, "
+        "discount_rate from acc_partners"
+    )
+    if con.execute("select count(*) from snapshot").fetchone()[0] == 0:
+        con.execute("insert into snapshot select * from prev_partners")
+
+
+def _dedupe_prices(con, day: str) -> None:
+    h = rules.content_hash("prices")
+    con.execute(
+        f"""create temp table res_prices as
+        with c as (
+          select *, {h} as _hash,
+            row_number() over (partition by {h}, _reason is null order by _file, _row) as _k
+          from chk_prices
+        )
+        select c.*,
+          case when _reason is not null then 'quarantine'
+               when _k > 1 or exists (select 1 from prev_prices pp where pp._hash = c._hash)
+                 then 'duplicate'
+               else 'accept' end as _status,
+          _reason as _why
+        from c"""
+    )
+    con.execute(
+        "create temp table acc_prices as select * exclude (_k, _status, _why, _reason, _error, _raw) "
+        "from res_prices where _status = 'accept'"
+    )
+    # The price list in force for the date: for each key the latest landed row wins.
+    con.execute(
+        f"""create temp table price_list as
+        with allp as (
+          select sku_code, unit, unit_price, currency, effective_from, effective_to,
+                 landing_date, _file, _row from prev_prices
+          union all
+          select sku_code, unit, unit_price, currency, effective_from, effective_to,
+                 '{day}'::date, _file, _row from acc_prices
+        )
+        select * exclude (rn) from (
+          select *, row_number() over (partition by sku_code, unit, currency, effective_from
+                                       order by landing_date desc, _file desc, _row desc) rn
+          from allp) where rn = 1"""
+    )
+
+
+def _dedupe_records(con, feed: str, earlier) -> None:
+    h = rules.content_hash(feed)
+    con.execute(f"create temp table hsh_{feed} as select *, {h} as _hash from chk_{feed}")
+    con.execute(f"drop table chk_{feed}")
+    files = [p / f"{feed}.parquet" for _v, p in earlier if (p / f"{feed}.parquet").exists()]
+    if files:
+        con.execute(
+            f"""create temp table hist_{feed} as
+            select record_id, _hash, landing_date from read_parquet({file_list(files)}) h
+            where record_id in (select record_id from hsh_{feed} where _reason is null)"""
+        )
+    else:
+        con.execute(f"create temp table hist_{feed} (record_id varchar, _hash varchar, landing_date date)")
+    con.execute(
+        f"""create temp table res_{feed} as
+        with v as (
+          select *,
+            row_number() over (partition by record_id, _reason is null order by _file, _row) as _k,
+            first_value(_hash) over (partition by record_id, _reason is null order by _file, _row) as _first,
+            first_value(_file) over (partition by record_id, _reason is null order by _file, _row) as _ffile,
+            first_value(_row) over (partition by record_id, _reason is null order by _file, _row) as _frow
+          from hsh_{feed}
+        )
+        select v.* exclude (_ffile, _frow),
+          case when v._reason is not null then 'quarantine'
+               when h.record_id is not null and h._hash = v._hash then 'duplicate'
+               when h.record_id is not null then 'quarantine'
+               when v._k = 1 then 'accept'
+               when v._hash = v._first then 'duplicate'
+               else 'quarantine' end as _status,
+          case when v._reason is not null then v._reason
+               when h.record_id is not null and h._hash <> v._hash then
+                 'conflicting duplicate: record_id ' || v.record_id ||
+                 ' was accepted on ' || h.landing_date || ' with different content'
+               when h.record_id is null and v._k > 1 and v._hash <> v._first then
+                 'conflicting duplicate: record_id ' || v.record_id ||
+                 ' was accepted earlier this date (' || v._ffile || ' row ' || v._frow ||
+                 ') with different content'
+          end as _why
+        from v left join hist_{feed} h on h.record_id = v.record_id"""
+    )
+    con.execute(f"drop table hsh_{feed}")
+
+
+def _quarantine(con, feed: str, day: str) -> None:
+    cols = [c.name for c in FEEDS[feed]]
+    struct = ", ".join(f"'{c}': \"{c}\"" for c in cols)
+    # raw values come from the staging text, kept through typing under the same names only for
+    # text columns; rebuild the raw record from the typed values where no raw text was kept.
+    rid = "record_id" if "record_id" in cols else ("partner_id" if feed == "partners" else "sku_code")
+    con.execute(
+        f"""insert into quarantine_rows
+        select '{feed}', '{day}'::date, _file, _row, cast({rid} as varchar), _why,
+               coalesce(_raw, to_json({{{struct}}})::varchar)
+        from res_{feed} where _status = 'quarantine'"""
+    )
+
+
+# --- outputs -----------------------------------------------------------------------------------
+
+
+def _accept(con, feed: str, d: dt.date) -> None:
+    """``out_<feed>``: the accepted rows with their landing date, bill month and rating."""
+    landed_month = cal.month_of(d - dt.timedelta(days=cal.CUTOFF_DAY))
+    if feed in ("partners", "prices"):
+        src = f"acc_{feed}"
+    else:
+        src = f"res_{feed}"
+    where = "" if feed in ("partners", "prices") else "where _status = 'accept'"
+    con.execute(
+        f"create temp table out_{feed} as select '{d.isoformat()}'::date as landing_date, "
+        f"{_output_select(feed, landed_month)} from {src} {where} order by _file, _row"
+    )
+    _quarantine(con, feed, d.isoformat())
+    con.execute(f"drop table res_{feed}")
+
+
+def _write_outputs(con, vdir: Path, d: dt.date) -> None:
+    for feed in FEED_ORDER:
+        con.execute(
+            f"copy out_{feed} to {quote_path(vdir / (feed + '.parquet'))} "
+            "(format parquet, compression zstd)"
+        )
+    con.execute(
+        f"copy (select * from quarantine_rows order by feed, file, row) to "
+        f"{quote_path(vdir / 'quarantine.parquet')} (format parquet, compression zstd)"
+    )
+
+
+def _output_select(feed: str, landed_month: str) -> str:
+    cols = [f'"{c.name}"' for c in FEEDS[feed]]
+    base = ", ".join(cols + ["_file", "_row", "_hash"])
+    if feed in ("partners",):
+        return ", ".join(cols + ["_file", "_row", "_hash"])
+    if feed == "prices":
+        return base
+    src_month = f"strftime({_record_date(feed)}, '%Y-%m')"
+    bill = f"greatest({src_month}, '{landed_month}')"
+    month_cols = (f", {src_month} as source_month, {bill} as bill_month_assigned, "
+                  f"{bill} > {src_month} as late")
+    if feed == "usage":
+        rated = (
+            ", currency, unit_price, discount_rate,"
+            " cast(round(quantity * unit_price, 6) as decimal(38,6)) as official_amount,"
+            " cast(round(cast(round(quantity * unit_price, 6) as decimal(38,6)) * discount_rate, 6)"
+            " as decimal(38,6)) as discount_amount"
+        )
+        return f"{base}{month_cols}{rated}, official_amount - discount_amount as amount"
+    if feed == "payments":
+        return f"{base}, {_beijing_date(chr(34) + 'paid_at' + chr(34))} as paid_date"
+    return base + month_cols
+
+
+def _count(con, st: FeedStats, feed: str) -> None:
+    rows = con.execute(
+        f"""select _file,
+                   count(*) filter (where _status = 'accept'),
+                   count(*) filter (where _status = 'quarantine'),
+                   count(*) filter (where _status = 'duplicate')
+            from res_{feed} group by _file"""
+    ).fetchall()
+    by_file = {r[0]: r[1:] for r in rows}
+    for f in st.files:
+        a, q, dup = by_file.get(f["file"], (0, 0, 0))
+        f.update(accepted=int(a), quarantined=int(q), duplicates=int(dup))
+        if f["rows_read"] != a + q + dup:
+            raise KoobillError(
+                f"internal reconciliation failed for {feed}/{f['file']}: read {f['rows_read']} "
+                f"!= accepted {a} + quarantined {q} + duplicates {dup}"
+            )
+    top = con.execute(
+        f"select _why, count(*) from res_{feed} where _status = 'quarantine' "
+        "group by 1 order by 2 desc, 1 limit 5"
+    ).fetchall()
+    st.top_reasons = [(r[0], int(r[1])) for r in top]
+
+
+def _write_files_table(con, vdir: Path, d: dt.date, stats: dict[str, FeedStats]) -> None:
+    con.execute(
+        "create temp table files_rows (landing_date date, feed varchar, file varchar, "
+        "rows_read bigint, accepted bigint, quarantined bigint, duplicates bigint)"
+    )
+    for feed, st in stats.items():
+        for f in st.files:
+            con.execute(
+                "insert into files_rows values (?, ?, ?, ?, ?, ?, ?)",
+                [d, feed, f["file"], f["rows_read"], f["accepted"], f["quarantined"],
+                 f["duplicates"]],
+            )
+    con.execute(
+        f"copy (select * from files_rows order by feed, file) to "
+        f"{quote_path(vdir / 'files.parquet')} (format parquet)"
+    )
+
+
+def _estimates(con, paths: Paths, vdir: Path, d: dt.date, earlier) -> list[dict]:
+    """Per-date totals of the billed feeds, then the estimate of every open month as of d."""
+    day = d.isoformat()
+    con.execute(
+        f"""copy (
+          with lines as (
+            select partner_id, bill_month_assigned as bill_month, currency,
+                   case when amount > 0 then amount else 0 end as consume,
+                   case when amount < 0 then -amount else 0 end as refunds,
+                   0::decimal(38,6) as adjustments, 0::decimal(38,6) as coupons
+            from out_orders
+            union all
+            select partner_id, bill_month_assigned, currency, amount, 0, 0, 0 from out_usage
+            union all
+            select partner_id, bill_month_assigned, currency, 0, 0, amount, 0 from out_adjustments
+            union all
+            select partner_id, bill_month_assigned, currency, 0, 0, 0, amount from out_coupons
+          )
+          select '{day}'::date as landing_date, partner_id, bill_month, currency,
+                 sum(consume)::decimal(38,6) as consume, sum(refunds)::decimal(38,6) as refunds,
+                 sum(adjustments)::decimal(38,6) as adjustments,
+                 sum(coupons)::decimal(38,6) as coupons, count(*) as records
+          from lines group by all order by all
+        ) to {quote_path(vdir / 'totals.parquet')} (format parquet)"""
+    )
+    months = cal.open_months(d)
+    start = min(cal.landing_window(m)[0] for m in months).isoformat()
+    files = [p / "totals.parquet" for v, p in earlier if v >= start and (p / "totals.parquet").exists()]
+    files.append(vdir / "totals.parquet")
+    month_list = ", ".join(f"'{m}'" for m in months)
+    con.execute(
+        f"""create temp table est as
+        with t as (
+          select partner_id, bill_month, sum(consume) c, sum(refunds) r, sum(adjustments) a
+          from read_parquet({file_list(files)})
+          where bill_month in ({month_list}) group by all
+        ),
+        m as (select unnest([{month_list}]) as bill_month)
+        select s.partner_id, s.partner_name, m.bill_month, '{day}'::date as as_of_date, s.currency,
+               round(coalesce(t.c, 0), 2)::decimal(38,2) as consume_amount,
+               round(coalesce(t.r, 0), 2)::decimal(38,2) as refunds,
+               round(coalesce(t.a, 0), 2)::decimal(38,2) as adjustments,
+               (round(coalesce(t.c, 0), 2) - round(coalesce(t.r, 0), 2)
+                + round(coalesce(t.a, 0), 2))::decimal(38,2) as estimate_amount
+        from snapshot s cross join m
+        left join t on t.partner_id = s.partner_id and t.bill_month = m.bill_month
+        order by s.partner_id, m.bill_month"""
+    )
+    con.execute(f"copy est to {quote_path(vdir / 'estimates.parquet')} (format parquet)")
+    cur = con.execute("select * from est")
+    names = [x[0] for x in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def _quality_gate(con, vdir: Path, d: dt.date, stats, max_share, root: Path) -> None:
+    """Fail the date if a feed looks broken or its accepted rows break their suite."""
+    try:
+        from pipelines import quality
+    except ImportError:  # TODO(lead): remove once pipelines.quality lands
+        return
+
+    rows = [
+        {"feed": feed, "landing_date": d.isoformat(), **f, "top_reasons": st.top_reasons}
+        for feed, st in stats.items()
+        for f in st.files
+    ]
+    if max_share is None:
+        quality.check_quarantine_share(rows)
+    else:
+        quality.check_quarantine_share(rows, threshold=max_share)
+    for feed in RECORD_FEEDS:
+        if con.execute(f"select count(*) from out_{feed}").fetchone()[0]:
+            quality.validate_feed(con, feed, f"out_{feed}", d.isoformat(),
+                                  Paths(root).quality / "ingest" / d.isoformat())
+
+
+def _closed_month_warnings(paths: Paths, con) -> list[str]:
+    closed = {v for v, _p in partitions(paths.bills, "bill_month")}
+    if not closed:
+        return []
+    out = []
+    for feed in BILLED_FEEDS:
+        for (m, n) in con.execute(
+            f"select bill_month_assigned, count(*) from out_{feed} group by 1"
+        ).fetchall():
+            if m in closed:
+                out.append(
+                    f"{n} {feed} record(s) belong to {m}, which is already closed: they appear in "
+                    f"its bill only after `koobill close --month {m} --restate`"
+                )
+    return out
+
+
+def print_ingest_result(r: IngestResult, echo: Echo, quiet: bool = False) -> None:
+    if not quiet:
+        echo(f"landing date {r.landing_date}")
+        echo(f"  {'feed':<12} {'files':>5} {'read':>12} {'accepted':>12} {'quarantined':>12} {'duplicates':>11}")
+        for feed, st in r.feeds.items():
+            echo(
+                f"  {feed:<12} {len(st.files):>5} {st.total('rows_read'):>12,} "
+                f"{st.total('accepted'):>12,} {st.total('quarantined'):>12,} "
+                f"{st.total('duplicates'):>11,}"
+            )
+            for reason, n in st.top_reasons[:3]:
+                echo(f"      quarantined {n:,}: {reason}")
+        for p in r.ignored_files:
+            echo(f"  ignored (not .csv/.jsonl/.parquet): {p}")
+        if r.late_records:
+            echo(f"  late records (billed in a later month): {r.late_records:,}")
+        for w in r.closed_month_warnings:
+            echo(f"  warning: {w}")
+        echo(f"  estimates as of {r.landing_date} (no tax, no coupons):")
+        for e in r.estimates:
+            echo(
+                f"    {e['partner_id']:<20} {e['bill_month']}  {e['currency']} "
+                f"{e['estimate_amount']:>16,.2f}  (consume {e['consume_amount']:,.2f}, "
+                f"refunds {e['refunds']:,.2f}, adjustments {e['adjustments']:,.2f})"
+            )
+    read = sum(st.total("rows_read") for st in r.feeds.values())
+    q = sum(st.total("quarantined") for st in r.feeds.values())
+    echo(f"ingested {r.landing_date}: {read:,} rows read, {q:,} quarantined, in {r.seconds:.1f} s")
+
+
+__all__ = ["IngestResult", "ingest_date", "print_ingest_result"]

@@ -1,0 +1,330 @@
+"""Read landing files (CSV, JSONL, Parquet) into one all-text staging table per feed.
+
+Every record read becomes one staging row: ``_file``, ``_row`` (1-based record number in the
+file, header excluded), ``_error`` (a parse-level problem: the row is quarantined with it) and
+``_raw`` (the record's text where the parse failed), plus the feed's columns as VARCHAR.
+Typing and the row rules happen afterwards, in SQL, on this table.
+
+CSV goes through DuckDB's parallel reader. Only a file the fast reader rejects rows of (ragged
+rows, bad quoting, invalid UTF-8) is re-read by Python's csv module, so that every record keeps
+its exact number and gets its own reason. JSONL is parsed by Python's json module with numbers
+kept as their source text (a JSON number must never pass through a float). Files are streamed
+in batches; memory stays bounded whatever the file size.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from pipelines.config import FEEDS, FILE_SUFFIXES
+from pipelines.db import quote_path
+from pipelines.lake import KoobillError
+
+BATCH = 200_000
+MAX_RAW = 4000  # characters of a raw record kept in quarantine
+
+
+class FileError(KoobillError):
+    """A landing file that cannot be read as a whole; the ingest of its date stops."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def staging_columns(feed: str) -> list[str]:
+    return ["_file", "_row", "_error", "_raw"] + [c.name for c in FEEDS[feed]]
+
+
+def create_staging(con: duckdb.DuckDBPyConnection, feed: str, table: str) -> None:
+    cols = ", ".join(
+        ['"_file" VARCHAR', '"_row" BIGINT', '"_error" VARCHAR', '"_raw" VARCHAR']
+        + [f'"{c.name}" VARCHAR' for c in FEEDS[feed]]
+    )
+    con.execute(f"create or replace temp table {table} ({cols})")
+
+
+def landing_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The readable files of a landing folder in name order, and the ones koobill ignores."""
+    if not folder.is_dir():
+        return [], []
+    files, ignored = [], []
+    for p in sorted(folder.iterdir(), key=lambda p: p.name):
+        if p.name.startswith("."):
+            continue
+        if p.is_file() and p.suffix.lower() in FILE_SUFFIXES:
+            files.append(p)
+        else:
+            ignored.append(p)
+    return files, ignored
+
+
+def load_file(con: duckdb.DuckDBPyConnection, feed: str, path: Path, table: str,
+              progress: Callable[[str], None] | None = None) -> int:
+    """Append every record of ``path`` to the staging ``table``; return the records read."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise FileError(path, f"cannot be read ({exc.strerror})") from None
+    if size == 0:
+        raise FileError(path, "the file is empty (0 bytes); expected at least a header row")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return _load_csv(con, feed, path, table, progress)
+        if suffix == ".jsonl":
+            return _load_jsonl(con, feed, path, table)
+        return _load_parquet(con, feed, path, table)
+    except FileError:
+        raise
+    except PermissionError as exc:
+        raise FileError(path, f"cannot be read ({exc.strerror})") from None
+    except duckdb.Error as exc:
+        raise FileError(path, f"cannot be read: {str(exc).splitlines()[0]}") from None
+
+
+# --- CSV -------------------------------------------------------------------------------------
+
+
+def _csv_header(feed: str, path: Path) -> list[str]:
+    with open(path, "rb") as fh:
+        head = fh.readline(1 << 20)
+    if head.startswith(codecs.BOM_UTF8):
+        head = head[len(codecs.BOM_UTF8):]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FileError(path, "the header row is not valid UTF-8") from None
+    header = next(csv.reader([text.rstrip("\r\n")]), [])
+    header = [h.strip() for h in header]
+    _check_header(feed, path, header)
+    return header
+
+
+def _check_header(feed: str, path: Path, header: list[str]) -> None:
+    if not header or header == [""]:
+        raise FileError(path, "the header row is empty")
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise FileError(path, f"duplicate column names in the header: {', '.join(dupes)}")
+    missing = [c.name for c in FEEDS[feed] if c.required and c.name not in header]
+    if missing:
+        raise FileError(
+            path, f"missing required column(s) for feed '{feed}': {', '.join(missing)}"
+        )
+
+
+def _select_list(feed: str, present: list[str]) -> str:
+    out = []
+    for c in FEEDS[feed]:
+        out.append(f'"{c.name}"' if c.name in present else "null")
+    return ", ".join(out)
+
+
+def _load_csv(con, feed, path, table, progress) -> int:
+    header = _csv_header(feed, path)
+    columns = "{" + ", ".join(f"'{h.replace(chr(39), chr(39) * 2)}': 'VARCHAR'" for h in header) + "}"
+    if progress and path.stat().st_size > 50 << 20:
+        progress(f"  reading {path.name} ({path.stat().st_size / 1e6:,.0f} MB)")
+    con.execute("drop table if exists _csv_rejects")
+    con.execute("drop table if exists _csv_scans")
+    src = (
+        f"read_csv({quote_path(path)}, columns={columns}, header=true, auto_detect=false,"
+        " delim=',', quote='\"', escape='\"', strict_mode=true, store_rejects=true,"
+        " rejects_table='_csv_rejects', rejects_scan='_csv_scans', ignore_errors=true,"
+        " max_line_size=10000000)"
+    )
+    con.execute("create or replace temp table _csv_fast as select * from " + src)
+    rejects = con.execute("select count(*) from _csv_rejects").fetchone()[0]
+    if rejects:
+        # exact per-record numbering and reasons for a damaged file
+        con.execute("drop table _csv_fast")
+        return _load_csv_python(con, feed, path, table, header)
+    n = con.execute(
+        f"insert into {table} select ?, row_number() over (), null, null, "
+        f"{_select_list(feed, header)} from _csv_fast",
+        [path.name],
+    ).fetchone()[0]
+    con.execute("drop table _csv_fast")
+    return int(n)
+
+
+def _load_csv_python(con, feed, path, table, header) -> int:
+    names = [c.name for c in FEEDS[feed]]
+    index = {h: i for i, h in enumerate(header)}
+    width = len(header)
+    total = 0
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        first = fh.read(1)
+        if first != "\ufeff":
+            fh.seek(0)
+        reader = csv.reader(fh, strict=True)
+        try:
+            next(reader)  # header
+        except (csv.Error, StopIteration):
+            return 0
+        batch: list[list] = []
+        row = 0
+        while True:
+            try:
+                rec = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                row += 1
+                batch.append(_bad(path, row, f"malformed CSV record: {exc}", ""))
+                break  # the reader cannot resynchronise after a quoting error
+            row += 1
+            if not rec:
+                row -= 1  # a blank line is not a record
+                continue
+            text = ",".join(rec)
+            if any("\udc80" <= ch <= "\udcff" for ch in text):
+                raw = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                batch.append(_bad(path, row, "the record is not valid UTF-8", raw))
+            elif len(rec) != width:
+                batch.append(
+                    _bad(path, row, f"expected {width} fields, found {len(rec)}", text)
+                )
+            else:
+                batch.append(
+                    [path.name, row, None, None]
+                    + [rec[index[n]] if n in index else None for n in names]
+                )
+            if len(batch) >= BATCH:
+                total += _flush(con, feed, table, batch)
+                batch = []
+        total += _flush(con, feed, table, batch)
+    return total
+
+
+def _bad(path: Path, row: int, reason: str, raw: str) -> list:
+    return [path.name, row, reason, raw[:MAX_RAW]]
+
+
+def _flush(con, feed, table, batch) -> int:
+    if not batch:
+        return 0
+    cols = staging_columns(feed)
+    width = len(cols)
+    rows = [r + [None] * (width - len(r)) for r in batch]
+    data = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
+    schema = pa.schema([(c, pa.int64() if c == "_row" else pa.string()) for c in cols])
+    arrow = pa.Table.from_pydict(data, schema=schema)
+    con.register("_batch", arrow)
+    try:
+        con.execute(f"insert into {table} select * from _batch")
+    finally:
+        con.unregister("_batch")
+    return len(rows)
+
+
+# --- JSONL -----------------------------------------------------------------------------------
+
+
+def _json_value(v) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return v
+    return json.dumps(v, ensure_ascii=False)
+
+
+def _iter_lines(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        yield from fh
+
+
+def _load_jsonl(con, feed, path, table) -> int:
+    names = [c.name for c in FEEDS[feed]]
+    required = {c.name for c in FEEDS[feed] if c.required}
+    seen_keys: set[str] = set()
+    objects = 0
+    total = 0
+    batch: list[list] = []
+    row = 0
+    for lineno, raw in enumerate(_iter_lines(path), start=1):
+        if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        if not raw.strip():
+            continue  # blank lines are not records
+        row += 1
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            batch.append(
+                _bad(path, row, "the line is not valid UTF-8",
+                     raw.decode("utf-8", "replace").rstrip("\r\n"))
+            )
+            continue
+        try:
+            obj = json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
+        except json.JSONDecodeError as exc:
+            batch.append(_bad(path, row, f"not valid JSON ({exc.msg} at column {exc.colno})",
+                              text.rstrip("\r\n")))
+            continue
+        if not isinstance(obj, dict):
+            batch.append(_bad(path, row, "the line is not a JSON object", text.rstrip("\r\n")))
+            continue
+        objects += 1
+        seen_keys.update(obj.keys())
+        batch.append([path.name, row, None, None] + [_json_value(obj.get(n)) for n in names])
+        if len(batch) >= BATCH:
+            total += _flush(con, feed, table, batch)
+            batch = []
+    total += _flush(con, feed, table, batch)
+    if objects and not required <= seen_keys:
+        missing = sorted(required - seen_keys)
+        con.execute(f"delete from {table} where _file = ?", [path.name])
+        raise FileError(
+            path, f"missing required column(s) for feed '{feed}': {', '.join(missing)}"
+        )
+    return total
+
+
+# --- Parquet ---------------------------------------------------------------------------------
+
+_FLOAT_TYPES = ("FLOAT", "DOUBLE", "REAL")
+
+
+def _load_parquet(con, feed, path, table) -> int:
+    src = f"read_parquet({quote_path(path)}, file_row_number=true)"
+    desc = con.execute(f"describe select * from {src}").fetchall()
+    types = {name: typ for name, typ, *_ in desc}
+    header = [n for n in types if n != "file_row_number"]
+    _check_header(feed, path, header)
+    for c in FEEDS[feed]:
+        if c.kind in ("money", "qty", "rate") and c.name in types:
+            if types[c.name].upper() in _FLOAT_TYPES:
+                raise FileError(
+                    path,
+                    f"column '{c.name}' is {types[c.name]}: amounts must be DECIMAL or text "
+                    "(binary floating point cannot carry exact money)",
+                )
+    select = []
+    for c in FEEDS[feed]:
+        if c.name not in types:
+            select.append("null")
+        elif types[c.name].upper().startswith("TIMESTAMP WITH TIME ZONE"):
+            select.append(f"strftime(\"{c.name}\", '%Y-%m-%dT%H:%M:%S.%f') || 'Z'")
+        else:
+            select.append(f'cast("{c.name}" as varchar)')
+    n = con.execute(
+        f"insert into {table} select ?, file_row_number + 1, null, null, {', '.join(select)} "
+        f"from {src}",
+        [path.name],
+    ).fetchone()[0]
+    return int(n)
+
+
+__all__ = ["FileError", "create_staging", "landing_files", "load_file", "staging_columns"]
