@@ -162,8 +162,8 @@ AMOUNT_DUE = Table(
         ("currency", "VARCHAR", "Currency"),
         ("invoice_no", "VARCHAR", "Invoice number"),
         ("amount_due", M2, "Amount due of the bill"),
-        ("paid_amount", M2, "Paid by the partner's payments, oldest bill first"),
-        ("unpaid_amount", M2, "amount_due - paid_amount"),
+        ("paid_amount", M6, "Paid by the partner's payments, oldest bill first"),
+        ("unpaid_amount", M6, "amount_due - paid_amount"),
         ("as_of_date", "DATE", "Latest landing date ingested"),
     ),
 )

@@ -1,0 +1,120 @@
+"""The Amount Due pane of Partner Center: outstanding bills, payments and credit balance.
+
+One definition of the oldest-first settlement: the ``amount_due`` view (sql/amount_due.sql),
+evaluated here as of any date through the session variable ``koobill_as_of``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from pipelines import calendar as cal
+from pipelines.config import Paths, check_partner_id, resolve_data_dir
+from pipelines.lake import KoobillError
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class AmountDue:
+    partner_id: str
+    partner_name: str | None
+    as_of: dt.date
+    currency: str | None
+    total_due: Decimal  # unpaid over closed bills: current and previous months
+    bills: list[dict]  # every current closed bill with paid/unpaid
+    payments: list[dict]  # payment records paid on or before as_of
+    paid_total: Decimal
+    credit_balance: Decimal
+
+    @property
+    def unpaid_bills(self) -> list[dict]:
+        return [b for b in self.bills if b["unpaid_amount"] > 0]
+
+
+def amount_due(data_dir: str | Path | None, partner_id: str, *,
+               as_of: str | dt.date | None = None) -> AmountDue:
+    """A partner's amount due as of ``as_of`` (default: the latest landing date ingested)."""
+    root = resolve_data_dir(data_dir)
+    try:
+        check_partner_id(partner_id)
+    except ValueError as exc:
+        raise KoobillError(str(exc)) from None
+    from pipelines.warehouse import open_warehouse
+
+    if not Paths(root).warehouse.exists():
+        raise KoobillError(f"no warehouse at {Paths(root).warehouse}: ingest some data first")
+    con = open_warehouse(root, read_only=True)
+    try:
+        if as_of is None:
+            row = con.execute(
+                "select value from _meta where key = 'latest_landing_date'").fetchone()
+            day = dt.date.fromisoformat(row[0]) if row else dt.date.today()
+        else:
+            day = cal.parse_date(as_of) if isinstance(as_of, str) else as_of
+        con.execute(f"set variable koobill_as_of = date '{day.isoformat()}'")
+        known = con.execute(
+            "select any_value(partner_name), any_value(currency) from bills where partner_id = ?",
+            [partner_id]).fetchone()
+        has_pay = con.execute("select count(*) from payments where partner_id = ?",
+                              [partner_id]).fetchone()[0]
+        if known[0] is None and not has_pay:
+            raise KoobillError(f"partner {partner_id} has no bills and no payments")
+        bills = _rows(con, "select * from amount_due where partner_id = ? order by bill_month",
+                      [partner_id])
+        payments = _rows(
+            con,
+            "select record_id, paid_at, paid_date, amount, currency, method, reference "
+            "from payments where partner_id = ? and paid_date <= ? order by paid_at, record_id",
+            [partner_id, day],
+        )
+    finally:
+        con.close()
+    paid_total = sum((p["amount"] for p in payments), Decimal(0))
+    settled = sum((b["paid_amount"] for b in bills), Decimal(0))
+    return AmountDue(
+        partner_id=partner_id,
+        partner_name=known[0],
+        as_of=day,
+        currency=known[1] or (payments[0]["currency"] if payments else None),
+        total_due=sum((b["unpaid_amount"] for b in bills), Decimal(0)),
+        bills=bills,
+        payments=payments,
+        paid_total=paid_total,
+        credit_balance=paid_total - settled,
+    )
+
+
+def _rows(con, query: str, params: list) -> list[dict]:
+    cur = con.execute(query, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def _m(v: Decimal) -> str:
+    return f"{v:,.2f}"
+
+
+def print_amount_due(r: AmountDue, echo: Echo) -> None:
+    cur = r.currency or ""
+    echo(f"Amount Due  {r.partner_id}{' (' + r.partner_name + ')' if r.partner_name else ''}"
+         f"  as of {r.as_of}")
+    echo(f"  amount to be paid: {cur} {_m(r.total_due)}  (unpaid fees of this and previous months)")
+    echo(f"  credit balance:    {cur} {_m(r.credit_balance)}")
+    echo("  Unpaid bills:")
+    if not r.unpaid_bills:
+        echo("    none")
+    for b in r.unpaid_bills:
+        echo(f"    {b['bill_month']}  v{b['version']}  {b['invoice_no'] or '-':<24} due "
+             f"{_m(b['amount_due']):>14}  paid {_m(b['paid_amount']):>14}  unpaid "
+             f"{_m(b['unpaid_amount']):>14}")
+    echo("  Payment records:")
+    if not r.payments:
+        echo("    none")
+    for p in r.payments:
+        echo(f"    {p['paid_date']}  {p['record_id']:<20} {p['currency']} {_m(p['amount']):>14}"
+             f"  {p['method'] or ''} {p['reference'] or ''}".rstrip())
