@@ -49,12 +49,20 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
 @cli.command()
 @click.option("--date", "day", required=True, help="Landing date YYYY-MM-DD to ingest.")
 @click.option("--quiet", is_flag=True, help="Print only the summary line.")
+@click.option(
+    "--max-quarantine-share",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Fail a feed whose quarantined share of the day's rows exceeds this "
+    "(default $KOOBILL_MAX_QUARANTINE_SHARE, then 0.05).",
+)
 @click.pass_obj
-def ingest(obj: _Ctx, day: str, quiet: bool) -> None:
+def ingest(obj: _Ctx, day: str, quiet: bool, max_quarantine_share: float | None) -> None:
     """Ingest every feed of one landing date and refresh the estimates as of that date."""
     from pipelines.ingest import ingest_date, print_ingest_result
 
-    result = _run(ingest_date, obj.data_dir, day, progress=None if quiet else click.echo)
+    result = _run(ingest_date, obj.data_dir, day, progress=None if quiet else click.echo,
+                  max_quarantine_share=max_quarantine_share)
     print_ingest_result(result, echo=click.echo, quiet=quiet)
 
 
