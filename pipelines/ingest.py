@@ -16,7 +16,14 @@ from pathlib import Path
 
 from pipelines import calendar as cal
 from pipelines import rules
-from pipelines.config import FEED_ORDER, FEEDS, RECORD_FEEDS, Paths, resolve_data_dir
+from pipelines.config import (
+    FEED_ORDER,
+    FEEDS,
+    MONEY_LIMIT,
+    RECORD_FEEDS,
+    Paths,
+    resolve_data_dir,
+)
 from pipelines.db import connect, file_list, quote_path
 from pipelines.lake import (
     KoobillError,
@@ -188,10 +195,12 @@ def _validate(con, feed: str, d: dt.date, earlier) -> None:
     extra_cols, extra_reasons = _feed_rules(feed)
     joins = _feed_joins(feed)
     all_reasons = ", ".join(reasons + extra_reasons)
+    # a record that could not be parsed (ragged, broken JSON) gets its parse error alone, not
+    # one "is missing" per column on top of it
     con.execute(
         f"""create temp table chk_{feed} as
         select t.*{extra_cols},
-               nullif(concat_ws('; ', {all_reasons}), '') as _reason
+               coalesce(t._error, nullif(concat_ws('; ', {all_reasons}), '')) as _reason
         from typed_{feed} t {joins}""",
         _feed_params(feed, d),
     )
@@ -217,7 +226,7 @@ def _feed_joins(feed: str) -> str:
     snap = "left join snapshot s on s.partner_id = t.partner_id"
     if feed == "usage":
         return snap + (
-            " asof left join price_list p on p.sku_code = t.sku_code and p.unit = t.unit "
+            " asof left join price_timeline p on p.sku_code = t.sku_code and p.unit = t.unit "
             "and p.currency = s.currency and t.usage_start >= p.effective_from"
         )
     return snap
@@ -256,12 +265,19 @@ def _feed_rules(feed: str) -> tuple[str, list[str]]:
                 "p.unit_price as unit_price, p.effective_from as price_from")
         no_price = (
             "case when t.sku_code is not null and t.unit is not null and t.usage_start is not null "
-            "and s.partner_id is not null and (p.unit_price is null or t.usage_start >= "
-            "coalesce(p.effective_to, 'infinity'::timestamptz)) then 'no price for sku ' || "
+            "and s.partner_id is not null and p.unit_price is null then 'no price for sku ' || "
             "t.sku_code || ' in ' || t.unit || ' and ' || s.currency || ' effective at usage_start' end"
+        )
+        # bound the rated amount before rating: DECIMAL(38,6) * DECIMAL(38,6) overflows past
+        # 10^26, which would fail the whole date (the double is only a range check, not money)
+        too_big = (
+            "case when p.unit_price is not null and t.quantity is not null and "
+            f"cast(t.quantity as double) * cast(p.unit_price as double) >= {float(MONEY_LIMIT)} "
+            f"then 'quantity * unit_price is out of range (>= {MONEY_LIMIT:.0e})' end"
         )
         return cols, [
             "case when t.usage_end < t.usage_start then 'usage_end is before usage_start' end",
+            too_big,
             unknown, no_price, future,
         ]
     if feed in ("coupons", "payments"):
@@ -341,6 +357,24 @@ def _dedupe_prices(con, day: str) -> None:
                                        order by landing_date desc, _file desc, _row desc) rn
           from allp) where rn = 1"""
     )
+    # Prices may overlap (a dated promotion over an open-ended list price): at each point in
+    # time the price in force with the latest effective_from applies. One row per change point
+    # lets usage find it with a single ASOF join; a null unit_price is a gap with no price.
+    con.execute(
+        """create temp table price_timeline as
+        with pts as (
+          select sku_code, unit, currency, effective_from as at from price_list
+          union
+          select sku_code, unit, currency, effective_to from price_list
+          where effective_to is not null
+        )
+        select b.sku_code, b.unit, b.currency, b.at as effective_from,
+               arg_max(p.unit_price, p.effective_from) as unit_price
+        from pts b left join price_list p
+          on p.sku_code = b.sku_code and p.unit = b.unit and p.currency = b.currency
+         and p.effective_from <= b.at and (p.effective_to is null or b.at < p.effective_to)
+        group by all"""
+    )
 
 
 def _dedupe_records(con, feed: str, earlier) -> None:
@@ -416,7 +450,6 @@ def _accept(con, feed: str, d: dt.date) -> None:
         f"create temp table out_{feed} as select '{d.isoformat()}'::date as landing_date, "
         f"{_output_select(feed, landed_month)} from {src} {where} order by _file, _row"
     )
-    _quarantine(con, feed, d.isoformat())
     con.execute(f"drop table res_{feed}")
 
 
@@ -554,10 +587,7 @@ def _estimates(con, paths: Paths, vdir: Path, d: dt.date, earlier) -> list[dict]
 
 def _quality_gate(con, vdir: Path, d: dt.date, stats, max_share, root: Path) -> None:
     """Fail the date if a feed looks broken or its accepted rows break their suite."""
-    try:
-        from pipelines import quality
-    except ImportError:  # TODO(lead): remove once pipelines.quality lands
-        return
+    from pipelines import quality
 
     rows = [
         {"feed": feed, "landing_date": d.isoformat(), **f, "top_reasons": st.top_reasons}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import os
 import shutil
 import time
@@ -31,9 +32,12 @@ class LockBusy(KoobillError):
 @contextlib.contextmanager
 def data_dir_lock(root: Path, *, wait_s: float = 0.0, what: str = "a command") -> Iterator[None]:
     """Hold the data dir's writer lock; wait up to ``wait_s`` seconds, then fail clearly."""
-    root.mkdir(parents=True, exist_ok=True)
     path = root / ".koobill.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise KoobillError(f"cannot open the lock file {path}: {exc.strerror or exc}") from None
     try:
         deadline = time.monotonic() + wait_s
         while True:
@@ -72,27 +76,37 @@ def fsync_dir(path: Path) -> None:
 def new_version_dir(partition: Path) -> Path:
     """A fresh, empty folder to write the next version of ``partition`` into."""
     versions = partition.parent / ".versions"
-    versions.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     path = versions / f"{partition.name}.{stamp}.{uuid.uuid4().hex[:8]}.tmp"
-    path.mkdir()
+    try:
+        versions.mkdir(parents=True, exist_ok=True)
+        path.mkdir()
+    except OSError as exc:
+        raise KoobillError(
+            f"cannot write under {versions}: {exc.strerror or exc}; nothing was changed"
+        ) from None
     return path
 
 
 def commit_version(partition: Path, version_dir: Path) -> None:
     """Atomically make ``version_dir`` the content of ``partition`` and drop the old version."""
-    for f in version_dir.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    final = version_dir.with_suffix("")  # strip ".tmp": the folder is complete
-    os.rename(version_dir, final)
-    fsync_dir(final.parent)
-    old = Path(os.readlink(partition)) if partition.is_symlink() else None
     if partition.exists() and not partition.is_symlink():
         raise KoobillError(f"{partition} is not a koobill partition link; refusing to replace it")
-    tmp_link = partition.parent / f".{partition.name}.{uuid.uuid4().hex[:8]}.link"
-    os.symlink(os.path.relpath(final, partition.parent), tmp_link)
-    os.replace(tmp_link, partition)  # the atomic switch
+    old = Path(os.readlink(partition)) if partition.is_symlink() else None
+    try:
+        for f in version_dir.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        final = version_dir.with_suffix("")  # strip ".tmp": the folder is complete
+        os.rename(version_dir, final)
+        fsync_dir(final.parent)
+        tmp_link = partition.parent / f".{partition.name}.{uuid.uuid4().hex[:8]}.link"
+        os.symlink(os.path.relpath(final, partition.parent), tmp_link)
+        os.replace(tmp_link, partition)  # the atomic switch
+    except OSError as exc:
+        raise KoobillError(
+            f"cannot commit {partition}: {exc.strerror or exc}; the previous version stays"
+        ) from None
     fsync_dir(partition.parent)
     if old is not None:
         old_abs = (partition.parent / old).resolve()
@@ -147,13 +161,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path to write ``path`` through; renamed into place on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except OSError as exc:  # no space, permission denied: a clear error, the old file stays
+        raise KoobillError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    # temp files of this target left by a killed run (callers hold the data dir lock)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)

@@ -15,8 +15,13 @@ in batches; memory stays bounded whatever the file size.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import json
+import os
+import shutil
+import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,13 +34,16 @@ from pipelines.lake import KoobillError
 
 BATCH = 200_000
 MAX_RAW = 4000  # characters of a raw record kept in quarantine
+MAX_FIELD = 10_000_000  # the longest CSV record either reader accepts (DuckDB max_line_size)
+GLOB_CHARS = frozenset("*?[]{}")  # DuckDB expands these in a path: never pass them through
 
 
 class FileError(KoobillError):
     """A landing file that cannot be read as a whole; the ingest of its date stops."""
 
     def __init__(self, path: Path, problem: str):
-        super().__init__(f"{path}: {problem}")
+        shown = str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+        super().__init__(f"{shown}: {problem}")
         self.path = path
         self.problem = problem
 
@@ -60,8 +68,8 @@ def landing_files(folder: Path) -> tuple[list[Path], list[Path]]:
     for p in sorted(folder.iterdir(), key=lambda p: p.name):
         if p.name.startswith("."):
             continue
-        if p.is_file() and p.suffix.lower() in FILE_SUFFIXES:
-            files.append(p)
+        if p.suffix.lower() in FILE_SUFFIXES:
+            files.append(p)  # a folder or a dangling link named like data fails in load_file
         else:
             ignored.append(p)
     return files, ignored
@@ -71,24 +79,63 @@ def load_file(con: duckdb.DuckDBPyConnection, feed: str, path: Path, table: str,
               progress: Callable[[str], None] | None = None) -> int:
     """Append every record of ``path`` to the staging ``table``; return the records read."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as exc:
         raise FileError(path, f"cannot be read ({exc.strerror})") from None
-    if size == 0:
-        raise FileError(path, "the file is empty (0 bytes); expected at least a header row")
-    suffix = path.suffix.lower()
+    if stat.S_ISDIR(st.st_mode):
+        raise FileError(path, "is a folder, not a file: land the data files themselves")
+    if not stat.S_ISREG(st.st_mode):
+        raise FileError(path, "is not a regular file (a pipe, socket or device is never read)")
+    size = st.st_size
     try:
-        if suffix == ".csv":
-            return _load_csv(con, feed, path, table, progress)
-        if suffix == ".jsonl":
-            return _load_jsonl(con, feed, path, table)
-        return _load_parquet(con, feed, path, table)
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FileError(path, "the file name is not valid UTF-8: rename the file") from None
+    suffix = path.suffix.lower()
+    if size == 0:
+        what = "a header row" if suffix == ".csv" else (
+            "one JSON object" if suffix == ".jsonl" else "a Parquet footer")
+        raise FileError(path, f"the file is empty (0 bytes); expected at least {what}")
+    try:
+        with _duckdb_path(path) as src:
+            if suffix == ".csv":
+                return _load_csv(con, feed, path, table, progress, src)
+            if suffix == ".jsonl":
+                return _load_jsonl(con, feed, path, table)
+            return _load_parquet(con, feed, path, table, src)
     except FileError:
         raise
-    except PermissionError as exc:
-        raise FileError(path, f"cannot be read ({exc.strerror})") from None
+    except OSError as exc:
+        raise FileError(path, f"cannot be read ({exc.strerror or exc})") from None
     except duckdb.Error as exc:
         raise FileError(path, f"cannot be read: {str(exc).splitlines()[0]}") from None
+
+
+@contextlib.contextmanager
+def _duckdb_path(path: Path) -> Iterator[Path]:
+    """A path DuckDB reads as exactly this one file.
+
+    DuckDB expands ``*``, ``?`` and ``[...]`` in a path, so a landing file named ``*.csv``
+    would read every CSV of its folder. Such a path is read through ``/proc/self/fd`` (or a
+    symlink with a plain name in a private temp folder where there is no /proc)."""
+    if not GLOB_CHARS & set(str(path)):
+        yield path
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        proc = Path(f"/proc/self/fd/{fd}")
+        if proc.exists() and not GLOB_CHARS & set(str(proc)):
+            yield proc
+            return
+        tmp = Path(tempfile.mkdtemp(prefix="koobill-read-"))
+        try:
+            link = tmp / f"file{path.suffix.lower()}"
+            link.symlink_to(path.resolve())
+            yield link
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        os.close(fd)
 
 
 # --- CSV -------------------------------------------------------------------------------------
@@ -129,7 +176,7 @@ def _select_list(feed: str, present: list[str]) -> str:
     return ", ".join(out)
 
 
-def _load_csv(con, feed, path, table, progress) -> int:
+def _load_csv(con, feed, path, table, progress, src_path: Path) -> int:
     header = _csv_header(feed, path)
     columns = "{" + ", ".join(f"'{h.replace(chr(39), chr(39) * 2)}': 'VARCHAR'" for h in header) + "}"
     if progress and path.stat().st_size > 50 << 20:
@@ -137,10 +184,10 @@ def _load_csv(con, feed, path, table, progress) -> int:
     con.execute("drop table if exists _csv_rejects")
     con.execute("drop table if exists _csv_scans")
     src = (
-        f"read_csv({quote_path(path)}, columns={columns}, header=true, auto_detect=false,"
+        f"read_csv({quote_path(src_path)}, columns={columns}, header=true, auto_detect=false,"
         " delim=',', quote='\"', escape='\"', strict_mode=true, store_rejects=true,"
         " rejects_table='_csv_rejects', rejects_scan='_csv_scans', ignore_errors=true,"
-        " max_line_size=10000000)"
+        f" max_line_size={MAX_FIELD})"
     )
     con.execute("create or replace temp table _csv_fast as select * from " + src)
     rejects = con.execute("select count(*) from _csv_rejects").fetchone()[0]
@@ -166,7 +213,15 @@ def _load_csv_python(con, feed, path, table, header) -> int:
         first = fh.read(1)
         if first != "\ufeff":
             fh.seek(0)
-        reader = csv.reader(fh, strict=True)
+        csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD))
+        consumed: list[str] = []  # the source lines of the record being read (its raw text)
+
+        def lines() -> Iterator[str]:
+            for line in fh:
+                consumed.append(line)
+                yield line
+
+        reader = csv.reader(lines(), strict=True)
         try:
             next(reader)  # header
         except (csv.Error, StopIteration):
@@ -174,14 +229,19 @@ def _load_csv_python(con, feed, path, table, header) -> int:
         batch: list[list] = []
         row = 0
         while True:
+            consumed.clear()
             try:
                 rec = next(reader)
             except StopIteration:
                 break
             except csv.Error as exc:
+                # the record is quarantined; the reader resumes at the next line, so the rows
+                # after a bad quote are still read (and counted) one by one
                 row += 1
-                batch.append(_bad(path, row, f"malformed CSV record: {exc}", ""))
-                break  # the reader cannot resynchronise after a quoting error
+                raw = "".join(consumed).rstrip("\r\n")
+                raw = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                batch.append(_bad(path, row, f"malformed CSV record: {exc}", raw))
+                continue
             row += 1
             if not rec:
                 row -= 1  # a blank line is not a record
@@ -258,7 +318,7 @@ def _load_jsonl(con, feed, path, table) -> int:
             raw = raw[len(codecs.BOM_UTF8):]
         if not raw.strip():
             continue  # blank lines are not records
-        row += 1
+        row = lineno  # a JSONL record is numbered by its line: what a user finds in an editor
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -297,8 +357,8 @@ def _load_jsonl(con, feed, path, table) -> int:
 _FLOAT_TYPES = ("FLOAT", "DOUBLE", "REAL")
 
 
-def _load_parquet(con, feed, path, table) -> int:
-    src = f"read_parquet({quote_path(path)}, file_row_number=true)"
+def _load_parquet(con, feed, path, table, src_path: Path) -> int:
+    src = f"read_parquet({quote_path(src_path)}, file_row_number=true)"
     desc = con.execute(f"describe select * from {src}").fetchall()
     types = {name: typ for name, typ, *_ in desc}
     header = [n for n in types if n != "file_row_number"]
