@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipelines import calendar as cal
 from pipelines.config import Paths, resolve_data_dir
-from pipelines.db import connect, file_list, quote_path, sql
+from pipelines.db import connect, parquet, quote_path, sql
 from pipelines.lake import KoobillError, commit_version, data_dir_lock, new_version_dir, partitions
 
 Echo = Callable[[str], None]
@@ -87,7 +87,7 @@ def _existing(paths: Paths, month: str, con) -> tuple[int, Path | None]:
     f = part / "bills.parquet"
     if not f.exists():
         return 0, None
-    v = con.execute(f"select coalesce(max(version), 0) from read_parquet({quote_path(f)})").fetchone()[0]
+    v = con.execute(f"select coalesce(max(version), 0) from {parquet(f)}").fetchone()[0]
     return int(v), part
 
 
@@ -98,7 +98,7 @@ def _close(root: Path, month: str, force: bool, restate: bool, echo: Echo) -> Cl
     try:
         prev_version, prev_part = _existing(paths, month, con)
         if prev_version and not restate:
-            bills = _rows(con, f"select * from read_parquet({quote_path(prev_part / 'bills.parquet')}) "
+            bills = _rows(con, f"select * from {parquet(prev_part / 'bills.parquet')} "
                                "where status = 'closed' order by partner_id")
             # The lake is the truth: a close killed between its lake commit and the warehouse
             # transaction left the warehouse behind; replacing the partition again is a no-op
@@ -138,11 +138,11 @@ def _close(root: Path, month: str, force: bool, restate: bool, echo: Echo) -> Cl
         try:
             if prev_part is not None:
                 changes = _diff(con, prev_part, version)
-                old_b = quote_path(prev_part / "bills.parquet")
-                old_l = quote_path(prev_part / "bill_lines.parquet")
-                bills_q = (f"select * replace ('superseded' as status) from read_parquet({old_b}) "
+                old_b = parquet(prev_part / "bills.parquet")
+                old_l = parquet(prev_part / "bill_lines.parquet")
+                bills_q = (f"select * replace ('superseded' as status) from {old_b} "
                            "union all by name select * from staged_bills")
-                lines_q = f"select * from read_parquet({old_l}) union all by name select * from staged_lines"
+                lines_q = f"select * from {old_l} union all by name select * from staged_lines"
             else:
                 bills_q, lines_q = "select * from staged_bills", "select * from staged_lines"
             con.execute(f"copy ({bills_q} order by version, partner_id) to "
@@ -174,7 +174,7 @@ def _stage_inputs(con, paths: Paths, month: str) -> None:
         files = [p / f"{feed}.parquet" for _v, p in parts if (p / f"{feed}.parquet").exists()]
         if files:
             con.execute(f"create temp view {feed}_m as select * from "
-                        f"read_parquet({file_list(files)}, union_by_name=true)")
+                        f"{parquet(files, union_by_name=True)}")
         else:
             con.execute(f"create temp table {feed}_m ({_EMPTY[feed]})")
     # Partners billed: the snapshot at the cutoff plus any partner with records in the month;
@@ -182,14 +182,14 @@ def _stage_inputs(con, paths: Paths, month: str) -> None:
     snaps = [(v, p / "partners.parquet") for v, p in partitions(paths.ingest, "landing_date")
              if v <= hi and (p / "partners.parquet").exists()]
     snaps = [(v, f) for v, f in snaps
-             if con.execute(f"select count(*) from read_parquet({quote_path(f)})").fetchone()[0]]
+             if con.execute(f"select count(*) from {parquet(f)}").fetchone()[0]]
     if snaps:
         latest = snaps[-1][0]
         con.execute(
             f"""create temp table bill_partners as
             with allp as (
               select landing_date, partner_id, partner_name, currency, tax_rate
-              from read_parquet({file_list([f for _v, f in snaps])})
+              from {parquet([f for _v, f in snaps])}
             ),
             latest as (
               select * exclude (rn) from (
@@ -245,7 +245,7 @@ def _validate(con, paths: Paths, month: str, version: int) -> str | None:
 
 def _diff(con, prev_part: Path, version: int) -> list[str]:
     """What a restatement changed, component by component, per partner."""
-    old = _rows(con, f"select * from read_parquet({quote_path(prev_part / 'bills.parquet')}) "
+    old = _rows(con, f"select * from {parquet(prev_part / 'bills.parquet')} "
                      "where status = 'closed'")
     new = _rows(con, "select * from staged_bills")
     by_old = {b["partner_id"]: b for b in old}

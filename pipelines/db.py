@@ -33,3 +33,12 @@ def quote_path(path: str | Path) -> str:
 def file_list(paths: list[Path]) -> str:
     """A SQL list literal of file paths for read_parquet([...])."""
     return "[" + ", ".join(quote_path(p) for p in paths) + "]"
+
+
+def parquet(paths: Path | list[Path], **options: bool) -> str:
+    """``read_parquet(...)`` over lake files. Hive partitioning is off: a partition's values are
+    in the files, and a folder name (such as a version folder) must never override them."""
+    files = paths if isinstance(paths, list) else [paths]
+    opts = {"hive_partitioning": False, **options}
+    extra = "".join(f", {k}={str(v).lower()}" for k, v in opts.items())
+    return f"read_parquet({file_list(files)}{extra})"

@@ -24,7 +24,7 @@ from pipelines.config import (
     Paths,
     resolve_data_dir,
 )
-from pipelines.db import connect, file_list, quote_path
+from pipelines.db import connect, parquet, quote_path
 from pipelines.lake import (
     KoobillError,
     commit_version,
@@ -111,8 +111,8 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
         for feed in FEED_ORDER:
             _validate(con, feed, d, earlier)
             _count(con, stats[feed], feed)
-            _accept(con, feed, d)
-        _write_outputs(con, vdir, d)
+            _accept(con, feed, d, vdir)
+        _write_outputs(con, vdir)
         _write_files_table(con, vdir, d, stats)
         estimates = _estimates(con, paths, vdir, d, earlier)
         _quality_gate(con, vdir, d, stats, max_share, root)
@@ -162,9 +162,9 @@ def _partner_snapshot(con, earlier) -> None:
     for _v, p in reversed(earlier):
         f = p / "partners.parquet"
         if f.exists():
-            n = con.execute(f"select count(*) from read_parquet({quote_path(f)})").fetchone()[0]
+            n = con.execute(f"select count(*) from {parquet(f)}").fetchone()[0]
             if n:
-                con.execute(f"insert into prev_partners select {cols} from read_parquet({quote_path(f)})")
+                con.execute(f"insert into prev_partners select {cols} from {parquet(f)}")
                 break
 
 
@@ -173,7 +173,7 @@ def _price_list(con, earlier) -> None:
     if files:
         con.execute(
             "create temp table prev_prices as select sku_code, unit, unit_price, currency, "
-            f"effective_from, effective_to, landing_date, _file, _row, _hash from read_parquet({file_list(files)})"
+            f"effective_from, effective_to, landing_date, _file, _row, _hash from {parquet(files)}"
         )
     else:
         con.execute(
@@ -187,24 +187,30 @@ def _price_list(con, earlier) -> None:
 
 
 def _validate(con, feed: str, d: dt.date, earlier) -> None:
-    """Type the staging rows, apply every rule, dedupe; leave ``acc_<feed>`` and quarantine."""
+    """Type the staging rows and apply every rule in one pass (``chk_<feed>``), then dedupe."""
     day = d.isoformat()
-    reasons = rules.type_reasons(feed)
-    con.execute(f"create temp table typed_{feed} as select {rules.typed_select(feed)} from stg_{feed}")
-    con.execute(f"drop table stg_{feed}")
     extra_cols, extra_reasons = _feed_rules(feed)
     joins = _feed_joins(feed)
-    all_reasons = ", ".join(reasons + extra_reasons)
+    all_reasons = ", ".join(rules.type_reasons(feed) + extra_reasons)
+    typed = ", ".join(f'"{c.name}"' for c in FEEDS[feed])
+    extra_names = "".join(", " + e.split(" as ")[-1] for e in extra_cols.split(", ")[1:])
+    hash_col = ""
+    if feed in RECORD_FEEDS:
+        hash_col = f", case when _reason is null then {rules.content_hash(feed)} end as _hash"
     # a record that could not be parsed (ragged, broken JSON) gets its parse error alone, not
-    # one "is missing" per column on top of it
+    # one "is missing" per column on top of it; the raw text is kept only for rejected rows
     con.execute(
         f"""create temp table chk_{feed} as
-        select t.*{extra_cols},
-               coalesce(t._error, nullif(concat_ws('; ', {all_reasons}), '')) as _reason
-        from typed_{feed} t {joins}""",
+        select _file, _row, {typed}{extra_names}, _reason{hash_col},
+               case when _reason is not null then coalesce(_raw, {rules.raw_json(feed)}) end as _raw
+        from (
+          select t.*{extra_cols},
+                 coalesce(t._error, nullif(concat_ws('; ', {all_reasons}), '')) as _reason
+          from (select {rules.typed_select(feed)} from stg_{feed}) t {joins}
+        )""",
         _feed_params(feed, d),
     )
-    con.execute(f"drop table typed_{feed}")
+    con.execute(f"drop table stg_{feed}")
     if feed == "partners":
         _dedupe_partners(con)
     elif feed == "prices":
@@ -311,7 +317,7 @@ def _dedupe_partners(con) -> None:
     )
     con.execute(
         "create temp table acc_partners as select * exclude (_k, _first, _status, _why, _reason, "
-        "_error, _raw) from res_partners where _status = 'accept'"
+        "_raw) from res_partners where _status = 'accept'"
     )
     con.execute(
         "create temp table snapshot as select partner_id, partner_name, currency, tax_rate, "
@@ -339,7 +345,7 @@ def _dedupe_prices(con, day: str) -> None:
         from c"""
     )
     con.execute(
-        "create temp table acc_prices as select * exclude (_k, _status, _why, _reason, _error, _raw) "
+        "create temp table acc_prices as select * exclude (_k, _status, _why, _reason, _raw) "
         "from res_prices where _status = 'accept'"
     )
     # The price list in force for the date: for each key the latest landed row wins.
@@ -378,37 +384,47 @@ def _dedupe_prices(con, day: str) -> None:
 
 
 def _dedupe_records(con, feed: str, earlier) -> None:
-    h = rules.content_hash(feed)
-    con.execute(f"create temp table hsh_{feed} as select *, {h} as _hash from chk_{feed}")
-    con.execute(f"drop table chk_{feed}")
+    """``dup_<feed>``: the status of every valid row whose record_id repeats within the date
+    or was accepted on an earlier date; every other valid row is simply accepted.
+
+    Only the day's record_ids are looked up in the history (one column of the earlier
+    partitions), and the ordering window runs only on the few repeated ids."""
     files = [p / f"{feed}.parquet" for _v, p in earlier if (p / f"{feed}.parquet").exists()]
     if files:
         con.execute(
             f"""create temp table hist_{feed} as
-            select record_id, _hash, landing_date from read_parquet({file_list(files)}) h
-            where record_id in (select record_id from hsh_{feed} where _reason is null)"""
+            select record_id, _hash, landing_date from {parquet(files)} h
+            where record_id in (select record_id from chk_{feed} where _reason is null)"""
         )
     else:
-        con.execute(f"create temp table hist_{feed} (record_id varchar, _hash varchar, landing_date date)")
-    con.execute(
-        f"""create temp table res_{feed} as
-        with v as (
-          select *,
-            row_number() over (partition by record_id, _reason is null order by _file, _row) as _k,
-            first_value(_hash) over (partition by record_id, _reason is null order by _file, _row) as _first,
-            first_value(_file) over (partition by record_id, _reason is null order by _file, _row) as _ffile,
-            first_value(_row) over (partition by record_id, _reason is null order by _file, _row) as _frow
-          from hsh_{feed}
+        con.execute(
+            f"create temp table hist_{feed} (record_id varchar, _hash varchar, landing_date date)"
         )
-        select v.* exclude (_ffile, _frow),
-          case when v._reason is not null then 'quarantine'
-               when h.record_id is not null and h._hash = v._hash then 'duplicate'
+    con.execute(
+        f"""create temp table dup_{feed} as
+        with rep as (
+          select record_id from chk_{feed} where _reason is null
+          group by record_id having count(*) > 1
+          union
+          select record_id from hist_{feed}
+        ),
+        v as (
+          select c._file, c._row, c.record_id, c._hash,
+            row_number() over w as _k,
+            first_value(c._hash) over w as _first,
+            first_value(c._file) over w as _ffile,
+            first_value(c._row) over w as _frow
+          from chk_{feed} c semi join rep using (record_id)
+          where c._reason is null
+          window w as (partition by c.record_id order by c._file, c._row)
+        )
+        select v._file, v._row,
+          case when h.record_id is not null and h._hash = v._hash then 'duplicate'
                when h.record_id is not null then 'quarantine'
                when v._k = 1 then 'accept'
                when v._hash = v._first then 'duplicate'
                else 'quarantine' end as _status,
-          case when v._reason is not null then v._reason
-               when h.record_id is not null and h._hash <> v._hash then
+          case when h.record_id is not null and h._hash <> v._hash then
                  'conflicting duplicate: record_id ' || v.record_id ||
                  ' was accepted on ' || h.landing_date || ' with different content'
                when h.record_id is null and v._k > 1 and v._hash <> v._first then
@@ -418,15 +434,25 @@ def _dedupe_records(con, feed: str, earlier) -> None:
           end as _why
         from v left join hist_{feed} h on h.record_id = v.record_id"""
     )
-    con.execute(f"drop table hsh_{feed}")
 
 
 def _quarantine(con, feed: str, day: str) -> None:
     cols = [c.name for c in FEEDS[feed]]
-    struct = ", ".join(f"'{c}': \"{c}\"" for c in cols)
-    # raw values come from the staging text, kept through typing under the same names only for
-    # text columns; rebuild the raw record from the typed values where no raw text was kept.
     rid = "record_id" if "record_id" in cols else ("partner_id" if feed == "partners" else "sku_code")
+    if feed in RECORD_FEEDS:
+        struct = ", ".join(f"'{c}': c.\"{c}\"" for c in cols)
+        con.execute(
+            f"""insert into quarantine_rows
+            select '{feed}', '{day}'::date, _file, _row, cast({rid} as varchar), _reason, _raw
+            from chk_{feed} where _reason is not null
+            union all
+            select '{feed}', '{day}'::date, c._file, c._row, cast(c.{rid} as varchar), d._why,
+                   to_json({{{struct}}})::varchar
+            from chk_{feed} c join dup_{feed} d using (_file, _row)
+            where d._status = 'quarantine'"""
+        )
+        return
+    struct = ", ".join(f"'{c}': \"{c}\"" for c in cols)
     con.execute(
         f"""insert into quarantine_rows
         select '{feed}', '{day}'::date, _file, _row, cast({rid} as varchar), _why,
@@ -438,27 +464,28 @@ def _quarantine(con, feed: str, day: str) -> None:
 # --- outputs -----------------------------------------------------------------------------------
 
 
-def _accept(con, feed: str, d: dt.date) -> None:
-    """``out_<feed>``: the accepted rows with their landing date, bill month and rating."""
+def _accept(con, feed: str, d: dt.date, vdir: Path) -> None:
+    """Write the accepted rows with their landing date, bill month and rating straight to the
+    version folder, and expose them as ``out_<feed>`` for the totals and the quality gate."""
     landed_month = cal.month_of(d - dt.timedelta(days=cal.CUTOFF_DAY))
+    target = vdir / f"{feed}.parquet"
     if feed in ("partners", "prices"):
         src = f"acc_{feed}"
     else:
-        src = f"res_{feed}"
-    where = "" if feed in ("partners", "prices") else "where _status = 'accept'"
+        src = (f"(select * from chk_{feed} c where _reason is null and not exists "
+               f"(select 1 from dup_{feed} d where d._file = c._file and d._row = c._row "
+               "and d._status <> 'accept'))")
     con.execute(
-        f"create temp table out_{feed} as select '{d.isoformat()}'::date as landing_date, "
-        f"{_output_select(feed, landed_month)} from {src} {where} order by _file, _row"
+        f"copy (select '{d.isoformat()}'::date as landing_date, "
+        f"{_output_select(feed, landed_month)} from {src} order by _file, _row) "
+        f"to {quote_path(target)} (format parquet, compression zstd)"
     )
-    con.execute(f"drop table res_{feed}")
+    con.execute(f"create temp view out_{feed} as select * from {parquet(target)}")
+    for t in (f"res_{feed}", f"chk_{feed}", f"dup_{feed}", f"hist_{feed}"):
+        con.execute(f"drop table if exists {t}")
 
 
-def _write_outputs(con, vdir: Path, d: dt.date) -> None:
-    for feed in FEED_ORDER:
-        con.execute(
-            f"copy out_{feed} to {quote_path(vdir / (feed + '.parquet'))} "
-            "(format parquet, compression zstd)"
-        )
+def _write_outputs(con, vdir: Path) -> None:
     con.execute(
         f"copy (select * from quarantine_rows order by feed, file, row) to "
         f"{quote_path(vdir / 'quarantine.parquet')} (format parquet, compression zstd)"
@@ -490,13 +517,33 @@ def _output_select(feed: str, landed_month: str) -> str:
 
 
 def _count(con, st: FeedStats, feed: str) -> None:
-    rows = con.execute(
-        f"""select _file,
-                   count(*) filter (where _status = 'accept'),
-                   count(*) filter (where _status = 'quarantine'),
-                   count(*) filter (where _status = 'duplicate')
-            from res_{feed} group by _file"""
-    ).fetchall()
+    if feed in RECORD_FEEDS:
+        rows = con.execute(
+            f"""select c._file,
+                   count(*) filter (where c._reason is null
+                                    and coalesce(d._status, 'accept') = 'accept'),
+                   count(*) filter (where c._reason is not null or d._status = 'quarantine'),
+                   count(*) filter (where d._status = 'duplicate')
+            from chk_{feed} c left join dup_{feed} d using (_file, _row) group by c._file"""
+        ).fetchall()
+        top = con.execute(
+            f"""select why, count(*) from (
+                  select _reason as why from chk_{feed} where _reason is not null
+                  union all select _why from dup_{feed} where _status = 'quarantine')
+                group by 1 order by 2 desc, 1 limit 5"""
+        ).fetchall()
+    else:
+        rows = con.execute(
+            f"""select _file,
+                       count(*) filter (where _status = 'accept'),
+                       count(*) filter (where _status = 'quarantine'),
+                       count(*) filter (where _status = 'duplicate')
+                from res_{feed} group by _file"""
+        ).fetchall()
+        top = con.execute(
+            f"select _why, count(*) from res_{feed} where _status = 'quarantine' "
+            "group by 1 order by 2 desc, 1 limit 5"
+        ).fetchall()
     by_file = {r[0]: r[1:] for r in rows}
     for f in st.files:
         a, q, dup = by_file.get(f["file"], (0, 0, 0))
@@ -506,10 +553,6 @@ def _count(con, st: FeedStats, feed: str) -> None:
                 f"internal reconciliation failed for {feed}/{f['file']}: read {f['rows_read']} "
                 f"!= accepted {a} + quarantined {q} + duplicates {dup}"
             )
-    top = con.execute(
-        f"select _why, count(*) from res_{feed} where _status = 'quarantine' "
-        "group by 1 order by 2 desc, 1 limit 5"
-    ).fetchall()
     st.top_reasons = [(r[0], int(r[1])) for r in top]
 
 
@@ -565,7 +608,7 @@ def _estimates(con, paths: Paths, vdir: Path, d: dt.date, earlier) -> list[dict]
         f"""create temp table est as
         with t as (
           select partner_id, bill_month, sum(consume) c, sum(refunds) r, sum(adjustments) a
-          from read_parquet({file_list(files)})
+          from {parquet(files)}
           where bill_month in ({month_list}) group by all
         ),
         m as (select unnest([{month_list}]) as bill_month)

@@ -23,77 +23,85 @@ def _lit(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def _blank(c: str) -> str:
-    return f"nullif(trim(\"{c}\"), '') is null"
+def _blank(raw: str) -> str:
+    return f"nullif(trim({raw}), '') is null"
 
 
-def _show(c: str) -> str:
+def _show(raw: str) -> str:
     """The offending value, shortened, for a reason text."""
-    return f"left(\"{c}\", 40)"
+    return f"left({raw}, 40)"
 
 
-def _decimal(c: str, int_digits: int) -> tuple[str, str]:
-    t = f'trim("{c}")'
-    frac = f"length(rtrim(regexp_extract({t}, '\\.([0-9]*)$', 1), '0'))"
-    ints = f"length(ltrim(regexp_extract({t}, '^[+-]?\\.?([0-9]*)', 1), '0'))"
-    ok_shape = f"regexp_full_match({t}, {_lit(DEC_RE)})"
-    value = (
-        f"case when {ok_shape} and {frac} <= 6 and {ints} <= {int_digits} "
-        f"then cast({t} as {MONEY}) end"
-    )
-    reason = (
-        f"case when {ok_shape} = false then '{c} is not a plain decimal number (' || {_show(c)} || ')'"
-        f" when {frac} > 6 then '{c} has more than 6 decimal places (' || {_show(c)} || ')'"
-        f" when {ints} > {int_digits} then '{c} is out of range (' || {_show(c)} || ')' end"
-    )
-    return value, reason
+def _frac_digits(t: str) -> str:
+    """Significant decimal places of a decimal text (trailing zeros do not count)."""
+    return f"(case when strpos({t}, '.') = 0 then 0 else length(rtrim({t}, '0')) - strpos({t}, '.') end)"
 
 
 def _column(col) -> tuple[str, str | None]:
-    """(typed expression, reason expression or None) for one column."""
+    """(typed expression over the raw column, reason expression or None).
+
+    The reason reads the raw text as ``t."_s_<col>"`` and the typed value as ``t."<col>"``. It is a
+    CASE that looks at the raw text only when the typed value is missing, so a valid row pays
+    for one parse per column and no more."""
     c, kind = col.name, col.kind
-    t = f'trim("{c}")'
+    raw_name = f'"{c}"'  # in the staging table
+    raw = f't."_s_{c}"'  # in the reason's scope (the staging subquery is aliased t)
+    typed = f't."{c}"'
+    t = f"trim({raw_name})"
+    rt = f"trim({raw})"
     missing = f"'{c} is missing'" if col.required else "null"
+    blank = f"when {_blank(raw)} then {missing}"
+    show = _show(raw)
     if kind in ("id", "text"):
-        value = f'"{c}"' if col.required else f"nullif(\"{c}\", '')"
-        return value, (f"case when {_blank(c)} then {missing} end" if col.required else None)
+        value = raw_name if col.required else f"nullif({raw_name}, '')"
+        return value, (f"case {blank} end" if col.required else None)
     if kind == "partner":
         return (
-            f'"{c}"',
-            f"case when {_blank(c)} then {missing} when not regexp_full_match(\"{c}\", "
-            f"{_lit(PARTNER_RE)}) then '{c} is not a valid partner id (' || {_show(c)} || ')' end",
+            f"case when regexp_full_match({raw_name}, {_lit(PARTNER_RE)}) then {raw_name} end",
+            f"case {blank} when {typed} is null then '{c} is not a valid partner id (' || "
+            f"{show} || ')' end",
         )
     if kind == "currency":
         return (
-            f"upper({t})",
-            f"case when {_blank(c)} then {missing} when not regexp_full_match(upper({t}), "
-            f"'[A-Z]{{3}}') then '{c} is not a 3-letter currency code (' || {_show(c)} || ')' end",
+            f"case when regexp_full_match(upper({t}), '[A-Z]{{3}}') then upper({t}) end",
+            f"case {blank} when {typed} is null then '{c} is not a 3-letter currency code (' || "
+            f"{show} || ')' end",
         )
     if kind in ("money", "qty", "rate"):
-        value, reason = _decimal(c, 15 if kind == "money" else 12)
-        extra = ""
+        value = (
+            f"case when regexp_full_match({t}, {_lit(DEC_RE)}) and {_frac_digits(t)} <= 6 "
+            f"then try_cast({t} as {MONEY}) end"
+        )
+        limit = {"money": 10**15, "qty": 10**12, "rate": 1}[kind]
+        extra = (f" when abs({typed}) >= {limit}::{MONEY} then '{c} is out of range (' || "
+                 f"{show} || ')'")
         if kind == "qty":
-            extra = f" when {value} < 0 then '{c} is negative (' || {_show(c)} || ')'"
+            extra += f" when {typed} < 0 then '{c} is negative (' || {show} || ')'"
         if kind == "rate":
-            extra = f" when {value} < 0 or {value} >= 1 then '{c} must be >= 0 and < 1'"
-        full = f"case when {_blank(c)} then {missing} else coalesce({reason[:-4]}{extra} end) end"
-        return f"case when not {_blank(c)} then {value} end", full
+            extra = f" when {typed} < 0 or {typed} >= 1 then '{c} must be >= 0 and < 1'"
+        reason = (
+            f"case {blank} when {typed} is null then (case"
+            f" when not regexp_full_match({rt}, {_lit(DEC_RE)}) then "
+            f"'{c} is not a plain decimal number (' || {show} || ')'"
+            f" when {_frac_digits(rt)} > 6 then '{c} has more than 6 decimal places (' || {show} || ')'"
+            f" else '{c} is out of range (' || {show} || ')' end){extra} end"
+        )
+        return f"case when not {_blank(raw_name)} then {value} end", reason
     if kind == "ts":
         value = (
             f"case when regexp_full_match({t}, {_lit(TS_RE)}) then try_cast({t} as TIMESTAMPTZ) end"
         )
         reason = (
-            f"case when {_blank(c)} then {missing}"
-            f" when regexp_full_match({t}, {_lit(TS_NAIVE_RE)}) then '{c} has no UTC offset (' || {_show(c)} || ')'"
-            f" when not regexp_full_match({t}, {_lit(TS_RE)}) or try_cast({t} as TIMESTAMPTZ) is null"
-            f" then '{c} is not a valid ISO 8601 timestamp (' || {_show(c)} || ')' end"
+            f"case {blank} when {typed} is null then (case"
+            f" when regexp_full_match({rt}, {_lit(TS_NAIVE_RE)}) then '{c} has no UTC offset (' || {show} || ')'"
+            f" else '{c} is not a valid ISO 8601 timestamp (' || {show} || ')' end) end"
         )
         return value, reason
     if kind == "month":
         return (
             f"case when regexp_full_match({t}, {_lit(MONTH_RE)}) then {t} end",
-            f"case when {_blank(c)} then {missing} when not regexp_full_match({t}, "
-            f"{_lit(MONTH_RE)}) then '{c} is not a month YYYY-MM (' || {_show(c)} || ')' end",
+            f"case {blank} when {typed} is null then '{c} is not a month YYYY-MM (' || {show} "
+            "|| ')' end",
         )
     if kind == "order_type":
         cases = " ".join(f"when {_lit(k)} then {_lit(v)}" for k, v in ORDER_TYPE_ALIASES.items())
@@ -101,34 +109,33 @@ def _column(col) -> tuple[str, str | None]:
         norm = f"case upper({t}) {cases} else upper({t}) end"
         value = f"case when {norm} in ({names}) then {norm} end"
         return value, (
-            f"case when {_blank(c)} then {missing} when ({norm}) not in ({names}) then "
+            f"case {blank} when {typed} is null then "
             f"'{c} is not one of NEW, RENEW, AUTO_RENEW, CHANGE, UNSUBSCRIBE or a bill_type "
-            f"code (' || {_show(c)} || ')' end"
+            f"code (' || {show} || ')' end"
         )
     raise ValueError(kind)
 
 
 def typed_select(feed: str) -> str:
-    """SELECT list over the staging table: typed columns and ``_r_<col>`` reasons. A row that
-    fails typing keeps its raw text (as JSON) in ``_raw`` for the quarantine."""
-    out = ['"_file"', '"_row"', '"_error"']
-    reasons = []
+    """SELECT list over the staging table: the typed columns, and the raw text of each column
+    as ``_s_<col>`` for the reasons and the quarantine."""
+    out = ['"_file"', '"_row"', '"_error"', '"_raw"']
     for col in FEEDS[feed]:
-        value, reason = _column(col)
+        value, _reason = _column(col)
         out.append(f'{value} as "{col.name}"')
-        out.append(f'{reason or "null"} as "_r_{col.name}"')
-        if reason:
-            reasons.append(reason)
-    struct = ", ".join(f"'{c.name}': \"{c.name}\"" for c in FEEDS[feed])
-    out.append(
-        f"coalesce(\"_raw\", case when concat_ws('', {', '.join(reasons)}) <> '' "
-        f"then to_json({{{struct}}})::varchar end) as \"_raw\""
-    )
+        out.append(f'"{col.name}" as "_s_{col.name}"')
     return ",\n  ".join(out)
 
 
 def type_reasons(feed: str) -> list[str]:
-    return ["_error"] + [f'"_r_{c.name}"' for c in FEEDS[feed]]
+    """One reason expression per typed column (over ``_s_<col>`` and ``<col>``)."""
+    return [r for r in (_column(c)[1] for c in FEEDS[feed]) if r]
+
+
+def raw_json(feed: str) -> str:
+    """The raw record as JSON text, from the ``_s_<col>`` columns."""
+    struct = ", ".join(f"'{c.name}': \"_s_{c.name}\"" for c in FEEDS[feed])
+    return f"to_json({{{struct}}})::varchar"
 
 
 def content_hash(feed: str, extra: tuple[str, ...] = ()) -> str:

@@ -13,7 +13,7 @@ import duckdb
 
 from pipelines import schema
 from pipelines.config import Paths, resolve_data_dir
-from pipelines.db import connect, file_list, sql
+from pipelines.db import connect, parquet, sql
 from pipelines.lake import partitions
 
 TABLES = [t for t in schema.PUBLIC if t.kind == "table"]
@@ -64,7 +64,7 @@ def replace_partition(con: duckdb.DuckDBPyConnection, table: str, key: str, valu
     files = [f for f in files if f.exists()]
     if files:
         con.execute(
-            f"insert into {table} ({cols}) select {cols} from read_parquet({file_list(files)})"
+            f"insert into {table} ({cols}) select {cols} from {parquet(files)}"
         )
 
 
@@ -121,11 +121,11 @@ def rebuild(data_dir: str | Path | None = None) -> None:
             files = [p / fname for _, p in partitions(paths.lake / lt, prefix) if (p / fname).exists()]
             if files:
                 cols = ", ".join(f'"{c}"' for c in schema_of(table).column_names)
-                con.execute(f"insert into {table} ({cols}) select {cols} from read_parquet({file_list(files)})")
+                con.execute(f"insert into {table} ({cols}) select {cols} from {parquet(files)}")
         hist = sorted((paths.lake / "export_history").glob("*.parquet"))
         if hist:
             cols = ", ".join(f'"{c}"' for c in schema.EXPORT_HISTORY.column_names)
-            con.execute(f"insert into export_history ({cols}) select {cols} from read_parquet({file_list(hist)})")
+            con.execute(f"insert into export_history ({cols}) select {cols} from {parquet(hist)}")
         latest = [v for v, _ in partitions(paths.ingest, "landing_date")]
         if latest:
             set_meta(con, "latest_landing_date", latest[-1])
