@@ -187,26 +187,41 @@ def _price_list(con, earlier) -> None:
 
 
 def _validate(con, feed: str, d: dt.date, earlier) -> None:
-    """Type the staging rows and apply every rule in one pass (``chk_<feed>``), then dedupe."""
+    """Type the staging rows and apply every rule in one pass (``chk_<feed>``), then dedupe.
+
+    The typing reasons are computed before the joins, so the raw text columns are not carried
+    through them; only a rejected row keeps its raw record (as JSON)."""
     day = d.isoformat()
     extra_cols, extra_reasons = _feed_rules(feed)
     joins = _feed_joins(feed)
-    all_reasons = ", ".join(rules.type_reasons(feed) + extra_reasons)
-    typed = ", ".join(f'"{c.name}"' for c in FEEDS[feed])
+    cols = [c.name for c in FEEDS[feed]]
+    typed = ", ".join(f'"{c}"' for c in cols)
     extra_names = "".join(", " + e.split(" as ")[-1] for e in extra_cols.split(", ")[1:])
     hash_col = ""
     if feed in RECORD_FEEDS:
         hash_col = f", case when _reason is null then {rules.content_hash(feed)} end as _hash"
+    type_reason = f"nullif(concat_ws('; ', {', '.join(rules.type_reasons(feed))}), '')"
+    feed_reason = f"concat_ws('; ', {', '.join(extra_reasons)})" if extra_reasons else "''"
+    typed_json = "to_json({" + ", ".join(f"'{c}': \"{c}\"" for c in cols) + "})::varchar"
     # a record that could not be parsed (ragged, broken JSON) gets its parse error alone, not
-    # one "is missing" per column on top of it; the raw text is kept only for rejected rows
+    # one "is missing" per column on top of it
     con.execute(
         f"""create temp table chk_{feed} as
         select _file, _row, {typed}{extra_names}, _reason{hash_col},
-               case when _reason is not null then coalesce(_raw, {rules.raw_json(feed)}) end as _raw
+               case when _reason is not null then coalesce(_raw, {typed_json}) end as _raw
         from (
           select t.*{extra_cols},
-                 coalesce(t._error, nullif(concat_ws('; ', {all_reasons}), '')) as _reason
-          from (select {rules.typed_select(feed)} from stg_{feed}) t {joins}
+                 coalesce(t._error,
+                          nullif(concat_ws('; ', t._type_reason, {feed_reason}), '')) as _reason
+          from (
+            select _file, _row, _error, {typed}, _type_reason,
+                   case when _error is not null or _type_reason is not null
+                        then coalesce(_raw, {rules.raw_json(feed)}) end as _raw
+            from (
+              select t.*, {type_reason} as _type_reason
+              from (select {rules.typed_select(feed)} from stg_{feed}) t
+            )
+          ) t {joins}
         )""",
         _feed_params(feed, d),
     )
