@@ -16,21 +16,28 @@ CLOSE_DAY = 5  # bills of M are generated on the 5th of M+1
 _MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
+class DateError(ValueError):
+    """A date or month argument that is not a real calendar date or month."""
+
+
 def parse_date(value: str | dt.date) -> dt.date:
-    """Parse ``YYYY-MM-DD`` strictly."""
+    """Parse ``YYYY-MM-DD`` strictly (a real calendar date)."""
     if isinstance(value, dt.datetime):
-        raise ValueError(f"expected a date, got a datetime: {value!r}")
+        raise DateError(f"expected a date, got a datetime: {value!r}")
     if isinstance(value, dt.date):
         return value
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value or ""):
-        raise ValueError(f"invalid date {value!r}: expected YYYY-MM-DD")
-    return dt.date.fromisoformat(value)
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise DateError(f"invalid date {value!r}: expected YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise DateError(f"invalid date {value!r}: no such calendar day") from None
 
 
 def parse_month(value: str) -> str:
     """Validate ``YYYY-MM`` and return it."""
-    if not _MONTH_RE.match(value or ""):
-        raise ValueError(f"invalid month {value!r}: expected YYYY-MM")
+    if not isinstance(value, str) or not _MONTH_RE.match(value):
+        raise DateError(f"invalid month {value!r}: expected YYYY-MM")
     return value
 
 
@@ -101,3 +108,17 @@ def month_to_close(logical_date: dt.datetime) -> str:
 
 def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def format_date_ranges(days: list[str]) -> str:
+    """Collapse ``YYYY-MM-DD`` dates into readable runs: ``2025-02-01..2025-02-03, 2025-02-05``."""
+    parsed = sorted({parse_date(d) for d in days})
+    runs: list[tuple[dt.date, dt.date]] = []
+    for d in parsed:
+        if runs and d - runs[-1][1] == dt.timedelta(days=1):
+            runs[-1] = (runs[-1][0], d)
+        else:
+            runs.append((d, d))
+    return ", ".join(
+        a.isoformat() if a == b else f"{a.isoformat()}..{b.isoformat()}" for a, b in runs
+    )

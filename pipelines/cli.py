@@ -22,11 +22,12 @@ class _Ctx:
 
 def _run(fn, *args, **kwargs):
     """Call a pipeline function; turn user-actionable errors into a clean message + exit 1."""
+    from pipelines.calendar import DateError
     from pipelines.lake import KoobillError
 
     try:
         return fn(*args, **kwargs)
-    except KoobillError as exc:
+    except (KoobillError, DateError) as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
+
 from pipelines import calendar as cal
 from pipelines import rules
 from pipelines.config import (
@@ -123,11 +125,16 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
         warnings = _closed_month_warnings(paths, con)
         con.close()
         commit_version(part, vdir)
-    except BaseException:
+    except BaseException as exc:
         con.close()
         import shutil
 
         shutil.rmtree(vdir, ignore_errors=True)
+        if isinstance(exc, duckdb.IOException | OSError) and not isinstance(exc, KoobillError):
+            raise KoobillError(
+                f"ingest of {day} failed while writing under {root}: "
+                f"{str(exc).splitlines()[0]}; the previous state is unchanged"
+            ) from exc
         raise
     from pipelines.warehouse import set_latest_landing_date, sync_partition
 
