@@ -33,6 +33,22 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check dags/ --select AIR3
 
+# Airflow's UI, scheduler, DAG processor and triggerer (`airflow standalone`) on the DAGs of dags/
+# and the data of DATA_DIR (the demo's by default, whose runs then show in the UI). DAGs start
+# paused; the start date is the 1st of last month (Beijing), so unpausing koobill_daily catches up
+# from the demo's month. Stop with Ctrl-C.
+airflow: install
+	@mkdir -p "$(DATA_DIR)/airflow"
+	@echo "koobill: Airflow UI at http://localhost:8080  DAGs: $(CURDIR)/dags  data: $(DATA_DIR)"
+	@echo "koobill: login as admin; the password is printed below once Airflow is ready, and kept in"
+	@echo "         $(DATA_DIR)/airflow/simple_auth_manager_passwords.json.generated"
+	export AIRFLOW_HOME="$(DATA_DIR)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" \
+	  AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin" KOOBILL_DATA_DIR="$(DATA_DIR)" \
+	  PATH="$(CURDIR)/$(BIN):$$PATH"; \
+	export KOOBILL_START_DATE="$${KOOBILL_START_DATE:-$$(TZ=Asia/Shanghai date -d "$$(TZ=Asia/Shanghai date +%Y-%m-01) -1 month" +%Y-%m-%d)}"; \
+	echo "koobill: KOOBILL_START_DATE=$$KOOBILL_START_DATE"; \
+	exec $(BIN)/airflow standalone
+
 lock:
 	uv pip compile requirements/main.in --python-version 3.11 --generate-hashes --no-header -o requirements/lock.txt
 	uv pip compile requirements/bootstrap.in --python-version 3.11 --generate-hashes --no-header -o requirements/bootstrap.txt

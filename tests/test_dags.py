@@ -1,0 +1,624 @@
+"""The Airflow DAGs: integrity, schedules in Asia/Shanghai, the deadline alert, and real runs.
+
+Airflow reads its configuration when it is first imported, so this module imports airflow only
+inside fixtures and tests, after the ``airflow_env`` fixture has pointed ``AIRFLOW_HOME`` at a
+migrated SQLite database. Under pytest-xdist every worker would otherwise migrate and run the
+pipeline on its own: the Airflow home, the data dir and the pipeline results are shared by the
+workers of a session, built once under a file lock (the pattern the xdist docs recommend), and
+every test that writes to the metadata database holds the same lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import runpy
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DAGS = REPO / "dags"
+DAG_IDS = {"koobill_daily", "koobill_month_close", "koobill_exports"}
+HEAVY = ("pandas", "duckdb", "pyarrow", "great_expectations")
+
+# The small world the DAG runs work on: the first landing date ever ingested is 2025-01-29, so
+# closing January needs 2025-01-29..2025-02-04 (the cutoff) ingested.
+FIRST_DAY = dt.date(2025, 1, 29)
+CUTOFF = dt.date(2025, 2, 4)
+MONTH = "2025-01"
+DAILY_LOGICAL = dt.datetime(2025, 2, 4, 17, 30, tzinfo=dt.UTC)  # 01:30 Beijing, 2025-02-05
+CLOSE_LOGICAL = dt.datetime(2025, 2, 4, 18, 0, tzinfo=dt.UTC)  # 02:00 Beijing, 2025-02-05
+
+pytestmark = pytest.mark.slow
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def shared_dir(tmp_path_factory, worker_id) -> Path:
+    """A folder shared by every xdist worker of this session (the session's own with one)."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if worker_id != "master" else base) / "koobill_dags"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def airflow_env(shared_dir: Path) -> Iterator[dict]:
+    """Point Airflow at a migrated SQLite home before anything imports airflow."""
+    home = shared_dir / "airflow_home"
+    data = shared_dir / "data"
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        # parse-time knobs of the DAG files: fail fast instead of sitting out retry delays, and a
+        # start date before the 2025 logical dates used here (else runs get no task instances)
+        "KOOBILL_RETRIES": "0",
+        "KOOBILL_START_DATE": "2024-01-01",
+    }
+    if "airflow" in sys.modules:
+        from airflow import settings
+
+        if Path(settings.AIRFLOW_HOME) != home:
+            pytest.fail(
+                f"airflow was imported before the test env was set ({settings.AIRFLOW_HOME})"
+            )
+    lock = shared_dir / "lock"
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        with _locked(lock):
+            if not (home / ".migrated").exists():
+                home.mkdir(exist_ok=True)
+                proc = subprocess.run(
+                    [sys.executable, "-m", "airflow", "db", "migrate"],
+                    env=os.environ.copy(),
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+                (home / ".migrated").touch()
+        yield {"home": home, "data": data, "lock": lock, "shared": shared_dir}
+
+
+@pytest.fixture(scope="session")
+def dagbag(airflow_env):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert not bag.import_errors, bag.import_errors
+    return bag
+
+
+@pytest.fixture(scope="session")
+def production_dagbag(airflow_env):
+    """The DAGs as parsed with their built-in defaults (no test overrides)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    with mock.patch.dict(os.environ):
+        os.environ.pop("KOOBILL_RETRIES", None)
+        os.environ.pop("KOOBILL_START_DATE", None)
+        bag = DagBag(dag_folder=str(DAGS))
+    assert not bag.import_errors, bag.import_errors
+    return bag
+
+
+def _ti_states(dr) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
+
+
+def _run(dag, **kwargs):
+    """``dag.test()`` a run and insist every task instance ran and succeeded."""
+    from pipelines.demo import dag_test_deadline_fix
+
+    with dag_test_deadline_fix():
+        dr = dag.test(**kwargs)
+    states = _ti_states(dr)
+    assert states and set(states.values()) == {"success"}, (dag.dag_id, states)
+    assert str(dr.state) == "success"
+    return dr
+
+
+def _rows(con, query: str, params: list | None = None) -> list[list[str]]:
+    return [[str(v) for v in row] for row in con.execute(query, params or []).fetchall()]
+
+
+def _snapshot(data: Path) -> dict[str, list[list[str]]]:
+    from pipelines.warehouse import open_warehouse
+
+    con = open_warehouse(data, read_only=True)
+    try:
+        return {
+            "estimates": _rows(con, "select * from estimates order by all"),
+            "quarantine": _rows(con, "select * from quarantine order by all"),
+            "ingest_files": _rows(con, "select * from ingest_files order by all"),
+            "payments": _rows(con, "select * from payments order by all"),
+        }
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="session")
+def pipeline(airflow_env, dagbag) -> dict:
+    """Once per session: land a small world, run the three DAGs on it, record what happened.
+
+    Landing dates 2025-01-29..2025-02-03 are ingested directly; the cutoff 2025-02-04 through
+    ``koobill_daily`` (twice, to check a rerun changes nothing), then ``koobill_month_close``
+    closes January and ``koobill_exports`` exports it.
+    """
+    data: Path = airflow_env["data"]
+    results = airflow_env["shared"] / "pipeline.json"
+    with _locked(airflow_env["lock"]), mock.patch.dict(os.environ, {"KOOBILL_DATA_DIR": str(data)}):
+        if results.exists():
+            return json.loads(results.read_text())
+        from pipelines.generate import generate
+        from pipelines.ingest import ingest_date
+
+        generate(
+            data, FIRST_DAY.isoformat(), CUTOFF.isoformat(), usage_rows_per_day=40, n_partners=2
+        )
+        day = FIRST_DAY
+        while day < CUTOFF:
+            ingest_date(data, day.isoformat())
+            day += dt.timedelta(days=1)
+
+        daily = _run(dagbag.dags["koobill_daily"], logical_date=DAILY_LOGICAL)
+        first = _snapshot(data)
+        rerun = _run(dagbag.dags["koobill_daily"], logical_date=DAILY_LOGICAL)
+        second = _snapshot(data)
+        close = _run(dagbag.dags["koobill_month_close"], logical_date=CLOSE_LOGICAL)
+        exports = _run(dagbag.dags["koobill_exports"], logical_date=None)
+        out = {
+            "daily_run_id": daily.run_id,
+            "rerun_run_id": rerun.run_id,
+            "close_run_id": close.run_id,
+            "exports_run_id": exports.run_id,
+            "first": first,
+            "second": second,
+        }
+        results.write_text(json.dumps(out))
+        return out
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def test_parsing_the_dags_folder_stays_light(airflow_env) -> None:
+    """The DAG files import no pandas, DuckDB, pyarrow, Great Expectations, nor pipelines."""
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(DAGS)!r})
+        print(json.dumps({{
+            "errors": {{str(k): str(v) for k, v in bag.import_errors.items()}},
+            "dags": sorted(bag.dags),
+            "heavy": sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r}),
+            "pipelines": sorted(m for m in sys.modules if m.split(".")[0] == "pipelines"),
+        }}))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=os.environ.copy()
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["errors"] == {}
+    assert set(report["dags"]) == DAG_IDS
+    assert report["heavy"] == []
+    assert report["pipelines"] == []
+
+
+def test_dag_integrity(production_dagbag) -> None:
+    bag = production_dagbag
+    assert set(bag.dags) == DAG_IDS
+    for dag_id, dag in bag.dags.items():
+        assert "koobill" in dag.tags, dag_id
+        assert dag.max_active_runs == 1, dag_id
+        assert dag.doc_md and dag_id in dag.doc_md, dag_id
+        # Airflow keeps start_date in UTC and the DAG's time zone beside it
+        assert dag.timezone.name == "Asia/Shanghai", dag_id
+        assert dag.start_date == _utc(2025, 12, 31, 16, 0), dag_id  # 2026-01-01 00:00 Beijing
+        assert dag.default_args["retries"] >= 3, dag_id
+        assert dag.default_args["retry_exponential_backoff"] > 1, dag_id
+        for task in dag.tasks:
+            assert task.retries >= 1, (dag_id, task.task_id)
+            assert task.retry_delay >= dt.timedelta(minutes=5), (dag_id, task.task_id)
+    assert bag.dags["koobill_daily"].catchup is True
+    assert bag.dags["koobill_month_close"].catchup is False
+    # the check waits for the cutoff date with patience; a failing close surfaces quickly
+    close = bag.dags["koobill_month_close"]
+    assert close.task_dict["check_landing_dates"].retries >= 5
+    assert close.task_dict["close"].retries <= 2
+
+
+def test_assets_wire_close_to_exports(production_dagbag) -> None:
+    bag = production_dagbag
+    (ingest,) = bag.dags["koobill_daily"].tasks
+    assert [a.uri for a in ingest.outlets] == ["koobill://estimates/"]
+    close = bag.dags["koobill_month_close"].task_dict["close"]
+    assert [a.uri for a in close.outlets] == ["koobill://bills/"]
+    exports = bag.dags["koobill_exports"]
+    assert [a.uri for a in exports.timetable.asset_condition.objects] == ["koobill://bills/"]
+
+
+def _core_timetable(dag):
+    """The timetable the scheduler uses: the DAG after a serialization round trip."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    return DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag)).timetable
+
+
+def _utc(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "earliest", "last_end", "expected_run", "expected_slice"),
+    [
+        # the daily runs at 01:30 Beijing = 17:30 UTC the day before, and ingests the Beijing
+        # day before its own: the UTC date of the run, not the Beijing one
+        ("koobill_daily", _utc(2025, 2, 3, 16, 0), None, _utc(2025, 2, 3, 17, 30), "2025-02-03"),
+        ("koobill_daily", None, _utc(2025, 2, 3, 17, 30), _utc(2025, 2, 4, 17, 30), "2025-02-04"),
+        (
+            "koobill_daily",
+            None,
+            _utc(2024, 12, 30, 17, 30),
+            _utc(2024, 12, 31, 17, 30),
+            "2024-12-31",
+        ),
+        ("koobill_daily", None, _utc(2024, 2, 28, 17, 30), _utc(2024, 2, 29, 17, 30), "2024-02-29"),
+        # the close runs at 02:00 Beijing on the 5th = 18:00 UTC on the 4th
+        (
+            "koobill_month_close",
+            _utc(2024, 12, 31, 16, 0),
+            None,
+            _utc(2025, 1, 4, 18, 0),
+            "2024-12",
+        ),
+        ("koobill_month_close", None, _utc(2025, 1, 4, 18, 0), _utc(2025, 2, 4, 18, 0), "2025-01"),
+        ("koobill_month_close", None, _utc(2024, 2, 4, 18, 0), _utc(2024, 3, 4, 18, 0), "2024-02"),
+        (
+            "koobill_month_close",
+            None,
+            _utc(2024, 11, 4, 18, 0),
+            _utc(2024, 12, 4, 18, 0),
+            "2024-11",
+        ),
+        # a start just after 02:00 Beijing on the 5th waits for the next month
+        ("koobill_month_close", _utc(2025, 1, 4, 18, 1), None, _utc(2025, 2, 4, 18, 0), "2025-01"),
+    ],
+)
+def test_timetables_run_in_beijing_time(
+    production_dagbag, dag_id, earliest, last_end, expected_run, expected_slice
+) -> None:
+    from airflow.timetables.base import DataInterval, TimeRestriction
+    from pendulum import instance
+
+    from pipelines.calendar import month_to_close, previous_beijing_day
+
+    timetable = _core_timetable(production_dagbag.dags[dag_id])
+    last = DataInterval(instance(last_end), instance(last_end)) if last_end else None
+    info = timetable.next_dagrun_info(
+        last_automated_data_interval=last,
+        restriction=TimeRestriction(
+            earliest=instance(earliest) if earliest else None, latest=None, catchup=True
+        ),
+    )
+    assert info.run_after == expected_run
+    assert info.logical_date == expected_run
+    if dag_id == "koobill_daily":
+        assert previous_beijing_day(info.logical_date).isoformat() == expected_slice
+    else:
+        assert month_to_close(info.logical_date) == expected_slice
+
+
+def test_first_scheduled_runs_follow_the_start_date(production_dagbag) -> None:
+    from airflow.timetables.base import TimeRestriction
+
+    for dag_id, expected in [
+        ("koobill_daily", _utc(2025, 12, 31, 17, 30)),  # 2026-01-01 01:30 Beijing
+        ("koobill_month_close", _utc(2026, 1, 4, 18, 0)),  # 2026-01-05 02:00 Beijing
+    ]:
+        dag = production_dagbag.dags[dag_id]
+        info = _core_timetable(dag).next_dagrun_info(
+            last_automated_data_interval=None,
+            restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=True),
+        )
+        assert info.run_after == expected, dag_id
+
+
+# --- the deadline alert --------------------------------------------------------------------
+
+
+def test_deadline_alert_lands_at_noon_beijing_on_the_5th(production_dagbag) -> None:
+    from airflow.sdk import DeadlineReference, SyncCallback
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    dag = production_dagbag.dags["koobill_month_close"]
+    (alert,) = dag.deadline
+    assert alert.reference == DeadlineReference.DAGRUN_LOGICAL_DATE
+    assert isinstance(alert.callback, SyncCallback)
+    assert alert.callback.path.endswith("koobill_month_close.close_deadline_missed")
+    # every scheduled run of two years, leap February included: logical date + interval is
+    # 12:00 Beijing on the 5th
+    timetable = _core_timetable(dag)
+    last = None
+    for _ in range(24):
+        info = timetable.next_dagrun_info(
+            last_automated_data_interval=last,
+            restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=True),
+        )
+        due = (info.logical_date + alert.interval).in_timezone("Asia/Shanghai")
+        assert (due.day, due.hour, due.minute) == (5, 12, 0), due
+        last = DataInterval(info.data_interval.start, info.data_interval.end)
+
+
+def _deadlines(run_id: str):
+    from airflow.models.dagrun import DagRun
+    from airflow.models.deadline import Deadline
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(Deadline.deadline_time, Deadline.missed)
+            .join(DagRun, Deadline.dagrun_id == DagRun.id)
+            .where(DagRun.run_id == run_id, DagRun.dag_id == "koobill_month_close")
+        ).all()
+    return [(r.deadline_time, r.missed) for r in rows]
+
+
+def _close_run_succeeding_now(logical_date: dt.datetime) -> str:
+    """Replay the scheduler: create a scheduled close run from the DAG serialized in the
+    database, let its tasks succeed now, and let ``DagRun.update_state`` finish the run (which
+    prunes the deadlines the run beat). Returns the run id."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from airflow.models.dagbag import DBDagBag
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS, bundle_name="dags-folder")
+    sync_bag_to_db(bag, "dags-folder", None)
+    with create_session() as session:
+        dag = DBDagBag().get_latest_version_of_dag("koobill_month_close", session=session)
+        run_id = DagRun.generate_run_id(
+            run_type=DagRunType.SCHEDULED, logical_date=logical_date, run_after=logical_date
+        )
+        dr = dag.create_dagrun(
+            run_id=run_id,
+            logical_date=logical_date,
+            data_interval=(logical_date, logical_date),
+            run_after=logical_date,
+            run_type=DagRunType.SCHEDULED,
+            triggered_by=DagRunTriggeredByType.TEST,
+            state=DagRunState.RUNNING,
+            session=session,
+        )
+        session.flush()
+        assert [d.deadline_time for d in dr.deadlines] == [logical_date + dt.timedelta(hours=10)], (
+            "the run was created without its deadline"
+        )
+        tis = dr.get_task_instances(session=session)
+        assert len(tis) == 3
+        for ti in tis:
+            ti.set_state(TaskInstanceState.SUCCESS, session=session)
+        session.flush()
+        dr.dag = dag
+        dr.update_state(session=session)
+        assert dr.state == DagRunState.SUCCESS
+    return run_id
+
+
+def test_no_deadline_alert_when_the_close_is_on_time(airflow_env) -> None:
+    """A run that succeeds before 12:00 Beijing leaves no pending deadline behind."""
+    on_time = _utc(2099, 12, 4, 18, 0)  # the close of 2099-11; due 2099-12-05 12:00 Beijing
+    with _locked(airflow_env["lock"]):
+        run_id = _close_run_succeeding_now(on_time)
+        assert _deadlines(run_id) == []
+
+
+def test_deadline_alert_fires_when_the_close_is_late(airflow_env, tmp_path, monkeypatch) -> None:
+    """A close of February 2024 that only succeeds now, long after 12:00 Beijing on March 5th.
+
+    The deadline stays pending; the scheduler's pass over expired deadlines is replayed as it
+    does it (``handle_miss`` queues the callback with its context), then the callback is run
+    the way the executor's callback runner runs it. It must write the alert.
+    """
+    import structlog
+    from airflow.models.dagrun import DagRun
+    from airflow.models.deadline import Deadline
+    from airflow.sdk.execution_time.callback_supervisor import execute_callback
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    monkeypatch.setenv("KOOBILL_DATA_DIR", str(tmp_path))
+    late = _utc(2024, 3, 4, 18, 0)  # 2024-03-05 02:00 Beijing: closes the leap February
+    due = _utc(2024, 3, 5, 4, 0)  # 12:00 Beijing
+    with _locked(airflow_env["lock"]):
+        run_id = _close_run_succeeding_now(late)
+        assert _deadlines(run_id) == [(due, False)]
+        with create_session() as session:
+            expired = session.scalars(
+                select(Deadline)
+                .join(DagRun, Deadline.dagrun_id == DagRun.id)
+                .where(Deadline.deadline_time < dt.datetime.now(dt.UTC))
+                .where(~Deadline.missed)
+                .where(DagRun.run_id == run_id)
+            ).all()
+            assert len(expired) == 1
+            expired[0].handle_miss(session)
+            callback = dict(expired[0].callback.data)
+        assert _deadlines(run_id) == [(due, True)]
+    ok, error = execute_callback(
+        callback["path"],
+        callback["kwargs"],
+        "koobill_month_close.py",
+        str(DAGS),
+        structlog.get_logger(),
+    )
+    assert ok, error
+    (line,) = (tmp_path / "alerts" / "close_deadline_missed.jsonl").read_text().splitlines()
+    alert = json.loads(line)
+    assert alert["alert"] == "close_deadline_missed"
+    assert alert["month"] == "2024-02"
+    assert alert["dag_id"] == "koobill_month_close"
+    assert alert["run_id"] == run_id
+    assert dt.datetime.fromisoformat(alert["deadline_time"]) == due
+
+
+# --- real runs ------------------------------------------------------------------------------
+
+
+def _warehouse(airflow_env):
+    from pipelines.warehouse import open_warehouse
+
+    return open_warehouse(airflow_env["data"], read_only=True)
+
+
+def _asset_events(dag_id: str) -> list[tuple[str, dict, str]]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetModel.uri, AssetEvent.extra, AssetEvent.source_run_id)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetEvent.source_dag_id == dag_id)
+            .order_by(AssetEvent.id)
+        ).all()
+    return [(r.uri, dict(r.extra), r.source_run_id) for r in rows]
+
+
+def test_daily_run_ingests_the_previous_beijing_day(pipeline, airflow_env) -> None:
+    con = _warehouse(airflow_env)
+    try:
+        partners = {
+            r[0] for r in con.execute("select distinct partner_id from estimates").fetchall()
+        }
+        as_of_cutoff = con.execute(
+            "select partner_id, bill_month from estimates where as_of_date = ? order by all",
+            [CUTOFF],
+        ).fetchall()
+        dates = [
+            r[0] for r in con.execute("select distinct landing_date from ingest_files").fetchall()
+        ]
+    finally:
+        con.close()
+    assert len(partners) == 2
+    # the run of 2025-02-05 01:30 Beijing ingested 2025-02-04, when January and February are open
+    assert as_of_cutoff == sorted((p, m) for p in partners for m in ("2025-01", "2025-02"))
+    assert CUTOFF in dates
+    with _locked(airflow_env["lock"]):
+        events = _asset_events("koobill_daily")
+    assert (
+        "koobill://estimates/",
+        {"landing_date": "2025-02-04"},
+        pipeline["daily_run_id"],
+    ) in events
+
+
+def test_rerunning_a_daily_run_changes_nothing(pipeline) -> None:
+    assert pipeline["rerun_run_id"] != pipeline["daily_run_id"]
+    assert pipeline["first"]["estimates"], "the daily run wrote no estimates"
+    assert pipeline["second"] == pipeline["first"]
+
+
+def test_month_close_publishes_the_bills(pipeline, airflow_env) -> None:
+    con = _warehouse(airflow_env)
+    try:
+        bills = con.execute(
+            "select partner_id, version, status, bill_amount, amount_due from bills"
+            " where bill_month = ? order by partner_id",
+            [MONTH],
+        ).fetchall()
+        partners = con.execute("select count(distinct partner_id) from estimates").fetchone()[0]
+    finally:
+        con.close()
+    assert len(bills) == partners == 2
+    assert {(b[1], b[2]) for b in bills} == {(1, "closed")}
+    assert all(b[4] == max(b[3], 0) for b in bills)
+    with _locked(airflow_env["lock"]):
+        events = _asset_events("koobill_month_close")
+    ours = [(uri, extra) for uri, extra, run_id in events if run_id == pipeline["close_run_id"]]
+    assert len(ours) == 1
+    assert ours[0][0] == "koobill://bills/"
+    assert ours[0][1]["month"] == MONTH
+
+
+def test_exports_run_exports_the_month_just_published(pipeline, airflow_env) -> None:
+    data: Path = airflow_env["data"]
+    con = _warehouse(airflow_env)
+    try:
+        rows = con.execute(
+            "select partner_id, format, path, bytes from export_history where bill_month = ?",
+            [MONTH],
+        ).fetchall()
+        partners = {r[0] for r in con.execute("select partner_id from bills").fetchall()}
+    finally:
+        con.close()
+    assert {r[0] for r in rows} == partners
+    for partner in partners:
+        assert {r[1] for r in rows if r[0] == partner} == {"pdf", "xlsx", "csv", "parquet"}
+    for _, _, path, size in rows:
+        assert (data / path).stat().st_size == size
+        assert Path(data / path).parent == data / "exports" / Path(path).parent.parent.name / MONTH
+    with _locked(airflow_env["lock"]):
+        events = _asset_events("koobill_exports")
+    ours = [extra for _, extra, run_id in events if run_id == pipeline["exports_run_id"]]
+    assert ours == [{"months": [MONTH], "files": len(rows)}]
+
+
+def test_close_check_lists_the_missing_landing_dates(pipeline, dagbag, airflow_env, monkeypatch):
+    """February's cutoff is 2025-03-04 and nothing after 2025-02-04 has landed."""
+    monkeypatch.setenv("KOOBILL_DATA_DIR", str(airflow_env["data"]))
+    check = dagbag.dags["koobill_month_close"].task_dict["check_landing_dates"]
+    with pytest.raises(RuntimeError, match=r"28 landing date\(s\).*2025-02-05\.\.2025-03-04$"):
+        check.python_callable("2025-02")
+    assert check.python_callable(MONTH) == MONTH
+
+
+@pytest.mark.parametrize(
+    ("param", "triggering", "latest", "run_date", "expected"),
+    [
+        ("2024-12", [{"month": "2025-01"}], None, None, ["2024-12"]),
+        (
+            None,
+            [{"month": "2025-02"}, {"month": "2025-01"}, {"month": "2025-02"}],
+            None,
+            None,
+            ["2025-01", "2025-02"],
+        ),
+        (None, [], {"month": "2025-01"}, _utc(2025, 3, 1), ["2025-01"]),
+        (None, [{}], None, _utc(2025, 2, 28, 16, 0), ["2025-02"]),  # 2025-03-01 in Beijing
+        (None, [], None, _utc(2025, 2, 28, 15, 59), ["2025-01"]),
+    ],
+)
+def test_months_to_export(airflow_env, param, triggering, latest, run_date, expected) -> None:
+    months_to_export = runpy.run_path(str(DAGS / "koobill_exports.py"))["months_to_export"]
+    assert months_to_export(param, triggering, latest, run_date) == expected
