@@ -21,20 +21,3 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KOOBILL_DATA_DIR", str(d))
     monkeypatch.setenv("KOOBILL_LOCK_WAIT_S", "0")
     return d
-
-
-@pytest.fixture(scope="module")
-def no_feed_suites():
-    """Skip the Great Expectations suites of accepted feed rows (``quality.validate_feed``:
-    tested on their own, and seconds per ingest) while keeping every ingest rule and the
-    quarantine-share gate. Yields the real ``validate_feed`` (None while quality.py is absent)
-    so that a test can put it back with ``monkeypatch.setattr``."""
-    try:
-        from pipelines import quality
-    except ImportError:
-        yield None
-        return
-    real = quality.validate_feed
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(quality, "validate_feed", lambda *a, **k: None)
-        yield real

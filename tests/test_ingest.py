@@ -38,7 +38,6 @@ from pipelines.lake import KoobillError
 D = Decimal
 REPO = Path(__file__).resolve().parent.parent
 KOOBILL = str(Path(sys.executable).parent / "koobill")
-pytestmark = pytest.mark.usefixtures("no_feed_suites")
 
 
 def _snapshot(data_dir: Path) -> dict[str, bytes]:

@@ -249,7 +249,7 @@ JSONL_CASES = [
 
 
 @pytest.fixture(scope="module")
-def ruled(tmp_path_factory, no_feed_suites):
+def ruled(tmp_path_factory):
     d = tmp_path_factory.mktemp("rules")
     land(d, "partners", DAY, PARTNERS)
     land(d, "prices", DAY, PRICES)
