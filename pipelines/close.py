@@ -56,21 +56,6 @@ def missing_dates(data_dir: str | Path | None, month: str) -> list[str]:
             if d.isoformat() not in have]
 
 
-def _ranges(days: list[str]) -> str:
-    """'2026-11-01..2026-11-03, 2026-11-05' for a readable refusal."""
-    if not days:
-        return ""
-    out, start, prev = [], days[0], days[0]
-    for d in days[1:] + [None]:
-        if d and dt.date.fromisoformat(d) - dt.date.fromisoformat(prev) == dt.timedelta(days=1):
-            prev = d
-            continue
-        out.append(start if start == prev else f"{start}..{prev}")
-        if d:
-            start = prev = d
-    return ", ".join(out)
-
-
 def close_month(data_dir: str | Path | None, month: str, *, force: bool = False,
                 restate: bool = False, echo: Echo | None = None) -> CloseResult:
     """Generate, validate and publish the bills of ``month``."""
@@ -115,11 +100,11 @@ def _close(root: Path, month: str, force: bool, restate: bool, echo: Echo) -> Cl
         if missing and not force:
             raise KoobillError(
                 f"cannot close {month}: {len(missing)} landing date(s) through the cutoff "
-                f"{cal.cutoff(month)} have not been ingested: {_ranges(missing)}. "
+                f"{cal.cutoff(month)} have not been ingested: {cal.format_date_ranges(missing)}. "
                 "Ingest them (koobill ingest --date ...) or close with --force."
             )
         if missing:
-            echo(f"warning: closing {month} with --force; missing landing dates: {_ranges(missing)}")
+            echo(f"warning: closing {month} with --force; missing landing dates: {cal.format_date_ranges(missing)}")
         version = prev_version + 1
         echo(f"closing {month} (version {version}) from landing dates "
              f"{cal.landing_window(month)[0]}..{cal.cutoff(month)}")
@@ -276,7 +261,7 @@ def _fmt(v) -> str:
 def print_close_result(r: CloseResult, echo: Echo) -> None:
     echo(r.message)
     if r.forced:
-        echo(f"  forced: missing landing dates {_ranges(r.missing_dates)}")
+        echo(f"  forced: missing landing dates {cal.format_date_ranges(r.missing_dates)}")
     for c in r.changes:
         echo(f"  changed: {c}")
     if r.report_path:
@@ -285,13 +270,14 @@ def print_close_result(r: CloseResult, echo: Echo) -> None:
 
 
 def print_bills(bills: list[dict], echo: Echo) -> None:
-    head = ("partner", "month", "v", "cur", "consume", "refunds", "adjust", "coupon", "tax",
-            "bill", "due", "invoice")
-    echo("  " + f"{head[0]:<14}{head[1]:<8}{head[2]:>2} {head[3]:<4}" +
-         "".join(f"{h:>14}" for h in head[4:11]) + f"  {head[11]}")
+    """The bills as a table, one line per partner."""
+    amounts = ("consume_amount", "refunds", "adjustments", "coupon_amount", "tax_amount",
+               "bill_amount", "amount_due")
+    head = ("consume", "refunds", "adjust", "coupon", "tax", "bill", "due")
+    w = max([len("partner")] + [len(b["partner_id"]) for b in bills]) + 2
+    echo("  " + f"{'partner':<{w}}{'month':<9}{'v':>2} {'cur':<4}"
+         + "".join(f"{h:>14}" for h in head) + "  invoice")
     for b in bills:
-        echo("  " + f"{b['partner_id']:<14}{b['bill_month']:<8}{b['version']:>2} {b['currency']:<4}"
-             + "".join(f"{_fmt(b[c]):>14}" for c in ("consume_amount", "refunds", "adjustments",
-                                                     "coupon_amount", "tax_amount", "bill_amount",
-                                                     "amount_due"))
+        echo("  " + f"{b['partner_id']:<{w}}{b['bill_month']:<9}{b['version']:>2} "
+             f"{b['currency']:<4}" + "".join(f"{_fmt(b[c]):>14}" for c in amounts)
              + f"  {b['invoice_no'] or '-'}")
