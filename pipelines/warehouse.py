@@ -109,8 +109,19 @@ def set_latest_landing_date(root: Path) -> None:
 
 
 def rebuild(data_dir: str | Path | None = None) -> None:
-    """Recreate warehouse.duckdb from the lake (written to a temporary file, then renamed)."""
+    """Recreate warehouse.duckdb from the lake (written to a temporary file, then renamed),
+    holding the data dir's writer lock."""
+    import os
+
+    from pipelines.lake import data_dir_lock
+
     root = resolve_data_dir(data_dir)
+    with data_dir_lock(root, wait_s=float(os.environ.get("KOOBILL_LOCK_WAIT_S", "600")),
+                       what="rebuild-warehouse"):
+        _rebuild(root)
+
+
+def _rebuild(root: Path) -> None:
     paths = Paths(root)
     tmp = paths.warehouse.with_name(".warehouse.rebuild.duckdb")
     tmp.unlink(missing_ok=True)
