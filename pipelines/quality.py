@@ -707,6 +707,10 @@ def _write_schema_report(report_dir: Path, name: str, title: str, exc: QualityEr
     return path
 
 
+ENV_QUARANTINE_MIN_ROWS = "KOOBILL_QUARANTINE_MIN_ROWS"
+DEFAULT_QUARANTINE_MIN_ROWS = 100
+
+
 def _threshold_from_env() -> float:
     raw = os.environ.get(ENV_MAX_QUARANTINE_SHARE)
     if raw is None or not raw.strip():
@@ -722,8 +726,22 @@ def _threshold_from_env() -> float:
     return value
 
 
-def check_quarantine_share(stats: list[dict], threshold: float | None = None) -> None:
+def _min_rows_from_env() -> int:
+    raw = (os.environ.get(ENV_QUARANTINE_MIN_ROWS) or "").strip()
+    if not raw:
+        return DEFAULT_QUARANTINE_MIN_ROWS
+    if not raw.isdigit():
+        raise KoobillError(f"{ENV_QUARANTINE_MIN_ROWS}={raw!r} is not a whole number of rows")
+    return int(raw)
+
+
+def check_quarantine_share(stats: list[dict], threshold: float | None = None,
+                           min_rows: int | None = None) -> None:
     """Fail when a feed's quarantined rows exceed ``threshold`` of the rows read.
+
+    A feed-day with fewer than ``min_rows`` rows read (default ``KOOBILL_QUARANTINE_MIN_ROWS``,
+    else 100) is too small to say that its source is broken: its bad rows are quarantined one
+    by one, and the date goes on.
 
     ``stats``: one dict per ingested file with ``feed``, ``file``, ``rows_read``, ``accepted``,
     ``quarantined``, ``duplicates``, optionally ``landing_date`` and ``top_reasons`` (a list of
@@ -733,6 +751,8 @@ def check_quarantine_share(stats: list[dict], threshold: float | None = None) ->
     """
     if threshold is None:
         threshold = _threshold_from_env()
+    if min_rows is None:
+        min_rows = _min_rows_from_env()
     read: dict[tuple, int] = defaultdict(int)
     quarantined: dict[tuple, int] = defaultdict(int)
     reasons: dict[tuple, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -744,7 +764,7 @@ def check_quarantine_share(stats: list[dict], threshold: float | None = None) ->
             reasons[k][str(reason)] += int(n)
     failures, lines = [], []
     for k in read:
-        if not read[k] or quarantined[k] / read[k] <= threshold:
+        if read[k] < max(min_rows, 1) or quarantined[k] / read[k] <= threshold:
             continue
         feed, day = k
         share = quarantined[k] / read[k]

@@ -892,15 +892,27 @@ def test_quarantine_share_gate(data_dir):
     date is committed. (The Great Expectations feed suites are tested with quality.py.)"""
     day = "2026-11-10"
     land_reference(data_dir, day)
-    land(data_dir, "orders", day, [order(f"o{i}") for i in range(19)] + [order("x", amount="1")])
-    ingest(data_dir, day, share=None)  # 1 of 20 = 5%: at the threshold, accepted
+    good = [order(f"o{i}") for i in range(190)]
+    land(data_dir, "orders", day, good + [order(f"x{i}", amount="1") for i in range(10)])
+    ingest(data_dir, day, share=None)  # 10 of 200 = 5%: at the threshold, accepted
     land(data_dir, "orders", day, [order("y", amount="1")], name="z.csv")
     with pytest.raises(KoobillError, match=r"orders.*quarantined.*threshold"):
-        ingest(data_dir, day, share=None)  # 2 of 21 > 5%
+        ingest(data_dir, day, share=None)  # 11 of 201 > 5%
     assert (
-        "x" not in lake_by_id(data_dir, day, "orders")
-        and len(lake_rows(data_dir, day, "orders")) == 19
+        "x0" not in lake_by_id(data_dir, day, "orders")
+        and len(lake_rows(data_dir, day, "orders")) == 190
     )  # the committed version stays
+
+
+def test_quarantine_share_gate_leaves_small_feed_days_to_row_quarantine(data_dir):
+    """A feed-day with fewer than 100 rows is too small to call its source broken: 1 bad row of
+    3 is quarantined with its reason and the date is committed."""
+    day = "2026-11-10"
+    land_reference(data_dir, day)
+    land(data_dir, "orders", day, [order("o1"), order("o2"), order("x", amount="1")])
+    ingest(data_dir, day, share=None)
+    assert set(lake_by_id(data_dir, day, "orders")) == {"o1", "o2"}
+    assert [q["record_id"] for q in quarantined(data_dir, day, "orders")] == ["x"]
 
 
 # --- the CLI ------------------------------------------------------------------------------------
