@@ -34,10 +34,33 @@ def open_warehouse(root: Path, read_only: bool = False) -> duckdb.DuckDBPyConnec
     if read_only and not paths.warehouse.exists():
         con = connect(":memory:")
     else:
-        con = connect(paths.warehouse, read_only=read_only)
+        con = _connect_waiting(paths.warehouse, read_only)
     if not read_only:
         ensure_schema(con)
     return con
+
+
+def _connect_waiting(path: Path, read_only: bool, wait_s: float = 30.0):
+    """Open the warehouse; while another process holds it (an analyst's session), retry for
+    ``wait_s`` seconds, then fail with what to do. The lake is the truth either way."""
+    import time
+
+    from pipelines.lake import KoobillError
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return connect(path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise KoobillError(
+                    f"{path} is held by another process (an open DuckDB session?): "
+                    f"{str(exc).splitlines()[0]}. The lake is committed; close that session "
+                    "and run `koobill rebuild-warehouse` (or rerun this command)."
+                ) from None
+            time.sleep(0.5)
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
