@@ -36,8 +36,9 @@ class AmountDue:
         return [b for b in self.bills if b["unpaid_amount"] > 0]
 
 
-def amount_due(data_dir: str | Path | None, partner_id: str, *,
-               as_of: str | dt.date | None = None) -> AmountDue:
+def amount_due(
+    data_dir: str | Path | None, partner_id: str, *, as_of: str | dt.date | None = None
+) -> AmountDue:
     """A partner's amount due as of ``as_of`` (default: the latest landing date ingested)."""
     root = resolve_data_dir(data_dir)
     try:
@@ -52,20 +53,24 @@ def amount_due(data_dir: str | Path | None, partner_id: str, *,
     try:
         if as_of is None:
             row = con.execute(
-                "select value from _meta where key = 'latest_landing_date'").fetchone()
+                "select value from _meta where key = 'latest_landing_date'"
+            ).fetchone()
             day = dt.date.fromisoformat(row[0]) if row else dt.date.today()
         else:
             day = cal.parse_date(as_of) if isinstance(as_of, str) else as_of
         con.execute(f"set variable koobill_as_of = date '{day.isoformat()}'")
         known = con.execute(
             "select any_value(partner_name), any_value(currency) from bills where partner_id = ?",
-            [partner_id]).fetchone()
-        has_pay = con.execute("select count(*) from payments where partner_id = ?",
-                              [partner_id]).fetchone()[0]
+            [partner_id],
+        ).fetchone()
+        has_pay = con.execute(
+            "select count(*) from payments where partner_id = ?", [partner_id]
+        ).fetchone()[0]
         if known[0] is None and not has_pay:
             raise KoobillError(f"partner {partner_id} has no bills and no payments")
-        bills = _rows(con, "select * from amount_due where partner_id = ? order by bill_month",
-                      [partner_id])
+        bills = _rows(
+            con, "select * from amount_due where partner_id = ? order by bill_month", [partner_id]
+        )
         payments = _rows(
             con,
             "select record_id, paid_at, paid_date, amount, currency, method, reference "
@@ -101,20 +106,26 @@ def _m(v: Decimal) -> str:
 
 def print_amount_due(r: AmountDue, echo: Echo) -> None:
     cur = r.currency or ""
-    echo(f"Amount Due  {r.partner_id}{' (' + r.partner_name + ')' if r.partner_name else ''}"
-         f"  as of {r.as_of}")
+    echo(
+        f"Amount Due  {r.partner_id}{' (' + r.partner_name + ')' if r.partner_name else ''}"
+        f"  as of {r.as_of}"
+    )
     echo(f"  amount to be paid: {cur} {_m(r.total_due)}  (unpaid fees of this and previous months)")
     echo(f"  credit balance:    {cur} {_m(r.credit_balance)}")
     echo("  Unpaid bills:")
     if not r.unpaid_bills:
         echo("    none")
     for b in r.unpaid_bills:
-        echo(f"    {b['bill_month']}  v{b['version']}  {b['invoice_no'] or '-':<24} due "
-             f"{_m(b['amount_due']):>14}  paid {_m(b['paid_amount']):>14}  unpaid "
-             f"{_m(b['unpaid_amount']):>14}")
+        echo(
+            f"    {b['bill_month']}  v{b['version']}  {b['invoice_no'] or '-':<24} due "
+            f"{_m(b['amount_due']):>14}  paid {_m(b['paid_amount']):>14}  unpaid "
+            f"{_m(b['unpaid_amount']):>14}"
+        )
     echo("  Payment records:")
     if not r.payments:
         echo("    none")
     for p in r.payments:
-        echo(f"    {p['paid_date']}  {p['record_id']:<20} {p['currency']} {_m(p['amount']):>14}"
-             f"  {p['method'] or ''} {p['reference'] or ''}".rstrip())
+        echo(
+            f"    {p['paid_date']}  {p['record_id']:<20} {p['currency']} {_m(p['amount']):>14}"
+            f"  {p['method'] or ''} {p['reference'] or ''}".rstrip()
+        )

@@ -62,8 +62,13 @@ def ingest(obj: _Ctx, day: str, quiet: bool, max_quarantine_share: float | None)
     """Ingest every feed of one landing date and refresh the estimates as of that date."""
     from pipelines.ingest import ingest_date, print_ingest_result
 
-    result = _run(ingest_date, obj.data_dir, day, progress=None if quiet else click.echo,
-                  max_quarantine_share=max_quarantine_share)
+    result = _run(
+        ingest_date,
+        obj.data_dir,
+        day,
+        progress=None if quiet else click.echo,
+        max_quarantine_share=max_quarantine_share,
+    )
     print_ingest_result(result, echo=click.echo, quiet=quiet)
 
 
@@ -135,17 +140,36 @@ def exports_list(obj: _Ctx, partner: str | None, month: str | None) -> None:
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--usage-rows-per-day", default=2000, show_default=True, type=int)
 @click.option("--partners", "n_partners", default=4, show_default=True, type=int)
-@click.option("--bad-rows/--no-bad-rows", default=True, show_default=True,
-              help="Include a small share of late, duplicate and bad rows.")
+@click.option(
+    "--bad-rows/--no-bad-rows",
+    default=True,
+    show_default=True,
+    help="Include a small share of late, duplicate and bad rows.",
+)
 @click.pass_obj
-def generate(obj: _Ctx, start: str, end: str, seed: int, usage_rows_per_day: int,
-             n_partners: int, bad_rows: bool) -> None:
+def generate(
+    obj: _Ctx,
+    start: str,
+    end: str,
+    seed: int,
+    usage_rows_per_day: int,
+    n_partners: int,
+    bad_rows: bool,
+) -> None:
     """Generate a realistic landing zone for a span of dates (seeded)."""
     from pipelines.generate import generate as gen
 
-    summary = _run(gen, obj.data_dir, start, end, seed=seed,
-                   usage_rows_per_day=usage_rows_per_day, n_partners=n_partners,
-                   bad_rows=bad_rows, progress=click.echo)
+    summary = _run(
+        gen,
+        obj.data_dir,
+        start,
+        end,
+        seed=seed,
+        usage_rows_per_day=usage_rows_per_day,
+        n_partners=n_partners,
+        bad_rows=bad_rows,
+        progress=click.echo,
+    )
     click.echo(summary)
 
 

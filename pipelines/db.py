@@ -9,8 +9,9 @@ import duckdb
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 
-def connect(path: str | Path = ":memory:", *, read_only: bool = False,
-            threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: str | Path = ":memory:", *, read_only: bool = False, threads: int | None = None
+) -> duckdb.DuckDBPyConnection:
     """A connection in UTC (timestamps are stored in UTC; Beijing boundaries are explicit)."""
     con = duckdb.connect(str(path), read_only=read_only)
     con.execute("set TimeZone = 'UTC'")

@@ -78,14 +78,19 @@ def _record_date(feed: str) -> str:
     return "cast(\"bill_month\" || '-01' as date)"
 
 
-def ingest_date(data_dir: str | Path | None, day: str | dt.date, *,
-                progress: Echo | None = None,
-                max_quarantine_share: float | None = None) -> IngestResult:
+def ingest_date(
+    data_dir: str | Path | None,
+    day: str | dt.date,
+    *,
+    progress: Echo | None = None,
+    max_quarantine_share: float | None = None,
+) -> IngestResult:
     """Ingest landing date ``day`` of every feed and refresh the estimates as of ``day``."""
     root = resolve_data_dir(data_dir)
     d = cal.parse_date(day) if isinstance(day, str) else day
-    with data_dir_lock(root, wait_s=float(os.environ.get("KOOBILL_LOCK_WAIT_S", "600")),
-                       what=f"ingest {d}"):
+    with data_dir_lock(
+        root, wait_s=float(os.environ.get("KOOBILL_LOCK_WAIT_S", "600")), what=f"ingest {d}"
+    ):
         return _ingest(root, d, progress or (lambda _m: None), max_quarantine_share)
 
 
@@ -108,8 +113,10 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
             stats[feed] = _stage_feed(con, paths, feed, day, echo, ignored)
         _partner_snapshot(con, earlier)
         _price_list(con, earlier)
-        con.execute("create temp table quarantine_rows (feed varchar, landing_date date, "
-                    "file varchar, row bigint, record_id varchar, reason varchar, raw varchar)")
+        con.execute(
+            "create temp table quarantine_rows (feed varchar, landing_date date, "
+            "file varchar, row bigint, record_id varchar, reason varchar, raw varchar)"
+        )
         for feed in FEED_ORDER:
             _validate(con, feed, d, earlier)
             _count(con, stats[feed], feed)
@@ -146,8 +153,9 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
 # --- staging -----------------------------------------------------------------------------------
 
 
-def _stage_feed(con, paths: Paths, feed: str, day: str, echo: Echo,
-                ignored: list[str]) -> FeedStats:
+def _stage_feed(
+    con, paths: Paths, feed: str, day: str, echo: Echo, ignored: list[str]
+) -> FeedStats:
     table = f"stg_{feed}"
     create_staging(con, feed, table)
     files, skipped = landing_files(paths.landing_dir(feed, day))
@@ -165,7 +173,9 @@ def _partner_snapshot(con, earlier) -> None:
     """The snapshot as of the date: today's partners if any landed and were accepted, else the
     latest earlier snapshot."""
     cols = "partner_id, partner_name, currency, tax_rate, discount_rate"
-    con.execute(f"create temp table prev_partners as select {cols} from (select null::varchar partner_id, null::varchar partner_name, null::varchar currency, null::decimal(38,6) tax_rate, null::decimal(38,6) discount_rate) where false")
+    con.execute(
+        f"create temp table prev_partners as select {cols} from (select null::varchar partner_id, null::varchar partner_name, null::varchar currency, null::decimal(38,6) tax_rate, null::decimal(38,6) discount_rate) where false"
+    )
     for _v, p in reversed(earlier):
         f = p / "partners.parquet"
         if f.exists():
@@ -270,13 +280,19 @@ def _feed_rules(feed: str) -> tuple[str, list[str]]:
             "case when t.effective_to <= t.effective_from then "
             "'effective_to is not after effective_from' end",
         ]
-    unknown = ("case when t.partner_id is not null and s.partner_id is null then "
-               "'partner ' || left(t.partner_id, 64) || ' is not in the partner snapshot' end")
-    cur = ("case when s.partner_id is not null and t.currency <> s.currency then "
-           "'currency ' || t.currency || ' is not the partner''s currency ' || s.currency end")
-    future = (f"case when {_record_date(feed).replace(chr(34), '')} > ?::date then "
-              f"'{'bill_month' if feed in ('adjustments', 'coupons') else RECORD_TS[feed].strip(chr(34))}"
-              " is more than 1 day after the landing date (from the future)' end")
+    unknown = (
+        "case when t.partner_id is not null and s.partner_id is null then "
+        "'partner ' || left(t.partner_id, 64) || ' is not in the partner snapshot' end"
+    )
+    cur = (
+        "case when s.partner_id is not null and t.currency <> s.currency then "
+        "'currency ' || t.currency || ' is not the partner''s currency ' || s.currency end"
+    )
+    future = (
+        f"case when {_record_date(feed).replace(chr(34), '')} > ?::date then "
+        f"'{'bill_month' if feed in ('adjustments', 'coupons') else RECORD_TS[feed].strip(chr(34))}"
+        " is more than 1 day after the landing date (from the future)' end"
+    )
     if feed == "orders":
         return "", [
             "case when t.amount <> t.official_amount - t.discount_amount then "
@@ -286,11 +302,15 @@ def _feed_rules(feed: str) -> tuple[str, list[str]]:
             "'amount is negative for order_type ' || t.order_type end",
             "case when t.order_type = 'UNSUBSCRIBE' and t.amount > 0 then "
             "'amount is positive for order_type UNSUBSCRIBE' end",
-            unknown, cur, future,
+            unknown,
+            cur,
+            future,
         ]
     if feed == "usage":
-        cols = (", s.currency as currency, s.discount_rate as discount_rate, "
-                "p.unit_price as unit_price, p.effective_from as price_from")
+        cols = (
+            ", s.currency as currency, s.discount_rate as discount_rate, "
+            "p.unit_price as unit_price, p.effective_from as price_from"
+        )
         no_price = (
             "case when t.sku_code is not null and t.unit is not null and t.usage_start is not null "
             "and s.partner_id is not null and p.unit_price is null then 'no price for sku ' || "
@@ -306,11 +326,16 @@ def _feed_rules(feed: str) -> tuple[str, list[str]]:
         return cols, [
             "case when t.usage_end < t.usage_start then 'usage_end is before usage_start' end",
             too_big,
-            unknown, no_price, future,
+            unknown,
+            no_price,
+            future,
         ]
     if feed in ("coupons", "payments"):
         return "", [
-            "case when t.amount <= 0 then 'amount must be > 0' end", unknown, cur, future,
+            "case when t.amount <= 0 then 'amount must be > 0' end",
+            unknown,
+            cur,
+            future,
         ]
     return "", [unknown, cur, future]  # adjustments
 
@@ -460,7 +485,9 @@ def _dedupe_records(con, feed: str, earlier) -> None:
 
 def _quarantine(con, feed: str, day: str) -> None:
     cols = [c.name for c in FEEDS[feed]]
-    rid = "record_id" if "record_id" in cols else ("partner_id" if feed == "partners" else "sku_code")
+    rid = (
+        "record_id" if "record_id" in cols else ("partner_id" if feed == "partners" else "sku_code")
+    )
     if feed in RECORD_FEEDS:
         struct = ", ".join(f"'{c}': c.\"{c}\"" for c in cols)
         con.execute(
@@ -494,9 +521,11 @@ def _accept(con, feed: str, d: dt.date, vdir: Path) -> None:
     if feed in ("partners", "prices"):
         src = f"acc_{feed}"
     else:
-        src = (f"(select * from chk_{feed} c where _reason is null and not exists "
-               f"(select 1 from dup_{feed} d where d._file = c._file and d._row = c._row "
-               "and d._status <> 'accept'))")
+        src = (
+            f"(select * from chk_{feed} c where _reason is null and not exists "
+            f"(select 1 from dup_{feed} d where d._file = c._file and d._row = c._row "
+            "and d._status <> 'accept'))"
+        )
     con.execute(
         f"copy (select '{d.isoformat()}'::date as landing_date, "
         f"{_output_select(feed, landed_month)} from {src} order by _file, _row) "
@@ -523,8 +552,10 @@ def _output_select(feed: str, landed_month: str) -> str:
         return base
     src_month = f"strftime({_record_date(feed)}, '%Y-%m')"
     bill = f"greatest({src_month}, '{landed_month}')"
-    month_cols = (f", {src_month} as source_month, {bill} as bill_month_assigned, "
-                  f"{bill} > {src_month} as late")
+    month_cols = (
+        f", {src_month} as source_month, {bill} as bill_month_assigned, "
+        f"{bill} > {src_month} as late"
+    )
     if feed == "usage":
         rated = (
             ", currency, unit_price, discount_rate,"
@@ -587,8 +618,15 @@ def _write_files_table(con, vdir: Path, d: dt.date, stats: dict[str, FeedStats])
         for f in st.files:
             con.execute(
                 "insert into files_rows values (?, ?, ?, ?, ?, ?, ?)",
-                [d, feed, f["file"], f["rows_read"], f["accepted"], f["quarantined"],
-                 f["duplicates"]],
+                [
+                    d,
+                    feed,
+                    f["file"],
+                    f["rows_read"],
+                    f["accepted"],
+                    f["quarantined"],
+                    f["duplicates"],
+                ],
             )
     con.execute(
         f"copy (select * from files_rows order by feed, file) to "
@@ -619,11 +657,13 @@ def _estimates(con, paths: Paths, vdir: Path, d: dt.date, earlier) -> list[dict]
                  sum(adjustments)::decimal(38,6) as adjustments,
                  sum(coupons)::decimal(38,6) as coupons, count(*) as records
           from lines group by all order by all
-        ) to {quote_path(vdir / 'totals.parquet')} (format parquet)"""
+        ) to {quote_path(vdir / "totals.parquet")} (format parquet)"""
     )
     months = cal.open_months(d)
     start = min(cal.landing_window(m)[0] for m in months).isoformat()
-    files = [p / "totals.parquet" for v, p in earlier if v >= start and (p / "totals.parquet").exists()]
+    files = [
+        p / "totals.parquet" for v, p in earlier if v >= start and (p / "totals.parquet").exists()
+    ]
     files.append(vdir / "totals.parquet")
     month_list = ", ".join(f"'{m}'" for m in months)
     con.execute(
@@ -665,8 +705,13 @@ def _quality_gate(con, vdir: Path, d: dt.date, stats, max_share, root: Path) -> 
         quality.check_quarantine_share(rows, threshold=max_share)
     for feed in RECORD_FEEDS:
         if con.execute(f"select count(*) from out_{feed}").fetchone()[0]:
-            quality.validate_feed(con, feed, f"out_{feed}", d.isoformat(),
-                                  Paths(root).quality / "ingest" / d.isoformat())
+            quality.validate_feed(
+                con,
+                feed,
+                f"out_{feed}",
+                d.isoformat(),
+                Paths(root).quality / "ingest" / d.isoformat(),
+            )
 
 
 def _closed_month_warnings(paths: Paths, con) -> list[str]:
@@ -675,7 +720,7 @@ def _closed_month_warnings(paths: Paths, con) -> list[str]:
         return []
     out = []
     for feed in BILLED_FEEDS:
-        for (m, n) in con.execute(
+        for m, n in con.execute(
             f"select bill_month_assigned, count(*) from out_{feed} group by 1"
         ).fetchall():
             if m in closed:
@@ -689,7 +734,9 @@ def _closed_month_warnings(paths: Paths, con) -> list[str]:
 def print_ingest_result(r: IngestResult, echo: Echo, quiet: bool = False) -> None:
     if not quiet:
         echo(f"landing date {r.landing_date}")
-        echo(f"  {'feed':<12} {'files':>5} {'read':>12} {'accepted':>12} {'quarantined':>12} {'duplicates':>11}")
+        echo(
+            f"  {'feed':<12} {'files':>5} {'read':>12} {'accepted':>12} {'quarantined':>12} {'duplicates':>11}"
+        )
         for feed, st in r.feeds.items():
             echo(
                 f"  {feed:<12} {len(st.files):>5} {st.total('rows_read'):>12,} "

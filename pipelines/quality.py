@@ -735,8 +735,9 @@ def _min_rows_from_env() -> int:
     return int(raw)
 
 
-def check_quarantine_share(stats: list[dict], threshold: float | None = None,
-                           min_rows: int | None = None) -> None:
+def check_quarantine_share(
+    stats: list[dict], threshold: float | None = None, min_rows: int | None = None
+) -> None:
     """Fail when a feed's quarantined rows exceed ``threshold`` of the rows read.
 
     A feed-day with fewer than ``min_rows`` rows read (default ``KOOBILL_QUARANTINE_MIN_ROWS``,

@@ -75,8 +75,13 @@ def landing_files(folder: Path) -> tuple[list[Path], list[Path]]:
     return files, ignored
 
 
-def load_file(con: duckdb.DuckDBPyConnection, feed: str, path: Path, table: str,
-              progress: Callable[[str], None] | None = None) -> int:
+def load_file(
+    con: duckdb.DuckDBPyConnection,
+    feed: str,
+    path: Path,
+    table: str,
+    progress: Callable[[str], None] | None = None,
+) -> int:
     """Append every record of ``path`` to the staging ``table``; return the records read."""
     try:
         st = path.stat()
@@ -93,8 +98,11 @@ def load_file(con: duckdb.DuckDBPyConnection, feed: str, path: Path, table: str,
         raise FileError(path, "the file name is not valid UTF-8: rename the file") from None
     suffix = path.suffix.lower()
     if size == 0:
-        what = "a header row" if suffix == ".csv" else (
-            "one JSON object" if suffix == ".jsonl" else "a Parquet footer")
+        what = (
+            "a header row"
+            if suffix == ".csv"
+            else ("one JSON object" if suffix == ".jsonl" else "a Parquet footer")
+        )
         raise FileError(path, f"the file is empty (0 bytes); expected at least {what}")
     try:
         with _duckdb_path(path) as src:
@@ -145,7 +153,7 @@ def _csv_header(feed: str, path: Path) -> list[str]:
     with open(path, "rb") as fh:
         head = fh.readline(1 << 20)
     if head.startswith(codecs.BOM_UTF8):
-        head = head[len(codecs.BOM_UTF8):]
+        head = head[len(codecs.BOM_UTF8) :]
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -164,9 +172,7 @@ def _check_header(feed: str, path: Path, header: list[str]) -> None:
         raise FileError(path, f"duplicate column names in the header: {', '.join(dupes)}")
     missing = [c.name for c in FEEDS[feed] if c.required and c.name not in header]
     if missing:
-        raise FileError(
-            path, f"missing required column(s) for feed '{feed}': {', '.join(missing)}"
-        )
+        raise FileError(path, f"missing required column(s) for feed '{feed}': {', '.join(missing)}")
 
 
 def _select_list(feed: str, present: list[str]) -> str:
@@ -178,7 +184,9 @@ def _select_list(feed: str, present: list[str]) -> str:
 
 def _load_csv(con, feed, path, table, progress, src_path: Path) -> int:
     header = _csv_header(feed, path)
-    columns = "{" + ", ".join(f"'{h.replace(chr(39), chr(39) * 2)}': 'VARCHAR'" for h in header) + "}"
+    columns = (
+        "{" + ", ".join(f"'{h.replace(chr(39), chr(39) * 2)}': 'VARCHAR'" for h in header) + "}"
+    )
     if progress and path.stat().st_size > 50 << 20:
         progress(f"  reading {path.name} ({path.stat().st_size / 1e6:,.0f} MB)")
     con.execute("drop table if exists _csv_rejects")
@@ -251,9 +259,7 @@ def _load_csv_python(con, feed, path, table, header) -> int:
                 raw = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
                 batch.append(_bad(path, row, "the record is not valid UTF-8", raw))
             elif len(rec) != width:
-                batch.append(
-                    _bad(path, row, f"expected {width} fields, found {len(rec)}", text)
-                )
+                batch.append(_bad(path, row, f"expected {width} fields, found {len(rec)}", text))
             else:
                 batch.append(
                     [path.name, row, None, None]
@@ -315,7 +321,7 @@ def _load_jsonl(con, feed, path, table) -> int:
     row = 0
     for lineno, raw in enumerate(_iter_lines(path), start=1):
         if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-            raw = raw[len(codecs.BOM_UTF8):]
+            raw = raw[len(codecs.BOM_UTF8) :]
         if not raw.strip():
             continue  # blank lines are not records
         row = lineno  # a JSONL record is numbered by its line: what a user finds in an editor
@@ -323,15 +329,25 @@ def _load_jsonl(con, feed, path, table) -> int:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             batch.append(
-                _bad(path, row, "the line is not valid UTF-8",
-                     raw.decode("utf-8", "replace").rstrip("\r\n"))
+                _bad(
+                    path,
+                    row,
+                    "the line is not valid UTF-8",
+                    raw.decode("utf-8", "replace").rstrip("\r\n"),
+                )
             )
             continue
         try:
             obj = json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
         except json.JSONDecodeError as exc:
-            batch.append(_bad(path, row, f"not valid JSON ({exc.msg} at column {exc.colno})",
-                              text.rstrip("\r\n")))
+            batch.append(
+                _bad(
+                    path,
+                    row,
+                    f"not valid JSON ({exc.msg} at column {exc.colno})",
+                    text.rstrip("\r\n"),
+                )
+            )
             continue
         if not isinstance(obj, dict):
             batch.append(_bad(path, row, "the line is not a JSON object", text.rstrip("\r\n")))
@@ -346,9 +362,7 @@ def _load_jsonl(con, feed, path, table) -> int:
     if objects and not required <= seen_keys:
         missing = sorted(required - seen_keys)
         con.execute(f"delete from {table} where _file = ?", [path.name])
-        raise FileError(
-            path, f"missing required column(s) for feed '{feed}': {', '.join(missing)}"
-        )
+        raise FileError(path, f"missing required column(s) for feed '{feed}': {', '.join(missing)}")
     return total
 
 

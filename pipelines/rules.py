@@ -73,8 +73,9 @@ def _column(col) -> tuple[str, str | None]:
             f"then try_cast({t} as {MONEY}) end"
         )
         limit = {"money": 10**15, "qty": 10**12, "rate": 1}[kind]
-        extra = (f" when abs({typed}) >= {limit}::{MONEY} then '{c} is out of range (' || "
-                 f"{show} || ')'")
+        extra = (
+            f" when abs({typed}) >= {limit}::{MONEY} then '{c} is out of range (' || {show} || ')'"
+        )
         if kind == "qty":
             extra += f" when {typed} < 0 then '{c} is negative (' || {show} || ')'"
         if kind == "rate":
@@ -140,6 +141,6 @@ def raw_json(feed: str) -> str:
 
 def content_hash(feed: str, extra: tuple[str, ...] = ()) -> str:
     """md5 over the canonical typed values of the feed's required columns."""
-    parts = [f"coalesce(cast(\"{c.name}\" as varchar), chr(0))" for c in FEEDS[feed] if c.required]
+    parts = [f'coalesce(cast("{c.name}" as varchar), chr(0))' for c in FEEDS[feed] if c.required]
     parts += [f"coalesce(cast({e} as varchar), chr(0))" for e in extra]
     return "md5(concat_ws(chr(31), " + ", ".join(parts) + "))"

@@ -66,8 +66,11 @@ BILL_LINES = Table(
         ("version", "INTEGER", "Bill version the line belongs to"),
         ("line_no", "INTEGER", "1-based position of the line in its bill"),
         ("component", "VARCHAR", "consume | refund | adjustment | coupon"),
-        ("charge_type", "VARCHAR", "NEW, RENEW, AUTO_RENEW, CHANGE, UNSUBSCRIBE, USAGE, "
-         "ADJUSTMENT or COUPON"),
+        (
+            "charge_type",
+            "VARCHAR",
+            "NEW, RENEW, AUTO_RENEW, CHANGE, UNSUBSCRIBE, USAGE, ADJUSTMENT or COUPON",
+        ),
         ("customer_id", "VARCHAR", "Customer id (may be empty for adjustments and coupons)"),
         ("customer_name", "VARCHAR", "Latest customer name seen in the month"),
         ("product_id", "VARCHAR", "Product id (may be empty for adjustments and coupons)"),

@@ -67,17 +67,16 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create missing public tables and (re)create the views."""
     for t in TABLES:
         con.execute(t.ddl())
-    con.execute(
-        "create table if not exists _meta (key varchar primary key, value varchar)"
-    )
+    con.execute("create table if not exists _meta (key varchar primary key, value varchar)")
     for name in VIEWS:
         path = Path(__file__).resolve().parent.parent / "sql" / f"{name}.sql"
         if path.exists():
             con.execute(f"create or replace view {name} as\n{sql(name)}")
 
 
-def replace_partition(con: duckdb.DuckDBPyConnection, table: str, key: str, value: str,
-                      files: Iterable[Path]) -> None:
+def replace_partition(
+    con: duckdb.DuckDBPyConnection, table: str, key: str, value: str, files: Iterable[Path]
+) -> None:
     """Delete ``table``'s rows where ``key`` = ``value`` and insert the rows of ``files``.
 
     Runs inside the caller's transaction; columns are matched by name so the lake may carry
@@ -86,9 +85,7 @@ def replace_partition(con: duckdb.DuckDBPyConnection, table: str, key: str, valu
     con.execute(f"delete from {table} where {key}::varchar = ?", [value])
     files = [f for f in files if f.exists()]
     if files:
-        con.execute(
-            f"insert into {table} ({cols}) select {cols} from {parquet(files)}"
-        )
+        con.execute(f"insert into {table} ({cols}) select {cols} from {parquet(files)}")
 
 
 def schema_of(table: str) -> schema.Table:
@@ -105,7 +102,11 @@ def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
 def sync_partition(root: Path, lake_table: str, value: str) -> None:
     """Replace one lake partition's rows in every warehouse table fed by it, atomically."""
     paths = Paths(root)
-    part = (paths.lake / lake_table / f"{'landing_date' if lake_table == 'ingest' else 'bill_month'}={value}")
+    part = (
+        paths.lake
+        / lake_table
+        / f"{'landing_date' if lake_table == 'ingest' else 'bill_month'}={value}"
+    )
     con = open_warehouse(root)
     try:
         con.execute("begin transaction")
@@ -139,8 +140,9 @@ def rebuild(data_dir: str | Path | None = None) -> None:
     from pipelines.lake import data_dir_lock
 
     root = resolve_data_dir(data_dir)
-    with data_dir_lock(root, wait_s=float(os.environ.get("KOOBILL_LOCK_WAIT_S", "600")),
-                       what="rebuild-warehouse"):
+    with data_dir_lock(
+        root, wait_s=float(os.environ.get("KOOBILL_LOCK_WAIT_S", "600")), what="rebuild-warehouse"
+    ):
         _rebuild(root)
 
 
@@ -152,7 +154,9 @@ def _rebuild(root: Path) -> None:
     try:
         ensure_schema(con)
         for lt, prefix, fname, table, _key in LAKE_SOURCES:
-            files = [p / fname for _, p in partitions(paths.lake / lt, prefix) if (p / fname).exists()]
+            files = [
+                p / fname for _, p in partitions(paths.lake / lt, prefix) if (p / fname).exists()
+            ]
             if files:
                 cols = ", ".join(f'"{c}"' for c in schema_of(table).column_names)
                 con.execute(f"insert into {table} ({cols}) select {cols} from {parquet(files)}")

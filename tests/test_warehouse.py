@@ -34,8 +34,16 @@ def test_rebuild_reproduces_every_public_table_and_view(data_dir: Path):
     days = ["2026-10-31", "2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05"]
     land_reference(data_dir, days[0])
     land(data_dir, "orders", days[1], [order("o1", event_time="2026-11-01T10:00:00+08:00")])
-    land(data_dir, "usage", days[2], [usage("u1", usage_start="2026-11-02T01:00:00+08:00",
-                                            usage_end="2026-11-02T02:00:00+08:00")])
+    land(
+        data_dir,
+        "usage",
+        days[2],
+        [
+            usage(
+                "u1", usage_start="2026-11-02T01:00:00+08:00", usage_end="2026-11-02T02:00:00+08:00"
+            )
+        ],
+    )
     land(data_dir, "adjustments", days[3], [adjustment("a1", bill_month="2026-11")])
     land(data_dir, "payments", days[4], [payment("p1", paid_at="2026-11-04T09:00:00+08:00")])
     for d in days:
@@ -51,7 +59,9 @@ def test_rebuild_reproduces_every_public_table_and_view(data_dir: Path):
     (data_dir / "warehouse.duckdb").unlink()
     r = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "--data-dir", str(data_dir), "rebuild-warehouse"],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stderr
     assert _tables(data_dir / "warehouse.duckdb") == before
