@@ -109,25 +109,7 @@ records as (
     select * from coupons_src
 ),
 
-customer_names as (
-    select
-        partner_id,
-        customer_id,
-        arg_max(customer_name, ts) filter (where customer_name is not null) as customer_name
-    from records
-    group by all
-),
-
-product_names as (
-    select
-        partner_id,
-        product_id,
-        arg_max(product_name, ts) filter (where product_name is not null) as product_name
-    from records
-    group by all
-),
-
-summed as (
+summed as materialized (
     select
         partner_id,
         component,
@@ -144,8 +126,33 @@ summed as (
         sum(official_amount)::decimal(38, 6) as official_amount,
         sum(discount_amount)::decimal(38, 6) as discount_amount,
         sum(amount)::decimal(38, 6) as amount,
-        count(*) as record_count
+        count(*) as record_count,
+        -- the latest name seen, kept per line so the records are read once
+        arg_max(customer_name, ts) filter (where customer_name is not null) as customer_name,
+        max(ts) filter (where customer_name is not null) as customer_ts,
+        arg_max(product_name, ts) filter (where product_name is not null) as product_name,
+        max(ts) filter (where product_name is not null) as product_ts
     from records
+    group by all
+),
+
+customer_names as (
+    select
+        partner_id,
+        customer_id,
+        arg_max(customer_name, customer_ts) filter (where customer_name is not null)
+            as customer_name
+    from summed
+    group by all
+),
+
+product_names as (
+    select
+        partner_id,
+        product_id,
+        arg_max(product_name, product_ts) filter (where product_name is not null)
+            as product_name
+    from summed
     group by all
 )
 
