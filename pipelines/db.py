@@ -16,6 +16,7 @@ def connect(
     con = duckdb.connect(str(path), read_only=read_only)
     con.execute("set TimeZone = 'UTC'")
     con.execute("set preserve_insertion_order = true")
+    con.execute("set enable_progress_bar = false")  # koobill prints its own progress
     if threads:
         con.execute(f"set threads = {int(threads)}")
     return con

@@ -218,7 +218,9 @@ def _validate(con, feed: str, d: dt.date, earlier) -> None:
     if feed in RECORD_FEEDS:
         hash_col = f", case when _reason is null then {rules.content_hash(feed)} end as _hash"
     type_reason = f"nullif(concat_ws('; ', {', '.join(rules.type_reasons(feed))}), '')"
-    feed_reason = f"concat_ws('; ', {', '.join(extra_reasons)})" if extra_reasons else "''"
+    feed_reason = (
+        f"nullif(concat_ws('; ', {', '.join(extra_reasons)}), '')" if extra_reasons else "null"
+    )
     typed_json = "to_json({" + ", ".join(f"'{c}': \"{c}\"" for c in cols) + "})::varchar"
     # a record that could not be parsed (ragged, broken JSON) gets its parse error alone, not
     # one "is missing" per column on top of it

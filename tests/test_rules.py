@@ -354,3 +354,14 @@ def test_quarantine_in_warehouse(ruled):
     assert n_wh == n_lake > 0
     reasons = dict(warehouse(d, "select record_id, reason from quarantine where feed = 'usage'"))
     assert "usage_end is before usage_start" in reasons["end_before_start"]
+
+
+def test_reasons_are_clean_sentences(ruled):
+    """Every reason reads as '<rule>; <rule>': no empty part, no dangling separator."""
+    d, _ = ruled
+    reasons = [r["reason"] for r in quarantined(d, DAY)]
+    assert reasons
+    for reason in reasons:
+        parts = reason.split("; ")
+        assert all(p.strip() for p in parts), repr(reason)
+        assert not reason.rstrip().endswith(";"), repr(reason)
