@@ -439,11 +439,19 @@ def _dedupe_records(con, feed: str, earlier) -> None:
     Only the day's record_ids are looked up in the history (one column of the earlier
     partitions), and the ordering window runs only on the few repeated ids."""
     files = [p / f"{feed}.parquet" for _v, p in earlier if (p / f"{feed}.parquet").exists()]
-    if files:
+    lo, hi = con.execute(
+        f"select min(record_id), max(record_id) from chk_{feed} where _reason is null"
+    ).fetchone()
+    if files and lo is not None:
+        # The literal range lets the Parquet reader skip every row group of the history whose
+        # record_id statistics lie outside the day's ids: with time-ordered ids (the usual
+        # case) the lookup reads only the recent, overlapping part of the history.
         con.execute(
             f"""create temp table hist_{feed} as
             select record_id, _hash, landing_date from {parquet(files)} h
-            where record_id in (select record_id from chk_{feed} where _reason is null)"""
+            where record_id between ? and ?
+              and record_id in (select record_id from chk_{feed} where _reason is null)""",
+            [lo, hi],
         )
     else:
         con.execute(

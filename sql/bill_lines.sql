@@ -127,11 +127,10 @@ summed as materialized (
         sum(discount_amount)::decimal(38, 6) as discount_amount,
         sum(amount)::decimal(38, 6) as amount,
         count(*) as record_count,
-        -- the latest name seen, kept per line so the records are read once
-        arg_max(customer_name, ts) filter (where customer_name is not null) as customer_name,
-        max(ts) filter (where customer_name is not null) as customer_ts,
-        arg_max(product_name, ts) filter (where product_name is not null) as product_name,
-        max(ts) filter (where product_name is not null) as product_ts
+        -- the latest name seen (ties broken by the name itself, so reruns agree), kept per
+        -- line so that the month's records are read once
+        max((ts, customer_name)) filter (where customer_name is not null) as customer_key,
+        max((ts, product_name)) filter (where product_name is not null) as product_key
     from records
     group by all
 ),
@@ -140,8 +139,7 @@ customer_names as (
     select
         partner_id,
         customer_id,
-        arg_max(customer_name, customer_ts) filter (where customer_name is not null)
-            as customer_name
+        max(customer_key)[2] as customer_name
     from summed
     group by all
 ),
@@ -150,8 +148,7 @@ product_names as (
     select
         partner_id,
         product_id,
-        arg_max(product_name, product_ts) filter (where product_name is not null)
-            as product_name
+        max(product_key)[2] as product_name
     from summed
     group by all
 )
