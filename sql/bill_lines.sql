@@ -127,10 +127,13 @@ summed as materialized (
         sum(discount_amount)::decimal(38, 6) as discount_amount,
         sum(amount)::decimal(38, 6) as amount,
         count(*) as record_count,
-        -- the latest name seen (ties broken by the name itself, so reruns agree), kept per
-        -- line so that the month's records are read once
-        max((ts, customer_name)) filter (where customer_name is not null) as customer_key,
-        max((ts, product_name)) filter (where product_name is not null) as product_key
+        -- names: per line the greatest name and the latest time it was seen, so that the
+        -- month's records are read once; the names of a customer and of a product are then
+        -- those of their most recent line (ties broken by the name, so reruns agree)
+        max(customer_name) as customer_name,
+        max(ts) filter (where customer_name is not null) as customer_ts,
+        max(product_name) as product_name,
+        max(ts) filter (where product_name is not null) as product_ts
     from records
     group by all
 ),
@@ -139,7 +142,8 @@ customer_names as (
     select
         partner_id,
         customer_id,
-        max(customer_key)[2] as customer_name
+        max((customer_ts, customer_name)) filter (where customer_name is not null)[2]
+            as customer_name
     from summed
     group by all
 ),
@@ -148,7 +152,8 @@ product_names as (
     select
         partner_id,
         product_id,
-        max(product_key)[2] as product_name
+        max((product_ts, product_name)) filter (where product_name is not null)[2]
+            as product_name
     from summed
     group by all
 )
