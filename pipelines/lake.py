@@ -142,22 +142,6 @@ def partitions(table_dir: Path, prefix: str) -> list[tuple[str, Path]]:
     return sorted(out)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all (temp name in the same folder, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path to write ``path`` through; renamed into place on success."""
