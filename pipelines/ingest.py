@@ -174,7 +174,8 @@ def _partner_snapshot(con, earlier) -> None:
     latest earlier snapshot."""
     cols = "partner_id, partner_name, currency, tax_rate, discount_rate"
     con.execute(
-        f"create temp table prev_partners as select {cols} from (select null::varchar partner_id, null::varchar partner_name, null::varchar currency, null::decimal(38,6) tax_rate, null::decimal(38,6) discount_rate) where false"
+        "create temp table prev_partners (partner_id varchar, partner_name varchar, "
+        "currency varchar, tax_rate decimal(38,6), discount_rate decimal(38,6))"
     )
     for _v, p in reversed(earlier):
         f = p / "partners.parquet"
@@ -556,9 +557,7 @@ def _write_outputs(con, vdir: Path) -> None:
 def _output_select(feed: str, landed_month: str) -> str:
     cols = [f'"{c.name}"' for c in FEEDS[feed]]
     base = ", ".join(cols + ["_file", "_row", "_hash"])
-    if feed in ("partners",):
-        return ", ".join(cols + ["_file", "_row", "_hash"])
-    if feed == "prices":
+    if feed in ("partners", "prices"):
         return base
     src_month = f"strftime({_record_date(feed)}, '%Y-%m')"
     bill = f"greatest({src_month}, '{landed_month}')"

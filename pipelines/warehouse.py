@@ -102,11 +102,8 @@ def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
 def sync_partition(root: Path, lake_table: str, value: str) -> None:
     """Replace one lake partition's rows in every warehouse table fed by it, atomically."""
     paths = Paths(root)
-    part = (
-        paths.lake
-        / lake_table
-        / f"{'landing_date' if lake_table == 'ingest' else 'bill_month'}={value}"
-    )
+    prefix = next(pf for lt, pf, *_ in LAKE_SOURCES if lt == lake_table)
+    part = paths.lake / lake_table / f"{prefix}={value}"
     con = open_warehouse(root)
     try:
         con.execute("begin transaction")
