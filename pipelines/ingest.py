@@ -34,7 +34,7 @@ from pipelines.lake import (
     new_version_dir,
     partitions,
 )
-from pipelines.readers import create_staging, landing_files, load_file
+from pipelines.readers import create_staging, landing_files, load_file, staging_source
 
 Echo = Callable[[str], None]
 
@@ -45,6 +45,7 @@ RECORD_TS = {
     "payments": '"paid_at"',
 }
 BILLED_FEEDS = ("orders", "usage", "adjustments", "coupons")
+PRICE_KEY = ("partner_id", "sku_code", "unit", "usage_start")  # what rates a usage row
 
 
 @dataclass
@@ -215,9 +216,6 @@ def _validate(con, feed: str, d: dt.date, earlier) -> None:
     cols = [c.name for c in FEEDS[feed]]
     typed = ", ".join(f'"{c}"' for c in cols)
     extra_names = "".join(", " + e.split(" as ")[-1] for e in extra_cols.split(", ")[1:])
-    hash_col = ""
-    if feed in RECORD_FEEDS:
-        hash_col = f", case when _reason is null then {rules.content_hash(feed)} end as _hash"
     type_reason = f"nullif(concat_ws('; ', {', '.join(rules.type_reasons(feed))}), '')"
     feed_reason = (
         f"nullif(concat_ws('; ', {', '.join(extra_reasons)}), '')" if extra_reasons else "null"
@@ -225,9 +223,11 @@ def _validate(con, feed: str, d: dt.date, earlier) -> None:
     typed_json = "to_json({" + ", ".join(f"'{c}': \"{c}\"" for c in cols) + "})::varchar"
     # a record that could not be parsed (ragged, broken JSON) gets its parse error alone, not
     # one "is missing" per column on top of it
+    if feed == "usage":
+        _usage_prices(con)
     con.execute(
         f"""create temp table chk_{feed} as
-        select _file, _row, {typed}{extra_names}, _reason{hash_col},
+        select _file, _row, {typed}{extra_names}, _reason,
                case when _reason is not null then coalesce(_raw, {typed_json}) end as _raw
         from (
           select t.*{extra_cols},
@@ -239,13 +239,14 @@ def _validate(con, feed: str, d: dt.date, earlier) -> None:
                         then coalesce(_raw, {rules.raw_json(feed)}) end as _raw
             from (
               select t.*, {type_reason} as _type_reason
-              from (select {rules.typed_select(feed)} from stg_{feed}) t
+              from (select {rules.typed_select(feed)} from {staging_source(f"stg_{feed}")}) t
             )
           ) t {joins}
         )""",
         _feed_params(feed, d),
     )
     con.execute(f"drop table stg_{feed}")
+    con.execute(f"drop table stg_{feed}_bases")
     if feed == "partners":
         _dedupe_partners(con)
     elif feed == "prices":
@@ -253,6 +254,31 @@ def _validate(con, feed: str, d: dt.date, earlier) -> None:
     else:
         _dedupe_records(con, feed, earlier)
     _quarantine(con, feed, day)
+
+
+def _usage_prices(con) -> None:
+    """``usage_prices``: the price in force for each distinct (partner, sku, unit, usage_start)
+    of the day's usage, found with one ASOF join on the price timeline.
+
+    A day of metered usage has millions of rows but few distinct keys (hourly records of a
+    few thousand SKUs), so the rows themselves are then rated with a plain equi-join on
+    these keys instead of an ASOF join that sorts every row. Keys are the typed values (the
+    same expressions as ``rules.typed_select``), one row per key."""
+    keys = ", ".join(f'{rules.typed_expr("usage", c)} as "{c}"' for c in PRICE_KEY)
+    raw = ", ".join(f'"{c}"' for c in PRICE_KEY)
+    con.execute(
+        f"""create temp table usage_prices as
+        with k as (
+          select distinct {keys} from (select distinct {raw} from stg_usage)
+        )
+        select k.partner_id as k_partner_id, k.sku_code as k_sku_code, k.unit as k_unit,
+               k.usage_start as k_usage_start, p.unit_price, p.effective_from as price_from
+        from k join snapshot s on s.partner_id = k.partner_id
+        asof left join price_timeline p
+          on p.sku_code = k.sku_code and p.unit = k.unit and p.currency = s.currency
+         and k.usage_start >= p.effective_from
+        where k.sku_code is not null and k.unit is not null and k.usage_start is not null"""
+    )
 
 
 def _feed_params(feed: str, d: dt.date) -> list:
@@ -267,8 +293,8 @@ def _feed_joins(feed: str) -> str:
     snap = "left join snapshot s on s.partner_id = t.partner_id"
     if feed == "usage":
         return snap + (
-            " asof left join price_timeline p on p.sku_code = t.sku_code and p.unit = t.unit "
-            "and p.currency = s.currency and t.usage_start >= p.effective_from"
+            " left join usage_prices p on p.k_partner_id = t.partner_id and "
+            "p.k_sku_code = t.sku_code and p.k_unit = t.unit and p.k_usage_start = t.usage_start"
         )
     return snap
 
@@ -312,7 +338,7 @@ def _feed_rules(feed: str) -> tuple[str, list[str]]:
     if feed == "usage":
         cols = (
             ", s.currency as currency, s.discount_rate as discount_rate, "
-            "p.unit_price as unit_price, p.effective_from as price_from"
+            "p.unit_price as unit_price, p.price_from as price_from"
         )
         no_price = (
             "case when t.sku_code is not null and t.unit is not null and t.usage_start is not null "
@@ -440,6 +466,9 @@ def _dedupe_records(con, feed: str, earlier) -> None:
     Only the day's record_ids are looked up in the history (one column of the earlier
     partitions), and the ordering window runs only on the few repeated ids."""
     files = [p / f"{feed}.parquet" for _v, p in earlier if (p / f"{feed}.parquet").exists()]
+    # The content hash is computed only for the few rows whose record_id repeats, on both
+    # sides (the history stores the typed values, so the same expression applies).
+    h = rules.content_hash(feed)
     lo, hi = con.execute(
         f"select min(record_id), max(record_id) from chk_{feed} where _reason is null"
     ).fetchone()
@@ -449,7 +478,7 @@ def _dedupe_records(con, feed: str, earlier) -> None:
         # case) the lookup reads only the recent, overlapping part of the history.
         con.execute(
             f"""create temp table hist_{feed} as
-            select record_id, _hash, landing_date from {parquet(files)} h
+            select record_id, {h} as _hash, landing_date from {parquet(files)} h
             where record_id between ? and ?
               and record_id in (select record_id from chk_{feed} where _reason is null)""",
             [lo, hi],
@@ -466,14 +495,18 @@ def _dedupe_records(con, feed: str, earlier) -> None:
           union
           select record_id from hist_{feed}
         ),
+        c as (
+          select _file, _row, record_id, {h} as _hash
+          from chk_{feed} semi join rep using (record_id)
+          where _reason is null
+        ),
         v as (
           select c._file, c._row, c.record_id, c._hash,
             row_number() over w as _k,
             first_value(c._hash) over w as _first,
             first_value(c._file) over w as _ffile,
             first_value(c._row) over w as _frow
-          from chk_{feed} c semi join rep using (record_id)
-          where c._reason is null
+          from c
           window w as (partition by c.record_id order by c._file, c._row)
         )
         select v._file, v._row,
@@ -543,7 +576,7 @@ def _accept(con, feed: str, d: dt.date, vdir: Path) -> None:
         f"to {quote_path(target)} (format parquet, compression zstd)"
     )
     con.execute(f"create temp view out_{feed} as select * from {parquet(target)}")
-    for t in (f"res_{feed}", f"chk_{feed}", f"dup_{feed}", f"hist_{feed}"):
+    for t in (f"res_{feed}", f"chk_{feed}", f"dup_{feed}", f"hist_{feed}", f"{feed}_prices"):
         con.execute(f"drop table if exists {t}")
 
 
@@ -556,7 +589,11 @@ def _write_outputs(con, vdir: Path) -> None:
 
 def _output_select(feed: str, landed_month: str) -> str:
     cols = [f'"{c.name}"' for c in FEEDS[feed]]
-    base = ", ".join(cols + ["_file", "_row", "_hash"])
+    # partners and prices keep their content hash (later dates dedupe against it); a record
+    # feed's hash is computed only when its record_id repeats (``_dedupe_records``)
+    base = ", ".join(
+        cols + ["_file", "_row"] + (["_hash"] if feed in ("partners", "prices") else [])
+    )
     if feed in ("partners", "prices"):
         return base
     src_month = f"strftime({_record_date(feed)}, '%Y-%m')"

@@ -58,6 +58,16 @@ def create_staging(con: duckdb.DuckDBPyConnection, feed: str, table: str) -> Non
         + [f'"{c.name}" VARCHAR' for c in FEEDS[feed]]
     )
     con.execute(f"create or replace temp table {table} ({cols})")
+    con.execute(f"create or replace temp table {table}_bases (_file varchar, _base bigint)")
+
+
+def staging_source(table: str) -> str:
+    """The staging rows with every record's number: rows read by DuckDB's CSV reader carry a
+    NULL ``_row`` and are numbered by their position from their file's first row."""
+    return (
+        f"(select s.* replace (coalesce(s._row, s.rowid - b._base + 1) as _row) "
+        f"from {table} s left join {table}_bases b on b._file = s._file and s._row is null)"
+    )
 
 
 def landing_files(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -197,18 +207,26 @@ def _load_csv(con, feed, path, table, progress, src_path: Path) -> int:
         " rejects_table='_csv_rejects', rejects_scan='_csv_scans', ignore_errors=true,"
         f" max_line_size={MAX_FIELD})"
     )
-    con.execute("create or replace temp table _csv_fast as select * from " + src)
+    # The rows go straight into the staging table, in file order, with _row left NULL: their
+    # record numbers are their positions (rowid) counted from the file's first row, which
+    # ``staging_source`` adds back. One copy of the text, no numbering pass.
+    n = con.execute(
+        f"insert into {table} select ?, null, null, null, {_select_list(feed, header)} from {src}",
+        [path.name],
+    ).fetchone()[0]
     rejects = con.execute("select count(*) from _csv_rejects").fetchone()[0]
     if rejects:
         # exact per-record numbering and reasons for a damaged file
-        con.execute("drop table _csv_fast")
+        con.execute(f"delete from {table} where _file = ? and _row is null", [path.name])
         return _load_csv_python(con, feed, path, table, header)
-    n = con.execute(
-        f"insert into {table} select ?, row_number() over (), null, null, "
-        f"{_select_list(feed, header)} from _csv_fast",
+    first, last = con.execute(
+        f"select min(rowid), max(rowid) from {table} where _file = ? and _row is null",
         [path.name],
-    ).fetchone()[0]
-    con.execute("drop table _csv_fast")
+    ).fetchone()
+    if n and last - first + 1 != n:  # an append is contiguous; never number rows wrongly
+        raise KoobillError(f"internal error: the rows of {path} were not staged contiguously")
+    if n:
+        con.execute(f"insert into {table}_bases values (?, ?)", [path.name, first])
     return int(n)
 
 
@@ -401,4 +419,11 @@ def _load_parquet(con, feed, path, table, src_path: Path) -> int:
     return int(n)
 
 
-__all__ = ["FileError", "create_staging", "landing_files", "load_file", "staging_columns"]
+__all__ = [
+    "FileError",
+    "create_staging",
+    "landing_files",
+    "load_file",
+    "staging_columns",
+    "staging_source",
+]

@@ -128,6 +128,11 @@ def typed_select(feed: str) -> str:
     return ",\n  ".join(out)
 
 
+def typed_expr(feed: str, name: str) -> str:
+    """The typed expression of one column over the staging table (as in ``typed_select``)."""
+    return _column(next(c for c in FEEDS[feed] if c.name == name))[0]
+
+
 def type_reasons(feed: str) -> list[str]:
     """One reason expression per typed column (over ``_s_<col>`` and ``<col>``)."""
     return [r for r in (_column(c)[1] for c in FEEDS[feed]) if r]
