@@ -120,8 +120,9 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
         )
         for feed in FEED_ORDER:
             _validate(con, feed, d, earlier)
-            _count(con, stats[feed], feed)
             _accept(con, feed, d, vdir)
+            _count(con, stats[feed], feed)
+            _drop_work(con, feed)
         _write_outputs(con, vdir)
         _write_files_table(con, vdir, d, stats)
         estimates = _estimates(con, paths, vdir, d, earlier)
@@ -157,13 +158,18 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
 def _stage_feed(
     con, paths: Paths, feed: str, day: str, echo: Echo, ignored: list[str]
 ) -> FeedStats:
-    table = f"stg_{feed}"
-    create_staging(con, feed, table)
+    """Read the feed's files of the date into ``typ_<feed>``, typed as they are read."""
+    table = f"typ_{feed}"
+
+    def wrap(source: str) -> str:
+        return rules.typed_rows(feed, source)
+
+    create_staging(con, feed, table, wrap)
     files, skipped = landing_files(paths.landing_dir(feed, day))
     ignored += [str(p) for p in skipped]
     st = FeedStats(feed)
     for path in files:
-        n = load_file(con, feed, path, table, progress=echo)
+        n = load_file(con, feed, path, table, progress=echo, wrap=wrap)
         st.files.append({"file": path.name, "rows_read": n})
         if n >= 1_000_000:
             echo(f"  {feed}/{path.name}: {n:,} rows read")
@@ -206,54 +212,45 @@ def _price_list(con, earlier) -> None:
 
 
 def _validate(con, feed: str, d: dt.date, earlier) -> None:
-    """Type the staging rows and apply every rule in one pass (``chk_<feed>``), then dedupe.
+    """Apply the rules that need the partner snapshot or the price list to the typed rows
+    (``chk_<feed>``: every row with its ``_reason``), then dedupe.
 
-    The typing reasons are computed before the joins, so the raw text columns are not carried
-    through them; only a rejected row keeps its raw record (as JSON)."""
-    day = d.isoformat()
-    extra_cols, extra_reasons = _feed_rules(feed)
+    For a record feed ``chk_<feed>`` is a view: its failing rows are kept in ``rej_<feed>`` and
+    its accepted rows are written straight to the lake, so the day is never stored twice."""
+    extra_cols, extra_reasons = _feed_rules(feed, d)
     joins = _feed_joins(feed)
     cols = [c.name for c in FEEDS[feed]]
     typed = ", ".join(f'"{c}"' for c in cols)
     extra_names = "".join(", " + e.split(" as ")[-1] for e in extra_cols.split(", ")[1:])
-    type_reason = f"nullif(concat_ws('; ', {', '.join(rules.type_reasons(feed))}), '')"
     feed_reason = (
         f"nullif(concat_ws('; ', {', '.join(extra_reasons)}), '')" if extra_reasons else "null"
     )
     typed_json = "to_json({" + ", ".join(f"'{c}': \"{c}\"" for c in cols) + "})::varchar"
-    # a record that could not be parsed (ragged, broken JSON) gets its parse error alone, not
-    # one "is missing" per column on top of it
     if feed == "usage":
         _usage_prices(con)
+    kind = "view" if feed in RECORD_FEEDS else "table"
     con.execute(
-        f"""create temp table chk_{feed} as
+        f"""create temp {kind} chk_{feed} as
         select _file, _row, {typed}{extra_names}, _reason,
                case when _reason is not null then coalesce(_raw, {typed_json}) end as _raw
         from (
           select t.*{extra_cols},
-                 coalesce(t._error,
-                          nullif(concat_ws('; ', t._type_reason, {feed_reason}), '')) as _reason
-          from (
-            select _file, _row, _error, {typed}, _type_reason,
-                   case when _error is not null or _type_reason is not null
-                        then coalesce(_raw, {rules.raw_json(feed)}) end as _raw
-            from (
-              select t.*, {type_reason} as _type_reason
-              from (select {rules.typed_select(feed)} from {staging_source(f"stg_{feed}")}) t
-            )
-          ) t {joins}
-        )""",
-        _feed_params(feed, d),
+                 nullif(concat_ws('; ', t._type_reason, {feed_reason}), '') as _reason
+          from {staging_source(f"typ_{feed}")} t {joins}
+        )"""
     )
-    con.execute(f"drop table stg_{feed}")
-    con.execute(f"drop table stg_{feed}_bases")
     if feed == "partners":
         _dedupe_partners(con)
     elif feed == "prices":
-        _dedupe_prices(con, day)
+        _dedupe_prices(con, d.isoformat())
     else:
+        rid = "record_id"
+        con.execute(
+            f"create temp table rej_{feed} as select _file, _row, cast({rid} as varchar) as _rid, "
+            f"_reason, _raw from chk_{feed} where _reason is not null"
+        )
         _dedupe_records(con, feed, earlier)
-    _quarantine(con, feed, day)
+    _quarantine(con, feed, d.isoformat())
 
 
 def _usage_prices(con) -> None:
@@ -262,15 +259,11 @@ def _usage_prices(con) -> None:
 
     A day of metered usage has millions of rows but few distinct keys (hourly records of a
     few thousand SKUs), so the rows themselves are then rated with a plain equi-join on
-    these keys instead of an ASOF join that sorts every row. Keys are the typed values (the
-    same expressions as ``rules.typed_select``), one row per key."""
-    keys = ", ".join(f'{rules.typed_expr("usage", c)} as "{c}"' for c in PRICE_KEY)
-    raw = ", ".join(f'"{c}"' for c in PRICE_KEY)
+    these keys instead of an ASOF join that sorts every row; one row per key."""
+    keys = ", ".join(f'"{c}"' for c in PRICE_KEY)
     con.execute(
         f"""create temp table usage_prices as
-        with k as (
-          select distinct {keys} from (select distinct {raw} from stg_usage)
-        )
+        with k as (select distinct {keys} from typ_usage)
         select k.partner_id as k_partner_id, k.sku_code as k_sku_code, k.unit as k_unit,
                k.usage_start as k_usage_start, p.unit_price, p.effective_from as price_from
         from k join snapshot s on s.partner_id = k.partner_id
@@ -279,12 +272,6 @@ def _usage_prices(con) -> None:
          and k.usage_start >= p.effective_from
         where k.sku_code is not null and k.unit is not null and k.usage_start is not null"""
     )
-
-
-def _feed_params(feed: str, d: dt.date) -> list:
-    if feed in ("partners", "prices"):
-        return []
-    return [d + dt.timedelta(days=1)]
 
 
 def _feed_joins(feed: str) -> str:
@@ -299,8 +286,8 @@ def _feed_joins(feed: str) -> str:
     return snap
 
 
-def _feed_rules(feed: str) -> tuple[str, list[str]]:
-    """Extra typed columns and the reasons of the feed's own rules."""
+def _feed_rules(feed: str, d: dt.date) -> tuple[str, list[str]]:
+    """Extra typed columns and the reasons of the feed's own rules (as of landing date d)."""
     if feed == "partners":
         return "", []
     if feed == "prices":
@@ -318,7 +305,8 @@ def _feed_rules(feed: str) -> tuple[str, list[str]]:
         "'currency ' || t.currency || ' is not the partner''s currency ' || s.currency end"
     )
     future = (
-        f"case when {_record_date(feed).replace(chr(34), '')} > ?::date then "
+        f"case when {_record_date(feed).replace(chr(34), '')} > "
+        f"'{(d + dt.timedelta(days=1)).isoformat()}'::date then "
         f"'{'bill_month' if feed in ('adjustments', 'coupons') else RECORD_TS[feed].strip(chr(34))}"
         " is more than 1 day after the landing date (from the future)' end"
     )
@@ -469,8 +457,11 @@ def _dedupe_records(con, feed: str, earlier) -> None:
     # The content hash is computed only for the few rows whose record_id repeats, on both
     # sides (the history stores the typed values, so the same expression applies).
     h = rules.content_hash(feed)
+    # Candidates come from the typed rows (a superset of the valid ones: a row that later
+    # fails a snapshot or price rule is dropped from the window below)
+    typ = f"typ_{feed}"
     lo, hi = con.execute(
-        f"select min(record_id), max(record_id) from chk_{feed} where _reason is null"
+        f"select min(record_id), max(record_id) from {typ} where _type_reason is null"
     ).fetchone()
     if files and lo is not None:
         # The literal range lets the Parquet reader skip every row group of the history whose
@@ -480,7 +471,7 @@ def _dedupe_records(con, feed: str, earlier) -> None:
             f"""create temp table hist_{feed} as
             select record_id, {h} as _hash, landing_date from {parquet(files)} h
             where record_id between ? and ?
-              and record_id in (select record_id from chk_{feed} where _reason is null)""",
+              and record_id in (select record_id from {typ} where _type_reason is null)""",
             [lo, hi],
         )
     else:
@@ -490,7 +481,7 @@ def _dedupe_records(con, feed: str, earlier) -> None:
     con.execute(
         f"""create temp table dup_{feed} as
         with rep as (
-          select record_id from chk_{feed} where _reason is null
+          select record_id from {typ} where _type_reason is null
           group by record_id having count(*) > 1
           union
           select record_id from hist_{feed}
@@ -536,13 +527,12 @@ def _quarantine(con, feed: str, day: str) -> None:
         struct = ", ".join(f"'{c}': c.\"{c}\"" for c in cols)
         con.execute(
             f"""insert into quarantine_rows
-            select '{feed}', '{day}'::date, _file, _row, cast({rid} as varchar), _reason, _raw
-            from chk_{feed} where _reason is not null
+            select '{feed}', '{day}'::date, _file, _row, _rid, _reason, _raw from rej_{feed}
             union all
             select '{feed}', '{day}'::date, c._file, c._row, cast(c.{rid} as varchar), d._why,
                    to_json({{{struct}}})::varchar
-            from chk_{feed} c join dup_{feed} d using (_file, _row)
-            where d._status = 'quarantine'"""
+            from {staging_source(f"typ_{feed}")} c
+            join (select * from dup_{feed} where _status = 'quarantine') d using (_file, _row)"""
         )
         return
     struct = ", ".join(f"'{c}': \"{c}\"" for c in cols)
@@ -570,14 +560,24 @@ def _accept(con, feed: str, d: dt.date, vdir: Path) -> None:
             f"(select 1 from dup_{feed} d where d._file = c._file and d._row = c._row "
             "and d._status <> 'accept'))"
         )
+    # Usage, the feed at metering scale, is written in the order the parallel engine yields
+    # it: sorting millions of wide rows would cost a third of the ingest. A rerun writes the
+    # same rows; every other file keeps the landing files' order.
+    order = "" if feed == "usage" else " order by _file, _row"
     con.execute(
         f"copy (select '{d.isoformat()}'::date as landing_date, "
-        f"{_output_select(feed, landed_month)} from {src} order by _file, _row) "
+        f"{_output_select(feed, landed_month)} from {src}{order}) "
         f"to {quote_path(target)} (format parquet, compression zstd)"
     )
     con.execute(f"create temp view out_{feed} as select * from {parquet(target)}")
-    for t in (f"res_{feed}", f"chk_{feed}", f"dup_{feed}", f"hist_{feed}", f"{feed}_prices"):
-        con.execute(f"drop table if exists {t}")
+
+
+def _drop_work(con, feed: str) -> None:
+    con.execute(f"drop {'view' if feed in RECORD_FEEDS else 'table'} if exists chk_{feed}")
+    for t in ("res", "dup", "hist", "rej", "typ"):
+        con.execute(f"drop table if exists {t}_{feed}")
+    con.execute(f"drop table if exists typ_{feed}_bases")
+    con.execute(f"drop table if exists {feed}_prices")
 
 
 def _write_outputs(con, vdir: Path) -> None:
@@ -617,17 +617,22 @@ def _output_select(feed: str, landed_month: str) -> str:
 
 def _count(con, st: FeedStats, feed: str) -> None:
     if feed in RECORD_FEEDS:
+        # accepted: counted in the file written; quarantined and duplicates: in the day's
+        # rejected rows and duplicate statuses. Each file must add up to the rows read.
         rows = con.execute(
-            f"""select c._file,
-                   count(*) filter (where c._reason is null
-                                    and coalesce(d._status, 'accept') = 'accept'),
-                   count(*) filter (where c._reason is not null or d._status = 'quarantine'),
-                   count(*) filter (where d._status = 'duplicate')
-            from chk_{feed} c left join dup_{feed} d using (_file, _row) group by c._file"""
+            f"""select _file, sum(a), sum(q), sum(dup) from (
+                  select _file, count(*) as a, 0 as q, 0 as dup from out_{feed} group by _file
+                  union all
+                  select _file, 0, count(*), 0 from rej_{feed} group by _file
+                  union all
+                  select _file, 0, count(*) filter (where _status = 'quarantine'),
+                         count(*) filter (where _status = 'duplicate')
+                  from dup_{feed} group by _file)
+                group by _file"""
         ).fetchall()
         top = con.execute(
             f"""select why, count(*) from (
-                  select _reason as why from chk_{feed} where _reason is not null
+                  select _reason as why from rej_{feed}
                   union all select _why from dup_{feed} where _status = 'quarantine')
                 group by 1 order by 2 desc, 1 limit 5"""
         ).fetchall()

@@ -360,6 +360,50 @@ def _violation(exp: Any, i: int, params: dict) -> tuple[str, list[str]]:
     raise NotImplementedError(f"no SQL form for {kind}")
 
 
+def _count_violations(
+    con, frame_sql: str, params: dict, exps: list, preds: list[str]
+) -> tuple[int, list[int]]:
+    """The rows checked and, per expectation, the rows breaking it: one scan of the frame for
+    the row-wise rules, one aggregation per uniqueness rule (no window over every row)."""
+    rowwise = {i: p for i, p in enumerate(preds) if not _is_unique(exps[i])}
+    sel = ", ".join(f"count(*) filter (where coalesce({p}, false))" for p in rowwise.values())
+    sql = f"select count(*){', ' + sel if sel else ''} from ({frame_sql}) as frame"
+    row = con.execute(sql, _used(params, sql)).fetchone()
+    counts = dict(zip(rowwise, (int(x) for x in row[1:]), strict=True))
+    for i, e in enumerate(exps):
+        if i in counts:
+            continue
+        kw = e.configuration.kwargs
+        cols = ", ".join(_q(c) for c in (kw.get("column_list") or [kw["column"]]))
+        where = f"where {_q(kw['column'])} is not null" if "column" in kw else ""
+        # group 64-bit hashes first (a cheap aggregation), then count exactly among the rows
+        # whose hash repeats: usually none
+        sql = (
+            f"select count(*) from (select hash({cols}) as _h from ({frame_sql}) as frame {where} "
+            "group by _h having count(*) > 1)"
+        )
+        counts[i] = 0
+        if con.execute(sql, _used(params, sql)).fetchone()[0]:
+            sql = (
+                f"select coalesce(sum(n), 0) from (select count(*) as n from ({frame_sql}) "
+                f"as frame {where} group by {cols} having count(*) > 1)"
+            )
+            counts[i] = int(con.execute(sql, _used(params, sql)).fetchone()[0])
+    return int(row[0]), [counts[i] for i in range(len(exps))]
+
+
+def _used(params: dict, sql: str) -> dict:
+    """The named parameters a statement refers to (DuckDB refuses unused ones)."""
+    return {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", sql)}
+
+
+def _is_unique(exp: Any) -> bool:
+    return exp.expectation_type in (
+        "expect_column_values_to_be_unique",
+        "expect_compound_columns_to_be_unique",
+    )
+
+
 def _rule(exp: Any) -> str:
     """The rule name of an expectation or of its configuration in a result."""
     return (exp.meta or {}).get("rule") or getattr(exp, "type", None) or exp.expectation_type
@@ -423,13 +467,7 @@ def _run(
         f"select *, {', '.join(f'coalesce({p}, false) as _v{i}' for i, p in enumerate(preds))}\n"
         f"from (select *{win} from ({frame_sql}) as frame) as w"
     )
-    counts_sql = (
-        "select count(*), "
-        + ", ".join(f"count(*) filter (where _v{i})" for i in range(len(exps)))
-        + f" from ({flagged}) as f"
-    )
-    row = con.execute(counts_sql, params).fetchone()
-    n_rows, counts = int(row[0]), [int(x) for x in row[1:]]
+    n_rows, counts = _count_violations(con, frame_sql, params, exps, preds)
 
     if n_rows <= max_gx_rows:
         df = con.execute(f"select * from ({flagged}) as f", params).df()

@@ -52,12 +52,31 @@ def staging_columns(feed: str) -> list[str]:
     return ["_file", "_row", "_error", "_raw"] + [c.name for c in FEEDS[feed]]
 
 
-def create_staging(con: duckdb.DuckDBPyConnection, feed: str, table: str) -> None:
-    cols = ", ".join(
-        ['"_file" VARCHAR', '"_row" BIGINT', '"_error" VARCHAR', '"_raw" VARCHAR']
-        + [f'"{c.name}" VARCHAR' for c in FEEDS[feed]]
-    )
-    con.execute(f"create or replace temp table {table} ({cols})")
+Wrap = Callable[[str], str]  # a staging-shaped SELECT -> the SELECT whose rows are stored
+
+
+def _empty_source(feed: str) -> str:
+    cols = ["null::varchar as _file", "null::bigint as _row", "null::varchar as _error"]
+    cols += ["null::varchar as _raw"] + [f'null::varchar as "{c.name}"' for c in FEEDS[feed]]
+    return f"select {', '.join(cols)} limit 0"
+
+
+def create_staging(
+    con: duckdb.DuckDBPyConnection, feed: str, table: str, wrap: Wrap | None = None
+) -> None:
+    """The table the records of ``feed`` are read into: the staging columns as they are, or,
+    with ``wrap``, whatever ``wrap`` makes of them (the ingest types them as they are read,
+    so a big file is never held as text)."""
+    if wrap is None:
+        cols = ", ".join(
+            ['"_file" VARCHAR', '"_row" BIGINT', '"_error" VARCHAR', '"_raw" VARCHAR']
+            + [f'"{c.name}" VARCHAR' for c in FEEDS[feed]]
+        )
+        con.execute(f"create or replace temp table {table} ({cols})")
+    else:
+        con.execute(
+            f"create or replace temp table {table} as {wrap(_empty_source(feed))} with no data"
+        )
     con.execute(f"create or replace temp table {table}_bases (_file varchar, _base bigint)")
 
 
@@ -91,6 +110,7 @@ def load_file(
     path: Path,
     table: str,
     progress: Callable[[str], None] | None = None,
+    wrap: Wrap | None = None,
 ) -> int:
     """Append every record of ``path`` to the staging ``table``; return the records read."""
     try:
@@ -115,18 +135,30 @@ def load_file(
         )
         raise FileError(path, f"the file is empty (0 bytes); expected at least {what}")
     try:
+        into = _Into(con, table, wrap)
         with _duckdb_path(path) as src:
             if suffix == ".csv":
-                return _load_csv(con, feed, path, table, progress, src)
+                return _load_csv(con, feed, path, into, progress, src)
             if suffix == ".jsonl":
-                return _load_jsonl(con, feed, path, table)
-            return _load_parquet(con, feed, path, table, src)
+                return _load_jsonl(con, feed, path, into)
+            return _load_parquet(con, feed, path, into, src)
     except FileError:
         raise
     except OSError as exc:
         raise FileError(path, f"cannot be read ({exc.strerror or exc})") from None
     except duckdb.Error as exc:
         raise FileError(path, f"cannot be read: {str(exc).splitlines()[0]}") from None
+
+
+class _Into:
+    """Where read records go: ``insert`` takes a staging-shaped SELECT."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, table: str, wrap: Wrap | None):
+        self.con, self.table, self.wrap = con, table, wrap
+
+    def insert(self, source: str, params: list) -> int:
+        sql = self.wrap(source) if self.wrap else source
+        return int(self.con.execute(f"insert into {self.table} {sql}", params).fetchone()[0])
 
 
 @contextlib.contextmanager
@@ -188,11 +220,11 @@ def _check_header(feed: str, path: Path, header: list[str]) -> None:
 def _select_list(feed: str, present: list[str]) -> str:
     out = []
     for c in FEEDS[feed]:
-        out.append(f'"{c.name}"' if c.name in present else "null")
+        out.append(f'"{c.name}"' if c.name in present else f'null::varchar as "{c.name}"')
     return ", ".join(out)
 
 
-def _load_csv(con, feed, path, table, progress, src_path: Path) -> int:
+def _load_csv(con, feed, path, into: _Into, progress, src_path: Path) -> int:
     header = _csv_header(feed, path)
     columns = (
         "{" + ", ".join(f"'{h.replace(chr(39), chr(39) * 2)}': 'VARCHAR'" for h in header) + "}"
@@ -210,15 +242,17 @@ def _load_csv(con, feed, path, table, progress, src_path: Path) -> int:
     # The rows go straight into the staging table, in file order, with _row left NULL: their
     # record numbers are their positions (rowid) counted from the file's first row, which
     # ``staging_source`` adds back. One copy of the text, no numbering pass.
-    n = con.execute(
-        f"insert into {table} select ?, null, null, null, {_select_list(feed, header)} from {src}",
+    table = into.table
+    n = into.insert(
+        "select ? as _file, null::bigint as _row, null::varchar as _error, "
+        f"null::varchar as _raw, {_select_list(feed, header)} from {src}",
         [path.name],
-    ).fetchone()[0]
+    )
     rejects = con.execute("select count(*) from _csv_rejects").fetchone()[0]
     if rejects:
         # exact per-record numbering and reasons for a damaged file
         con.execute(f"delete from {table} where _file = ? and _row is null", [path.name])
-        return _load_csv_python(con, feed, path, table, header)
+        return _load_csv_python(con, feed, path, into, header)
     first, last = con.execute(
         f"select min(rowid), max(rowid) from {table} where _file = ? and _row is null",
         [path.name],
@@ -230,7 +264,7 @@ def _load_csv(con, feed, path, table, progress, src_path: Path) -> int:
     return int(n)
 
 
-def _load_csv_python(con, feed, path, table, header) -> int:
+def _load_csv_python(con, feed, path, into: _Into, header) -> int:
     names = [c.name for c in FEEDS[feed]]
     index = {h: i for i, h in enumerate(header)}
     width = len(header)
@@ -284,9 +318,9 @@ def _load_csv_python(con, feed, path, table, header) -> int:
                     + [rec[index[n]] if n in index else None for n in names]
                 )
             if len(batch) >= BATCH:
-                total += _flush(con, feed, table, batch)
+                total += _flush(con, feed, into, batch)
                 batch = []
-        total += _flush(con, feed, table, batch)
+        total += _flush(con, feed, into, batch)
     return total
 
 
@@ -294,7 +328,7 @@ def _bad(path: Path, row: int, reason: str, raw: str) -> list:
     return [path.name, row, reason, raw[:MAX_RAW]]
 
 
-def _flush(con, feed, table, batch) -> int:
+def _flush(con, feed, into: _Into, batch) -> int:
     if not batch:
         return 0
     cols = staging_columns(feed)
@@ -305,7 +339,7 @@ def _flush(con, feed, table, batch) -> int:
     arrow = pa.Table.from_pydict(data, schema=schema)
     con.register("_batch", arrow)
     try:
-        con.execute(f"insert into {table} select * from _batch")
+        into.insert("select * from _batch", [])
     finally:
         con.unregister("_batch")
     return len(rows)
@@ -329,7 +363,7 @@ def _iter_lines(path: Path) -> Iterator[bytes]:
         yield from fh
 
 
-def _load_jsonl(con, feed, path, table) -> int:
+def _load_jsonl(con, feed, path, into: _Into) -> int:
     names = [c.name for c in FEEDS[feed]]
     required = {c.name for c in FEEDS[feed] if c.required}
     seen_keys: set[str] = set()
@@ -374,12 +408,12 @@ def _load_jsonl(con, feed, path, table) -> int:
         seen_keys.update(obj.keys())
         batch.append([path.name, row, None, None] + [_json_value(obj.get(n)) for n in names])
         if len(batch) >= BATCH:
-            total += _flush(con, feed, table, batch)
+            total += _flush(con, feed, into, batch)
             batch = []
-    total += _flush(con, feed, table, batch)
+    total += _flush(con, feed, into, batch)
     if objects and not required <= seen_keys:
         missing = sorted(required - seen_keys)
-        con.execute(f"delete from {table} where _file = ?", [path.name])
+        con.execute(f"delete from {into.table} where _file = ?", [path.name])
         raise FileError(path, f"missing required column(s) for feed '{feed}': {', '.join(missing)}")
     return total
 
@@ -389,7 +423,7 @@ def _load_jsonl(con, feed, path, table) -> int:
 _FLOAT_TYPES = ("FLOAT", "DOUBLE", "REAL")
 
 
-def _load_parquet(con, feed, path, table, src_path: Path) -> int:
+def _load_parquet(con, feed, path, into: _Into, src_path: Path) -> int:
     src = f"read_parquet({quote_path(src_path)}, file_row_number=true)"
     desc = con.execute(f"describe select * from {src}").fetchall()
     types = {name: typ for name, typ, *_ in desc}
@@ -406,17 +440,16 @@ def _load_parquet(con, feed, path, table, src_path: Path) -> int:
     select = []
     for c in FEEDS[feed]:
         if c.name not in types:
-            select.append("null")
+            select.append(f'null::varchar as "{c.name}"')
         elif types[c.name].upper().startswith("TIMESTAMP WITH TIME ZONE"):
-            select.append(f"strftime(\"{c.name}\", '%Y-%m-%dT%H:%M:%S.%f') || 'Z'")
+            select.append(f"strftime(\"{c.name}\", '%Y-%m-%dT%H:%M:%S.%f') || 'Z' as \"{c.name}\"")
         else:
-            select.append(f'cast("{c.name}" as varchar)')
-    n = con.execute(
-        f"insert into {table} select ?, file_row_number + 1, null, null, {', '.join(select)} "
-        f"from {src}",
+            select.append(f'cast("{c.name}" as varchar) as "{c.name}"')
+    return into.insert(
+        "select ? as _file, file_row_number + 1 as _row, null::varchar as _error, "
+        f"null::varchar as _raw, {', '.join(select)} from {src}",
         [path.name],
-    ).fetchone()[0]
-    return int(n)
+    )
 
 
 __all__ = [

@@ -128,14 +128,26 @@ def typed_select(feed: str) -> str:
     return ",\n  ".join(out)
 
 
-def typed_expr(feed: str, name: str) -> str:
-    """The typed expression of one column over the staging table (as in ``typed_select``)."""
-    return _column(next(c for c in FEEDS[feed] if c.name == name))[0]
-
-
 def type_reasons(feed: str) -> list[str]:
     """One reason expression per typed column (over ``_s_<col>`` and ``<col>``)."""
     return [r for r in (_column(c)[1] for c in FEEDS[feed]) if r]
+
+
+def typed_rows(feed: str, source: str) -> str:
+    """The staging-shaped rows of ``source`` typed: ``_file``, ``_row``, the typed columns,
+    ``_type_reason`` (the parse error, or every typing rule broken) and ``_raw`` (the record's
+    text, kept only for a row that failed). Evaluated as records are read, so the text
+    columns of a valid row are never stored."""
+    typed = ", ".join(f'"{c.name}"' for c in FEEDS[feed])
+    reasons = f"nullif(concat_ws('; ', {', '.join(type_reasons(feed))}), '')"
+    # a record that could not be parsed (ragged, broken JSON) gets its parse error alone, not
+    # one "is missing" per column on top of it
+    return f"""select _file, _row, {typed}, _type_reason,
+      case when _type_reason is not null then coalesce(_raw, {raw_json(feed)}) end as _raw
+    from (
+      select t.*, coalesce(t._error, {reasons}) as _type_reason
+      from (select {typed_select(feed)} from ({source}) as s) t
+    )"""
 
 
 def raw_json(feed: str) -> str:
