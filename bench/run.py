@@ -465,114 +465,712 @@ def _lower_close(duckdb, data_dir: Path, month: str, out: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- pandas
+#
+# The same day's work as koobill's ingest of the usage feed, written as a data engineer would
+# write it in pandas: every row rule with its reason, quarantine, dedupe, rating, the cutoff
+# rule, the lake write and the estimate refresh. Vectorised throughout (pandas 3 strings are
+# Arrow-backed); Python loops run only over files, reference rows, distinct keys and rejected
+# rows. Money is exact: integer micro-units (Python ints past int64), written as decimal128.
+
+MICRO = 1_000_000
+USAGE_COLS = list(USAGE_TYPES)
+USAGE_REQUIRED = [c for c in USAGE_COLS if c not in ("customer_name", "product_name")]
+# what "the same content" of a usage record means: its required columns, typed
+USAGE_CONTENT = [
+    "record_id",
+    "partner_id",
+    "customer_id",
+    "product_id",
+    "sku_code",
+    "region",
+    "resource_id",
+    "usage_start",
+    "usage_end",
+    "q_micro",
+    "unit",
+]
+PARTNER_COLS = ["partner_id", "partner_name", "currency", "tax_rate", "discount_rate"]
+PRICE_COLS = list(PRICE_TYPES)
+PRICE_KEY = ["sku_code", "unit", "currency"]
+PD_PARTNER_RE = r"[A-Za-z0-9_-]{1,64}"
+PD_DEC_RE = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+# ISO 8601 with a UTC offset (Z, +08, +0800, +08:00)
+PD_TS_RE = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
+    r"(?:Z|[+-](?:0[0-9]|1[0-4])(?::?[0-5][0-9])?)"
+)
+PD_TS_NAIVE_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?)?"
+PD_MONEY_DIGITS = {"money": 15, "qty": 12, "rate": 0}  # |value| < 10^digits
 
 
-def _pandas_day(landing: Path, day: str, out: Path) -> dict:
-    """The day as a data engineer would write it in pandas: read the CSV (pyarrow engine),
-    parse the timestamps, attach the partner's discount, merge_asof on the price list, compute
-    the amounts exactly in integer micro-units (half-up to 6 places), write Parquet with
-    decimal128(38, 6) money columns."""
+class _Reasons:
+    """The broken row rules of a frame: one boolean mask per rule, in rule order, with its
+    reason text (a constant, or a function building the texts of the failing rows only)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.rules: list = []
+
+    def add(self, mask, text) -> None:
+        import numpy as np
+
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            self.rules.append((mask, text))
+
+    def failing(self):
+        import numpy as np
+
+        out = np.zeros(self.n, dtype=bool)
+        for mask, _ in self.rules:
+            out |= mask
+        return out
+
+    def texts(self, idx):
+        """The reasons of rows ``idx`` joined by '; ' (rule order)."""
+        import numpy as np
+
+        acc = np.full(len(idx), "", dtype=object)
+        for mask, text in self.rules:
+            hit = mask[idx]
+            if not hit.any():
+                continue
+            if callable(text):
+                vals = np.full(len(idx), "", dtype=object)
+                vals[hit] = np.asarray(text(idx[hit]), dtype=object)
+            else:
+                vals = text
+            acc = np.where(hit, np.where(acc == "", vals, acc + "; " + vals), acc)
+        return acc
+
+
+def _pd_show(s, what: str):
+    """Reason texts ``<what> (<value, 40 characters at most>)`` for the rows given."""
+
+    def texts(idx):
+        return (what + " (" + s.iloc[idx].str.slice(0, 40) + ")").to_numpy(object)
+
+    return texts
+
+
+def _pd_blank(s):
+    return (s.isna() | s.str.fullmatch(" *")).to_numpy(bool)
+
+
+def _pd_required(df, col: str, why: _Reasons):
+    why.add(_pd_blank(df[col]), f"{col} is missing")
+
+
+def _pd_partner_id(df, col: str, why: _Reasons):
+    """The partner id where it is valid, else NaN."""
+    s = df[col]
+    blank = _pd_blank(s)
+    ok = s.str.fullmatch(PD_PARTNER_RE).to_numpy(bool)
+    why.add(blank, f"{col} is missing")
+    why.add(~blank & ~ok, _pd_show(s, f"{col} is not a valid partner id"))
+    return s.where(ok)
+
+
+def _pd_currency(df, col: str, why: _Reasons):
+    s = df[col]
+    t = s.str.strip(" ").str.upper()
+    blank = _pd_blank(s)
+    ok = t.str.fullmatch("[A-Z]{3}").to_numpy(bool)
+    why.add(blank, f"{col} is missing")
+    why.add(~blank & ~ok, _pd_show(s, f"{col} is not a 3-letter currency code"))
+    return t.where(ok)
+
+
+def _pd_ts(df, col: str, why: _Reasons, required: bool = True):
+    """UTC timestamps of ISO 8601 texts with an offset; NaT where missing or invalid."""
+    import numpy as np
+    import pandas as pd
+
+    s = df[col]
+    t = s.str.strip(" ")
+    ok = t.str.fullmatch(PD_TS_RE).to_numpy(bool)
+    ts = pd.to_datetime(t.where(ok), format="ISO8601", utc=True, errors="coerce")
+    blank = _pd_blank(s)
+    bad = ~blank & ts.isna().to_numpy()
+    naive = np.zeros(len(s), dtype=bool)
+    naive[bad] = t[bad].str.fullmatch(PD_TS_NAIVE_RE).to_numpy(bool)
+    if required:
+        why.add(blank, f"{col} is missing")
+    why.add(naive, _pd_show(s, f"{col} has no UTC offset"))
+    why.add(bad & ~naive, _pd_show(s, f"{col} is not a valid ISO 8601 timestamp"))
+    return ts
+
+
+def _pd_micro(text):
+    """Exact micro-units of decimal texts already checked (<= 6 places, < 10^32): int64, or
+    Python ints (object) when a value does not fit int64."""
+    import pyarrow as pa
+
+    dec = pa.array(text, type=pa.large_string()).cast(pa.decimal128(38, 6))
+    return _pd_decimal_ints(dec)
+
+
+def _pd_decimal_ints(dec):
+    """The unscaled integers of a null-free decimal128 array (its two 64-bit words a value)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(dec, pa.ChunkedArray):
+        dec = dec.combine_chunks()
+    if not len(dec):
+        return np.zeros(0, dtype=np.int64)
+    words = np.frombuffer(dec.buffers()[1], dtype=np.int64)
+    words = words[2 * dec.offset : 2 * (dec.offset + len(dec))]
+    lo, hi = words[0::2], words[1::2]
+    if (hi == (lo >> 63)).all():  # the high word only extends the sign: fits int64
+        return lo.copy()
+    return hi.astype(object) * 2**64 + lo.view(np.uint64).astype(object)
+
+
+def _pd_decimal(df, col: str, kind: str, why: _Reasons):
+    """A plain decimal column (spec section 2): (micro-units, typed mask, value as float).
+
+    The typed mask marks values that parsed (<= 6 significant places); the range rules of
+    ``kind`` (money < 10^15, qty < 10^12 and >= 0, rate in [0, 1)) are reasons on top. The float
+    is only for the overflow guard of rating, never for money."""
+    import numpy as np
+    import pandas as pd
+
+    s = df[col]
+    t = s.str.strip(" ")
+    blank = _pd_blank(s)
+    fmt = t.str.fullmatch(PD_DEC_RE).to_numpy(bool)
+    dot = t.str.find(".").to_numpy()
+    places = np.where(dot >= 0, t.str.rstrip("0").str.len().to_numpy() - dot - 1, 0)
+    whole = t.str.lstrip("+-").str.lstrip("0")  # significant integer digits, then the rest
+    wdot = whole.str.find(".").to_numpy()
+    int_digits = np.where(wdot >= 0, wdot, whole.str.len().to_numpy())
+    typed = fmt & (places <= 6) & (int_digits <= 32)  # what DECIMAL(38, 6) holds
+    limit = PD_MONEY_DIGITS[kind]
+    in_range = typed & (int_digits <= limit)
+    micro = np.zeros(len(s), dtype=np.int64)
+    if in_range.any():
+        parsed = _pd_micro(t[in_range])
+        micro = micro.astype(parsed.dtype)
+        micro[in_range] = parsed
+    value = np.full(len(s), np.nan)
+    value[in_range] = micro[in_range].astype(float) / MICRO
+    big = typed & ~in_range
+    value[big] = pd.to_numeric(t[big]).to_numpy(float)
+    negative = typed & (value < 0)
+    why.add(blank, f"{col} is missing")
+    why.add(~blank & ~fmt, _pd_show(s, f"{col} is not a plain decimal number"))
+    why.add(fmt & (places > 6), _pd_show(s, f"{col} has more than 6 decimal places"))
+    oor = _pd_show(s, f"{col} is out of range")
+    why.add(fmt & (places <= 6) & (int_digits > 32), oor)
+    if kind == "rate":
+        why.add(negative | (typed & (int_digits >= 1)), f"{col} must be >= 0 and < 1")
+    else:
+        why.add(big, oor)
+        if kind == "qty":
+            why.add(in_range & negative, _pd_show(s, f"{col} is negative"))
+    return micro, typed, value
+
+
+def _pd_json_text(v):
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return json.dumps(v, ensure_ascii=False)
+
+
+def _pd_read(folder: Path, columns: list[str], required: list[str]):
+    """Every record of a landing folder as text (files in name order, rows in file order),
+    with ``_file`` and ``_row`` (1-based; a JSONL record is numbered by its line)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    files = (
+        sorted(
+            (
+                p
+                for p in folder.iterdir()
+                if not p.name.startswith(".") and p.suffix.lower() in (".csv", ".jsonl", ".parquet")
+            ),
+            key=lambda p: p.name,
+        )
+        if folder.is_dir()
+        else []
+    )
+    frames = []
+    for p in files:
+        suffix = p.suffix.lower()
+        if suffix == ".csv":
+            df = pd.read_csv(p, engine="pyarrow", dtype=str, keep_default_na=False, na_values=[""])
+            rows = np.arange(1, len(df) + 1)
+        elif suffix == ".jsonl":
+            records, numbers = [], []
+            with open(p, "rb") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if line.strip():
+                        obj = json.loads(line, parse_float=str, parse_int=str, parse_constant=str)
+                        records.append({k: _pd_json_text(v) for k, v in obj.items()})
+                        numbers.append(lineno)
+            df = pd.DataFrame.from_records(records).astype("str")
+            rows = np.array(numbers, dtype=np.int64)
+        else:
+            table = pq.read_table(p)
+            text = {}
+            for name, col in zip(table.column_names, table.columns, strict=True):
+                if pa.types.is_floating(col.type) and name.strip() in (
+                    "quantity",
+                    "unit_price",
+                    "tax_rate",
+                    "discount_rate",
+                ):
+                    raise ValueError(f"{p}: column {name} is binary floating point, not exact")
+                if pa.types.is_timestamp(col.type) and col.type.tz is not None:
+                    utc = col.cast(pa.timestamp("us", "UTC"))
+                    col = pc.binary_join_element_wise(
+                        pc.strftime(utc, format="%Y-%m-%dT%H:%M:%S"), "Z", ""
+                    )
+                text[name] = col.cast(pa.string())
+            df = pa.table(text).to_pandas()
+            rows = np.arange(1, len(df) + 1)
+        df.columns = [str(c).strip() for c in df.columns]
+        missing = [c for c in required if c not in df.columns]
+        if missing:
+            raise ValueError(f"{p}: missing required column(s): {', '.join(missing)}")
+        for c in columns:
+            if c not in df.columns:
+                df[c] = pd.Series(np.nan, index=df.index, dtype="str")
+        df = df[columns]
+        df.insert(len(columns), "_file", p.name)
+        df.insert(len(columns) + 1, "_row", rows)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="str") for c in [*columns, "_file"]}).assign(
+            _row=pd.Series(dtype="int64")
+        )
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _pd_partners(landing: Path, day: str):
+    """The partner snapshot of the day: the latest partners folder <= day with valid rows;
+    a partner listed twice keeps its first row. Index partner_id: currency, rate_micro."""
+    import pandas as pd
+
+    for folder in reversed(_ref_folders(landing, "partners", day)):
+        df = _pd_read(folder, PARTNER_COLS, PARTNER_COLS)
+        why = _Reasons(len(df))
+        pid = _pd_partner_id(df, "partner_id", why)
+        _pd_required(df, "partner_name", why)
+        currency = _pd_currency(df, "currency", why)
+        _pd_decimal(df, "tax_rate", "rate", why)
+        rate, _, _ = _pd_decimal(df, "discount_rate", "rate", why)
+        ok = ~why.failing()
+        snap = pd.DataFrame(
+            {"partner_id": pid[ok], "currency": currency[ok], "rate_micro": rate[ok]}
+        ).drop_duplicates("partner_id", keep="first")
+        if len(snap):
+            return snap.set_index("partner_id")
+    return pd.DataFrame(
+        {"currency": pd.Series(dtype="str"), "rate_micro": pd.Series(dtype="int64")},
+        index=pd.Index([], dtype="str", name="partner_id"),
+    )
+
+
+def _pd_prices(landing: Path, day: str):
+    """The price list as of the day: every valid price row landed on or before it; the latest
+    landed row wins per (sku_code, unit, currency, effective_from)."""
+    import pandas as pd
+
+    frames = []
+    for folder in _ref_folders(landing, "prices", day):
+        df = _pd_read(folder, PRICE_COLS, [c for c in PRICE_COLS if c != "effective_to"])
+        why = _Reasons(len(df))
+        _pd_required(df, "sku_code", why)
+        _pd_required(df, "unit", why)
+        price, _, value = _pd_decimal(df, "unit_price", "money", why)
+        currency = _pd_currency(df, "currency", why)
+        start = _pd_ts(df, "effective_from", why)
+        end = _pd_ts(df, "effective_to", why, required=False)
+        why.add(value < 0, "unit_price is negative")
+        why.add((end <= start).to_numpy(bool), "effective_to is not after effective_from")
+        ok = ~why.failing()
+        frames.append(
+            pd.DataFrame(
+                {
+                    "sku_code": df["sku_code"][ok],
+                    "unit": df["unit"][ok],
+                    "currency": currency[ok],
+                    "effective_from": start[ok],
+                    "effective_to": end[ok],
+                    "price_micro": pd.Series(price[ok].astype(object), index=df.index[ok]),
+                }
+            )
+        )
+    prices = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=[*PRICE_KEY, "effective_from", "effective_to", "price_micro"])
+    )
+    return prices.drop_duplicates([*PRICE_KEY, "effective_from"], keep="last")
+
+
+def _pd_round_div(x, divisor: int):
+    """x / divisor rounded half away from zero (exact integers)."""
+    import numpy as np
+
+    half = divisor // 2
+    return np.where(x < 0, -((half - x) // divisor), (x + half) // divisor)
+
+
+def _pd_mul_round6(a, b):
+    """round_half_up(a * b, 6) of micro-unit integers, exactly: int64 while the products fit,
+    else Python ints."""
+    import numpy as np
+
+    if len(a) and (
+        a.dtype == object
+        or b.dtype == object
+        or int(np.abs(a).max()) * int(np.abs(b).max()) >= 2**63 - MICRO
+    ):
+        a, b = a.astype(object), b.astype(object)
+    return _pd_round_div(a * b, MICRO)
+
+
+def _pd_decimal_array(x, scale: int = 6):
+    """A decimal128(38, scale) Arrow array from unscaled integers (int64 or Python ints)."""
+    import decimal
+
+    import numpy as np
+    import pyarrow as pa
+
+    if x.dtype != object:
+        x = np.ascontiguousarray(x, dtype=np.int64)
+        words = np.empty(len(x) * 2, dtype=np.int64)
+        words[0::2] = x
+        words[1::2] = np.where(x < 0, -1, 0)
+        return pa.Array.from_buffers(pa.decimal128(38, scale), len(x), [None, pa.py_buffer(words)])
+    return pa.array(
+        [decimal.Decimal(int(v)).scaleb(-scale) for v in x], type=pa.decimal128(38, scale)
+    )
+
+
+def _pd_history(history, record_ids):
+    """Earlier accepted usage (lake Parquet files) of the given record_ids, typed."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = [c for c in USAGE_CONTENT if c != "q_micro"] + ["quantity", "landing_date"]
+    frames = []
+    for f in history or []:
+        t = pq.read_table(f, columns=cols)
+        mask = pd.Series(t["record_id"].to_pandas()).isin(record_ids).to_numpy()
+        if mask.any():
+            t = t.filter(mask)
+            df = t.drop(["quantity"]).to_pandas()
+            df["q_micro"] = _pd_decimal_ints(t["quantity"].cast(pa.decimal128(38, 6)))
+            frames.append(df)
+    if not frames:
+        return None
+    return pd.concat(frames, ignore_index=True).drop_duplicates("record_id", keep="first")
+
+
+def _pd_exact_sum(x):
+    """Sum of micro-unit integers without int64 overflow."""
+    import numpy as np
+
+    if not len(x):
+        return 0
+    if x.dtype != object and int(np.abs(x).max()) * len(x) < 2**63:
+        return int(x.sum(dtype=np.int64))
+    return int(sum(x.tolist()))
+
+
+def _pandas_day(landing: Path, day: str, out: Path, history: list | None = None) -> dict:
+    """koobill's ingest of one landing day of the usage feed, in pandas.
+
+    Reads the day's usage files (CSV with the pyarrow engine; JSONL, Parquet), the partner
+    snapshot and the price list as of the day; applies every row rule of the spec with a reason
+    per rejected row; drops exact duplicates and quarantines conflicting ones (the first in file
+    and row order stands; ``history``: earlier accepted usage Parquet files, e.g. koobill's
+    lake); rates the accepted rows (the price in force at usage_start, the partner's discount,
+    half-up to 6 places in exact integer micro-units); assigns source_month,
+    bill_month_assigned and late (cutoff rule); writes the rated rows to ``out``
+    (decimal128(38, 6) money), and beside it the quarantine (``quarantine.parquet``) and the
+    usage estimate of every snapshot partner and open month, in cents (``estimates.parquet``).
+    """
     import numpy as np
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    def read(folder: Path) -> pd.DataFrame:
-        frames = [
-            pd.read_csv(p, engine="pyarrow", dtype=str) for p in _landing_files(folder, ".csv")
-        ]
-        frames += [pd.read_json(p, lines=True, dtype=str) for p in _landing_files(folder, ".jsonl")]
-        frames += [pd.read_parquet(p).astype(str) for p in _landing_files(folder, ".parquet")]
-        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-
-    def ts(s: pd.Series) -> pd.Series:
-        ok = s.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True, na=False)
-        return pd.to_datetime(s.where(ok), format="ISO8601", utc=True, errors="coerce")
-
-    def micro(s: pd.Series) -> pd.Series:
-        """Plain non-negative decimals with <= 6 places as exact int64 micro-units."""
-        parts = s.str.partition(".")
-        whole = parts[0].replace("", "0").astype("int64")
-        frac = parts[2].str.pad(6, side="right", fillchar="0").replace("", "000000")
-        return whole * 1_000_000 + frac.astype("int64")
-
-    def decimal_col(x: np.ndarray) -> pa.Array:
-        x = np.ascontiguousarray(x, dtype=np.int64)
-        words = np.empty(len(x) * 2, dtype=np.int64)
-        words[0::2] = x
-        words[1::2] = np.where(x < 0, -1, 0)
-        return pa.Array.from_buffers(pa.decimal128(38, 6), len(x), [None, pa.py_buffer(words)])
+    from pipelines import calendar as cal
 
     t = time.perf_counter()
-    usage = read(landing / "usage" / day)
-    rows_read = len(usage)
-    partners = read(_ref_folders(landing, "partners", day)[-1])
-    prices = pd.concat([read(f) for f in _ref_folders(landing, "prices", day)], ignore_index=True)
+    d = dt.date.fromisoformat(day)
+    landed_month = cal.month_of(d - dt.timedelta(days=cal.CUTOFF_DAY))
 
-    usage["usage_start"] = ts(usage["usage_start"])
-    usage["usage_end"] = ts(usage["usage_end"])
-    q = usage["quantity"].str.strip()
-    usage = usage[
-        q.str.fullmatch(r"\d+(?:\.\d{0,6})?", na=False)
-        & usage["usage_start"].notna()
-        & usage["usage_end"].notna()
-    ]
-    usage["q_micro"] = micro(usage["quantity"].str.strip())
+    partners = _pd_partners(landing, day)
+    prices = _pd_prices(landing, day)
+    u = _pd_read(landing / "usage" / day, USAGE_COLS, USAGE_REQUIRED)
+    rows_read = len(u)
 
-    partners = partners[["partner_id", "currency", "discount_rate"]].copy()
-    partners["rate_micro"] = micro(partners["discount_rate"].str.strip())
-    prices["effective_from"] = ts(prices["effective_from"])
-    prices["effective_to"] = ts(prices["effective_to"].fillna(""))
-    prices["price_micro"] = micro(prices["unit_price"].str.strip())
-    prices = prices.sort_values("effective_from")
+    # --- type every column; one reason per broken rule, in the spec's column order
+    why = _Reasons(rows_read)
+    _pd_required(u, "record_id", why)
+    pid = _pd_partner_id(u, "partner_id", why)
+    for c in ("customer_id", "product_id", "sku_code", "region", "resource_id"):
+        _pd_required(u, c, why)
+    start = _pd_ts(u, "usage_start", why)
+    end = _pd_ts(u, "usage_end", why)
+    q_micro, q_typed, q_value = _pd_decimal(u, "quantity", "qty", why)
+    _pd_required(u, "unit", why)
 
-    usage = usage.merge(partners[["partner_id", "currency", "rate_micro"]], on="partner_id")
-    usage = usage.sort_values("usage_start", kind="stable")
-    rated = pd.merge_asof(
-        usage,
-        prices[["sku_code", "unit", "currency", "effective_from", "effective_to", "price_micro"]],
-        left_on="usage_start",
-        right_on="effective_from",
-        by=["sku_code", "unit", "currency"],
-        direction="backward",
+    # --- partner, price in force and calendar, once per distinct (partner, sku, unit, start)
+    keys = pd.DataFrame(
+        {"partner_id": pid, "sku_code": u["sku_code"], "unit": u["unit"], "usage_start": start}
     )
-    rated = rated[
-        rated["price_micro"].notna()
-        & (rated["effective_to"].isna() | (rated["usage_start"] < rated["effective_to"]))
+    gid = keys.groupby(list(keys.columns), sort=False, dropna=False).ngroup().to_numpy()
+    k = keys.iloc[np.unique(gid, return_index=True)[1]].reset_index(drop=True)
+    at = partners.index.get_indexer(k["partner_id"])  # the partner's row; -1: not in the
+    known_k = at >= 0  # snapshot, which picks the sentinel appended below
+    k["currency"] = pd.Series(
+        np.append(partners["currency"].to_numpy(object), None)[at], dtype="str"
+    )
+    rate_k = np.append(partners["rate_micro"].to_numpy(np.int64), 0)[at]
+    rateable = k[known_k & k[["sku_code", "unit", "usage_start"]].notna().all(axis=1)]
+    m = rateable.reset_index(names="key").merge(prices, on=PRICE_KEY)
+    m = m[
+        (m["effective_from"] <= m["usage_start"])
+        & (m["effective_to"].isna() | (m["usage_start"] < m["effective_to"]))
     ]
-    qm = rated["q_micro"].to_numpy(np.int64)
-    pm = rated["price_micro"].to_numpy(np.int64)
-    if len(qm) and int(qm.max()) * int(pm.max()) >= 2**62:
-        raise OverflowError("quantity * unit_price does not fit int64 micro-units")
-    official = (qm * pm + 500_000) // 1_000_000  # half-up (amounts are >= 0)
-    discount = (official * rated["rate_micro"].to_numpy(np.int64) + 500_000) // 1_000_000
+    # overlapping prices: the one in force with the latest effective_from applies
+    in_force = m.sort_values("effective_from", kind="stable").drop_duplicates("key", keep="last")
+    k["price_micro"] = in_force.set_index("key")["price_micro"].reindex(k.index)
+    bj = k["usage_start"].dt.tz_convert(None) + pd.Timedelta(hours=8)  # Beijing wall time
+    k["source_month"] = bj.dt.strftime("%Y-%m")
+    k["bill_month"] = k["source_month"].where(k["source_month"] > landed_month, landed_month)
+    future_k = (bj.dt.normalize() > pd.Timestamp(d + dt.timedelta(days=1))).to_numpy(bool)
+
+    known = known_k[gid]
+    has_price = k["price_micro"].notna().to_numpy()[gid]
+    price_value = k["price_micro"].astype(float).to_numpy()[gid] / MICRO
+    currency_k = k["currency"].to_numpy(object)
+
+    # --- the feed's own rules
+    why.add((end < start).to_numpy(bool), "usage_end is before usage_start")
+    why.add(
+        has_price & q_typed & (q_value * price_value >= 1e15),
+        "quantity * unit_price is out of range (>= 1e+15)",
+    )
+    why.add(
+        pid.notna().to_numpy() & ~known,
+        lambda i, p=pid: ("partner " + p.iloc[i] + " is not in the partner snapshot").to_numpy(
+            object
+        ),
+    )
+    why.add(
+        known
+        & ~has_price
+        & u["sku_code"].notna().to_numpy()
+        & u["unit"].notna().to_numpy()
+        & start.notna().to_numpy(),
+        lambda i, sku=u["sku_code"], unit=u["unit"]: (
+            "no price for sku "
+            + sku.iloc[i]
+            + " in "
+            + unit.iloc[i]
+            + " and "
+            + currency_k[gid[i]]
+            + " effective at usage_start"
+        ).to_numpy(object),
+    )
+    why.add(
+        future_k[gid], "usage_start is more than 1 day after the landing date (from the future)"
+    )
+    failing = why.failing()
+
+    # --- dedupe the valid rows: the same record_id with the same content is dropped, with
+    # different content quarantined; the first in file and row order stands
+    ok = np.flatnonzero(~failing)
+
+    def content(u, rows):
+        return (
+            u[USAGE_CONTENT[:7] + ["unit", "_file", "_row"]]
+            .iloc[rows]
+            .assign(
+                usage_start=start.array[rows],
+                usage_end=end.array[rows],
+                q_micro=q_micro[rows],
+            )
+        )
+
+    status = np.zeros(len(ok), dtype=np.int8)  # 0 accepted, 1 duplicate, 2 conflicting
+    conflict = np.full(len(ok), None, dtype=object)
+    rid = u["record_id"][~failing]
+    rep = np.flatnonzero(rid.duplicated(keep=False).to_numpy())
+    if len(rep):
+        r = content(u, ok[rep])
+        g = r.groupby("record_id", sort=False)
+        first = g[USAGE_CONTENT[1:] + ["_file", "_row"]].transform("first")
+        same = (r[USAGE_CONTENT[1:]] == first[USAGE_CONTENT[1:]]).all(axis=1).to_numpy()
+        later = g.cumcount().to_numpy() > 0
+        status[rep] = np.where(later, np.where(same, 1, 2), 0)
+        c = later & ~same
+        conflict[rep[c]] = (
+            "conflicting duplicate: record_id " + r["record_id"][c] + " was accepted earlier "
+            "this date ("
+            + first["_file"][c]
+            + " row "
+            + first["_row"][c].astype(str)
+            + ") with different content"
+        ).to_numpy(object)
+    hist = _pd_history(history, rid) if history else None
+    if hist is not None:
+        seen = np.flatnonzero(rid.isin(hist["record_id"]).to_numpy())
+        h = content(u, ok[seen]).merge(hist, on="record_id", how="left", suffixes=("", "_h"))
+        same = np.logical_and.reduce(
+            [(h[c] == h[c + "_h"]).to_numpy(bool) for c in USAGE_CONTENT[1:]]
+        )
+        status[seen] = np.where(same, 1, 2)
+        conflict[seen] = np.where(
+            same,
+            None,
+            (
+                "conflicting duplicate: record_id "
+                + h["record_id"]
+                + " was accepted on "
+                + h["landing_date"].astype(str)
+                + " with different content"
+            ).to_numpy(object),
+        )
+
+    # --- quarantine: broken rules and conflicting duplicates, in file and row order (the
+    # position in ``u``), each with its reasons and its raw record as JSON
+    bad = np.flatnonzero(failing)
+    q_rows = np.concatenate([bad, ok[status == 2]])
+    q_why = np.concatenate([why.texts(bad), conflict[status == 2]])
+    order = np.argsort(q_rows, kind="stable")
+    q_rows, q_why = q_rows[order], q_why[order]
+    raw = u[USAGE_COLS].iloc[q_rows].astype(object)
+    raw = raw.where(raw.notna(), None).to_dict("records")
+    quarantine = pa.table(
+        {
+            "feed": pa.array(["usage"] * len(q_rows), pa.string()),
+            "landing_date": pa.array([d] * len(q_rows), pa.date32()),
+            "file": pa.array(u["_file"].iloc[q_rows], pa.string()),
+            "row": pa.array(u["_row"].iloc[q_rows], pa.int64()),
+            "record_id": pa.array(u["record_id"].iloc[q_rows], pa.string()),
+            "reason": pa.array(q_why, pa.string()),
+            "raw": pa.array([json.dumps(x, ensure_ascii=False) for x in raw], pa.string()),
+        }
+    )
+
+    # --- rate the accepted rows and assign their bill month
+    acc = np.zeros(rows_read, dtype=bool)  # boolean masks: much cheaper than takes here
+    acc[ok[status == 0]] = True
+    g_acc = gid[acc]
+    qm = q_micro[acc]
+    price_k = k["price_micro"].fillna(0).to_numpy(object)  # Python ints, one per key
+    if max(price_k, default=0) < 2**63:
+        price_k = price_k.astype(np.int64)
+    pm = price_k[g_acc]
+    rm = rate_k[g_acc]
+    official = _pd_mul_round6(qm, pm)
+    discount = _pd_mul_round6(official, rm)
     amount = official - discount
 
-    keep = [
-        "record_id",
-        "partner_id",
-        "customer_id",
-        "customer_name",
-        "product_id",
-        "product_name",
-        "sku_code",
-        "region",
-        "resource_id",
-        "usage_start",
-        "usage_end",
-        "unit",
-        "currency",
-    ]
-    table = pa.Table.from_pandas(rated[keep], preserve_index=False)
-    table = table.append_column("quantity", decimal_col(qm))
-    table = table.append_column("unit_price", decimal_col(pm))
-    table = table.append_column("official_amount", decimal_col(official))
-    table = table.append_column("discount_amount", decimal_col(discount))
-    table = table.append_column("amount", decimal_col(amount))
+    def per_key(values):
+        """A string column of the accepted rows from a per-key column (dictionary-encoded)."""
+        codes, cats = pd.factorize(values)
+        return pa.DictionaryArray.from_arrays(codes[g_acc], pa.array(cats, pa.string())).cast(
+            pa.string()
+        )
+
+    text = pa.Table.from_pandas(  # zero-copy for Arrow-backed strings; filter copies once
+        u[[*USAGE_COLS[:9], "unit", "_file"]], preserve_index=False
+    ).filter(pa.array(acc))
+    table = pa.table(
+        {
+            "landing_date": pa.array([d] * len(text), pa.date32()),
+            **{c: text[c] for c in USAGE_COLS[:9]},
+            "usage_start": pa.array(start[acc]).cast(pa.timestamp("us", "UTC")),
+            "usage_end": pa.array(end[acc]).cast(pa.timestamp("us", "UTC")),
+            "quantity": _pd_decimal_array(qm),
+            "unit": text["unit"],
+            "_file": text["_file"],
+            "_row": pa.array(u["_row"].to_numpy()[acc], pa.int64()),
+            "source_month": per_key(k["source_month"]),
+            "bill_month_assigned": per_key(k["bill_month"]),
+            "late": pa.array((k["bill_month"] > k["source_month"]).to_numpy(bool)[g_acc]),
+            "currency": per_key(k["currency"]),
+            "unit_price": _pd_decimal_array(pm),
+            "discount_rate": _pd_decimal_array(rm),
+            "official_amount": _pd_decimal_array(official),
+            "discount_amount": _pd_decimal_array(discount),
+            "amount": _pd_decimal_array(amount),
+        }
+    )
+    del u, text, keys, pid, why  # free the day's text before the write
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out, compression="zstd")
-    secs = time.perf_counter() - t
-    return {"seconds": secs, "rows_read": rows_read, "rows_written": table.num_rows}
+    pq.write_table(quarantine, out.with_name("quarantine.parquet"), compression="zstd")
+
+    # --- estimates as of the day: the usage of every month open on the day (this day's, plus
+    # the earlier accepted usage in ``history``), per partner of the snapshot, in cents
+    months = cal.open_months(d)
+    exact = amount
+    if len(amount) and (amount.dtype == object or int(np.abs(amount).max()) * len(amount) >= 2**63):
+        exact = amount.astype(object)
+    k["amount"] = pd.Series(exact).groupby(g_acc).sum().reindex(k.index, fill_value=0)
+    sums = [k[["partner_id", "bill_month", "amount"]]]
+    for f in history or []:
+        h = pq.read_table(
+            f,
+            columns=["partner_id", "bill_month_assigned", "amount"],
+            filters=[("bill_month_assigned", "in", months)],
+        )
+        sums.append(
+            pd.DataFrame(
+                {
+                    "partner_id": h["partner_id"].to_pandas(),
+                    "bill_month": h["bill_month_assigned"].to_pandas(),
+                    "amount": _pd_decimal_ints(h["amount"]).astype(object),
+                }
+            )
+        )
+    totals = pd.concat(sums).groupby(["partner_id", "bill_month"])["amount"].sum()
+    est = pd.MultiIndex.from_product(
+        [partners.index, months], names=["partner_id", "bill_month"]
+    ).to_frame(index=False)
+    micro = np.array([int(totals.get(key, 0)) for key in est.itertuples(index=False)], object)
+    cents = _pd_decimal_array(_pd_round_div(micro, 10_000), 2)
+    estimates = pa.table(
+        {
+            "partner_id": pa.array(est["partner_id"], pa.string()),
+            "bill_month": pa.array(est["bill_month"], pa.string()),
+            "as_of_date": pa.array([d] * len(est), pa.date32()),
+            "currency": pa.array(partners["currency"].reindex(est["partner_id"]), pa.string()),
+            "consume_amount": cents,
+            "estimate_amount": cents,
+        }
+    )
+    pq.write_table(estimates, out.with_name("estimates.parquet"))
+
+    n_dup = int((status == 1).sum())
+    if rows_read != table.num_rows + len(q_rows) + n_dup:
+        raise RuntimeError("pandas day: rows read != accepted + quarantined + duplicates")
+    return {
+        "seconds": time.perf_counter() - t,
+        "rows_read": rows_read,
+        "rows_written": table.num_rows,
+        "rows_quarantined": len(q_rows),
+        "rows_duplicate": n_dup,
+        "amount_total_micro": _pd_exact_sum(amount),
+    }
 
 
 # --------------------------------------------------------------------------- measurements

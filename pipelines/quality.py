@@ -363,33 +363,41 @@ def _violation(exp: Any, i: int, params: dict) -> tuple[str, list[str]]:
 def _count_violations(
     con, frame_sql: str, params: dict, exps: list, preds: list[str]
 ) -> tuple[int, list[int]]:
-    """The rows checked and, per expectation, the rows breaking it: one scan of the frame for
-    the row-wise rules, one aggregation per uniqueness rule (no window over every row)."""
-    rowwise = {i: p for i, p in enumerate(preds) if not _is_unique(exps[i])}
-    sel = ", ".join(f"count(*) filter (where coalesce({p}, false))" for p in rowwise.values())
-    sql = f"select count(*){', ' + sel if sel else ''} from ({frame_sql}) as frame"
+    """The rows checked and, per expectation, the rows breaking it, in one scan of the frame.
+
+    A uniqueness rule is first counted as distinct keys against non-null keys (an aggregate,
+    no window over every row); only when they differ are the rows in repeated keys counted."""
+    sel, slots = [], {}
+    for i, (e, p) in enumerate(zip(exps, preds, strict=True)):
+        if _is_unique(e):
+            cols = _exp_columns(e)
+            key = _q(cols[0]) if len(cols) == 1 else f"({', '.join(_q(c) for c in cols)})"
+            nonnull = f"count({_q(cols[0])})" if len(cols) == 1 else "count(*)"
+            slots[i] = len(sel)
+            sel += [f"count(distinct {key})", nonnull]
+        else:
+            slots[i] = len(sel)
+            sel.append(f"count(*) filter (where coalesce({p}, false))")
+    sql = f"select count(*){''.join(', ' + x for x in sel)} from ({frame_sql}) as frame"
     row = con.execute(sql, _used(params, sql)).fetchone()
-    counts = dict(zip(rowwise, (int(x) for x in row[1:]), strict=True))
+    vals = [int(x) for x in row[1:]]
+    counts = []
     for i, e in enumerate(exps):
-        if i in counts:
+        if not _is_unique(e):
+            counts.append(vals[slots[i]])
             continue
-        kw = e.configuration.kwargs
-        cols = ", ".join(_q(c) for c in (kw.get("column_list") or [kw["column"]]))
-        where = f"where {_q(kw['column'])} is not null" if "column" in kw else ""
-        # group 64-bit hashes first (a cheap aggregation), then count exactly among the rows
-        # whose hash repeats: usually none
+        distinct, nonnull = vals[slots[i]], vals[slots[i] + 1]
+        if distinct == nonnull:
+            counts.append(0)
+            continue
+        cols = _exp_columns(e)
+        where = f"where {_q(cols[0])} is not null" if len(cols) == 1 else ""
         sql = (
-            f"select count(*) from (select hash({cols}) as _h from ({frame_sql}) as frame {where} "
-            "group by _h having count(*) > 1)"
+            f"select coalesce(sum(n), 0) from (select count(*) as n from ({frame_sql}) "
+            f"as frame {where} group by {', '.join(_q(c) for c in cols)} having count(*) > 1)"
         )
-        counts[i] = 0
-        if con.execute(sql, _used(params, sql)).fetchone()[0]:
-            sql = (
-                f"select coalesce(sum(n), 0) from (select count(*) as n from ({frame_sql}) "
-                f"as frame {where} group by {cols} having count(*) > 1)"
-            )
-            counts[i] = int(con.execute(sql, _used(params, sql)).fetchone()[0])
-    return int(row[0]), [counts[i] for i in range(len(exps))]
+        counts.append(int(con.execute(sql, _used(params, sql)).fetchone()[0]))
+    return int(row[0]), counts
 
 
 def _used(params: dict, sql: str) -> dict:
