@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipelines import calendar as cal
+from pipelines import quality
 from pipelines.config import Paths, resolve_data_dir
 from pipelines.db import connect, parquet, quote_path, sql
 from pipelines.lake import KoobillError, commit_version, data_dir_lock, new_version_dir, partitions
@@ -93,6 +94,7 @@ def _existing(paths: Paths, month: str, con) -> tuple[int, Path | None]:
 
 def _close(root: Path, month: str, force: bool, restate: bool, echo: Echo) -> CloseResult:
     t0 = time.monotonic()
+    quality.prewarm()  # the quality gate's import overlaps the bills' SQL
     paths = Paths(root)
     con = connect(":memory:")
     try:

@@ -97,6 +97,9 @@ def ingest_date(
 
 def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> IngestResult:
     t0 = time.monotonic()
+    from pipelines import quality
+
+    quality.prewarm()  # the quality gate's import overlaps the reading and the checks
     paths = Paths(root)
     day = d.isoformat()
     part = paths.ingest_dir(day)

@@ -23,6 +23,7 @@ import html
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -31,6 +32,36 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.lake import KoobillError
+
+_warm: threading.Thread | None = None
+
+
+def prewarm() -> None:
+    """Start importing Great Expectations (about 3 s of Python) in a background thread, so
+    the import overlaps the SQL work of an ingest or a close instead of following it.
+
+    The validating functions wait for this thread before they import anything themselves,
+    so the two threads never import the same modules at once. Off with
+    ``KOOBILL_GX_PREWARM=0``."""
+    global _warm
+    if _warm is not None or os.environ.get("KOOBILL_GX_PREWARM", "1") == "0":
+        return
+
+    def run() -> None:
+        try:
+            import expectations.bills  # noqa: F401  (imports great_expectations)
+            import expectations.feeds  # noqa: F401
+        except Exception:  # noqa: BLE001  the validating thread imports again and reports
+            pass
+
+    _warm = threading.Thread(target=run, name="koobill-gx-import", daemon=True)
+    _warm.start()
+
+
+def _await_prewarm() -> None:
+    if _warm is not None:
+        _warm.join()
+
 
 SAMPLE_ROWS = 50  # rows per failing expectation handed to GX when the table is large
 MAX_GX_ROWS = 100_000  # tables up to this size are handed to GX whole
@@ -682,6 +713,7 @@ def validate_bills(
     QualityResult on success and raises QualityError naming each failed expectation and its
     offending bills (partner_id, bill_month, version and the values involved) otherwise.
     """
+    _await_prewarm()
     from expectations.bills import bills_suite
 
     frame = _BILLS_FRAME.format(bills=_ident(bills_table), lines=_ident(lines_table))
@@ -715,6 +747,7 @@ def validate_feed(
     ``<report_dir>/feed-<feed>-<landing_date>.html`` and ``.json``; raises QualityError on
     failure.
     """
+    _await_prewarm()
     from expectations.feeds import feed_suite
 
     day = dt.date.fromisoformat(landing_date).isoformat()

@@ -117,6 +117,29 @@ def _column(col) -> tuple[str, str | None]:
     raise ValueError(kind)
 
 
+def _valid(col) -> str:
+    """A cheap condition (over the reason's scope) under which the column's reason is surely
+    NULL. It may be false for a valid value: the full reason is then computed, so it only
+    decides how much work a valid row costs, never the outcome."""
+    c, kind = col.name, col.kind
+    raw, typed = f't."_s_{c}"', f't."{c}"'
+    if kind in ("id", "text"):
+        # a value starting with a printable ASCII character is not blank: no trim needed
+        return f"ascii({raw}) between 33 and 126" if col.required else "true"
+    if kind in ("money", "qty", "rate"):
+        if kind == "rate":
+            return f"({typed} >= 0 and {typed} < 1)"
+        limit = {"money": 10**15, "qty": 10**12}[kind]
+        ok = f"abs({typed}) < {limit}::{MONEY}"
+        return f"({ok} and {typed} >= 0)" if kind == "qty" else f"({ok})"
+    return f"{typed} is not null"
+
+
+def type_guard(feed: str) -> str:
+    """True on a row none of whose typing rules can fail (see ``_valid``)."""
+    return " and ".join(f"coalesce({_valid(c)}, false)" for c in FEEDS[feed])
+
+
 def typed_select(feed: str) -> str:
     """SELECT list over the staging table: the typed columns, and the raw text of each column
     as ``_s_<col>`` for the reasons and the quarantine."""
@@ -145,7 +168,9 @@ def typed_rows(feed: str, source: str) -> str:
     return f"""select _file, _row, {typed}, _type_reason,
       case when _type_reason is not null then coalesce(_raw, {raw_json(feed)}) end as _raw
     from (
-      select t.*, coalesce(t._error, {reasons}) as _type_reason
+      select t.*,
+             coalesce(t._error, case when {type_guard(feed)} then null else {reasons} end)
+               as _type_reason
       from (select {typed_select(feed)} from ({source}) as s) t
     )"""
 
