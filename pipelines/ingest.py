@@ -220,27 +220,11 @@ def _validate(con, feed: str, d: dt.date, earlier) -> None:
 
     For a record feed ``chk_<feed>`` is a view: its failing rows are kept in ``rej_<feed>`` and
     its accepted rows are written straight to the lake, so the day is never stored twice."""
-    extra_cols, extra_reasons = _feed_rules(feed, d)
-    joins = _feed_joins(feed)
-    cols = [c.name for c in FEEDS[feed]]
-    typed = ", ".join(f'"{c}"' for c in cols)
-    extra_names = "".join(", " + e.split(" as ")[-1] for e in extra_cols.split(", ")[1:])
-    feed_reason = (
-        f"nullif(concat_ws('; ', {', '.join(extra_reasons)}), '')" if extra_reasons else "null"
-    )
-    typed_json = "to_json({" + ", ".join(f"'{c}': \"{c}\"" for c in cols) + "})::varchar"
     if feed == "usage":
         _usage_prices(con)
     kind = "view" if feed in RECORD_FEEDS else "table"
     con.execute(
-        f"""create temp {kind} chk_{feed} as
-        select _file, _row, {typed}{extra_names}, _reason,
-               case when _reason is not null then coalesce(_raw, {typed_json}) end as _raw
-        from (
-          select t.*{extra_cols},
-                 nullif(concat_ws('; ', t._type_reason, {feed_reason}), '') as _reason
-          from {staging_source(f"typ_{feed}")} t {joins}
-        )"""
+        f"create temp {kind} chk_{feed} as " + _checked(feed, d, staging_source(f"typ_{feed}"))
     )
     if feed == "partners":
         _dedupe_partners(con)
@@ -252,8 +236,29 @@ def _validate(con, feed: str, d: dt.date, earlier) -> None:
             f"create temp table rej_{feed} as select _file, _row, cast({rid} as varchar) as _rid, "
             f"_reason, _raw from chk_{feed} where _reason is not null"
         )
-        _dedupe_records(con, feed, earlier)
+        _dedupe_records(con, feed, d, earlier)
     _quarantine(con, feed, d.isoformat())
+
+
+def _checked(feed: str, d: dt.date, source: str) -> str:
+    """The SELECT of ``source``'s typed rows (numbered) with every rule applied: the typed
+    columns, the snapshot and price columns, ``_reason`` and, on a failing row, ``_raw``."""
+    extra_cols, extra_reasons = _feed_rules(feed, d)
+    joins = _feed_joins(feed)
+    cols = [c.name for c in FEEDS[feed]]
+    typed = ", ".join(f'"{c}"' for c in cols)
+    extra_names = "".join(", " + e.split(" as ")[-1] for e in extra_cols.split(", ")[1:])
+    feed_reason = (
+        f"nullif(concat_ws('; ', {', '.join(extra_reasons)}), '')" if extra_reasons else "null"
+    )
+    typed_json = "to_json({" + ", ".join(f"'{c}': \"{c}\"" for c in cols) + "})::varchar"
+    return f"""select _file, _row, {typed}{extra_names}, _reason,
+               case when _reason is not null then coalesce(_raw, {typed_json}) end as _raw
+        from (
+          select t.*{extra_cols},
+                 nullif(concat_ws('; ', t._type_reason, {feed_reason}), '') as _reason
+          from {source} t {joins}
+        )"""
 
 
 def _usage_prices(con) -> None:
@@ -450,7 +455,7 @@ def _dedupe_prices(con, day: str) -> None:
     )
 
 
-def _dedupe_records(con, feed: str, earlier) -> None:
+def _dedupe_records(con, feed: str, d: dt.date, earlier) -> None:
     """``dup_<feed>``: the status of every valid row whose record_id repeats within the date
     or was accepted on an earlier date; every other valid row is simply accepted.
 
@@ -482,16 +487,19 @@ def _dedupe_records(con, feed: str, earlier) -> None:
             f"create temp table hist_{feed} (record_id varchar, _hash varchar, landing_date date)"
         )
     con.execute(
+        f"""create temp table rep_{feed} as
+        select record_id from {typ} where _type_reason is null
+        group by record_id having count(*) > 1
+        union
+        select record_id from hist_{feed}"""
+    )
+    # the rules are applied to the few rows of repeated ids only (not the whole day)
+    few = staging_source(typ, f"s.record_id in (select record_id from rep_{feed})")
+    con.execute(
         f"""create temp table dup_{feed} as
-        with rep as (
-          select record_id from {typ} where _type_reason is null
-          group by record_id having count(*) > 1
-          union
-          select record_id from hist_{feed}
-        ),
-        c as (
+        with c as (
           select _file, _row, record_id, {h} as _hash
-          from chk_{feed} semi join rep using (record_id)
+          from ({_checked(feed, d, few)})
           where _reason is null
         ),
         v as (
@@ -534,7 +542,7 @@ def _quarantine(con, feed: str, day: str) -> None:
             union all
             select '{feed}', '{day}'::date, c._file, c._row, cast(c.{rid} as varchar), d._why,
                    to_json({{{struct}}})::varchar
-            from {staging_source(f"typ_{feed}")} c
+            from {staging_source(f"typ_{feed}", f"s.record_id in (select record_id from rep_{feed})")} c
             join (select * from dup_{feed} where _status = 'quarantine') d using (_file, _row)"""
         )
         return
@@ -577,7 +585,7 @@ def _accept(con, feed: str, d: dt.date, vdir: Path) -> None:
 
 def _drop_work(con, feed: str) -> None:
     con.execute(f"drop {'view' if feed in RECORD_FEEDS else 'table'} if exists chk_{feed}")
-    for t in ("res", "dup", "hist", "rej", "typ"):
+    for t in ("res", "dup", "hist", "rej", "rep", "typ"):
         con.execute(f"drop table if exists {t}_{feed}")
     con.execute(f"drop table if exists typ_{feed}_bases")
     con.execute(f"drop table if exists {feed}_prices")

@@ -80,12 +80,14 @@ def create_staging(
     con.execute(f"create or replace temp table {table}_bases (_file varchar, _base bigint)")
 
 
-def staging_source(table: str) -> str:
-    """The staging rows with every record's number: rows read by DuckDB's CSV reader carry a
-    NULL ``_row`` and are numbered by their position from their file's first row."""
+def staging_source(table: str, where: str = "") -> str:
+    """The staging rows (those meeting ``where``, over alias ``s``) with every record's number:
+    rows read by DuckDB's CSV reader carry a NULL ``_row`` and are numbered by their position
+    from their file's first row."""
     return (
         f"(select s.* replace (coalesce(s._row, s.rowid - b._base + 1) as _row) "
-        f"from {table} s left join {table}_bases b on b._file = s._file and s._row is null)"
+        f"from {table} s left join {table}_bases b on b._file = s._file and s._row is null"
+        f"{' where ' + where if where else ''})"
     )
 
 
