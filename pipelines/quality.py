@@ -265,8 +265,12 @@ def _columns(con, table: str) -> dict[str, str]:
 _DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
 
 
-def _feed_frame(con, feed: str, table: str) -> str:
-    """The SQL of a feed's validation frame (expects the parameter ``$landing_date``)."""
+def _feed_frame(con, feed: str, table: str, text: bool = True) -> str:
+    """The SQL of a feed's validation frame (expects the parameter ``$landing_date``).
+
+    ``text``: typed values as text, for the rows handed to Great Expectations (a DECIMAL must
+    never reach pandas as a float). Counting uses the same frame with the values as stored,
+    which is the same nullness and the same flags without formatting every value as text."""
     from expectations.feeds import MAX_RECORD_AGE_DAYS, money_columns
     from pipelines.config import FEEDS
 
@@ -293,10 +297,18 @@ def _feed_frame(con, feed: str, table: str) -> str:
         if c.name not in have:
             sel.append(f"cast(null as varchar) as {_q(c.name)}")
         elif c.kind in ("id", "partner", "currency", "month", "order_type"):
-            sel.append(f"nullif(trim(cast({_q(c.name)} as varchar)), '') as {_q(c.name)}")
-        else:
+            # blank -> NULL, the value itself as stored (the ingest compares ids as they are,
+            # so must uniqueness here); only a value starting with a space is trimmed to test
+            v = f"cast({_q(c.name)} as varchar)"
+            sel.append(
+                f"case when ascii({v}) between 33 and 126 then {v} "
+                f"when trim({v}) = '' then null else {v} end as {_q(c.name)}"
+            )
+        elif text:
             sel.append(f"cast({_q(c.name)} as varchar) as {_q(c.name)}")
-    sel.append("cast(landing_date as varchar) as landing_date")
+        else:
+            sel.append(_q(c.name))
+    sel.append("cast(landing_date as varchar) as landing_date" if text else "landing_date")
 
     day = "cast($landing_date as date)"
     lo = f"{day} - {int(MAX_RECORD_AGE_DAYS)}"
@@ -305,8 +317,13 @@ def _feed_frame(con, feed: str, table: str) -> str:
     def in_window(date_expr: str) -> str:
         return f"coalesce({date_expr} between {lo} and {hi}, true)"
 
-    def bj_date(col: str) -> str:
-        return f"cast(timezone('Asia/Shanghai', cast({_q(col)} as timestamptz)) as date)"
+    def ts_in_window(col: str) -> str:
+        """Whether the Beijing date of ``col`` is in the window: the instant is compared with
+        the window's bounds in Beijing time (computed once), not converted row by row."""
+        start = f"timezone('Asia/Shanghai', cast({lo} as timestamp))"
+        end = f"timezone('Asia/Shanghai', cast({hi} + 1 as timestamp))"
+        v = f"cast({_q(col)} as timestamptz)"
+        return f"coalesce({v} >= {start} and {v} < {end}, true)"
 
     def num(col: str) -> str:
         return f"cast({_q(col)} as decimal(38, 12))" if not _is_money(have[col]) else _q(col)
@@ -334,11 +351,11 @@ def _feed_frame(con, feed: str, table: str) -> str:
             "(order_type in ('NEW', 'RENEW', 'AUTO_RENEW') and amount < 0)"
             " or (order_type = 'UNSUBSCRIBE' and amount > 0), false)"
         )
-        flags["event_time_in_window"] = in_window(bj_date("event_time"))
+        flags["event_time_in_window"] = ts_in_window("event_time")
     elif feed == "usage":
         flags["quantity_not_negative"] = "coalesce(quantity >= 0, true)"
         flags["usage_end_not_before_start"] = "coalesce(usage_end >= usage_start, true)"
-        flags["usage_start_in_window"] = in_window(bj_date("usage_start"))
+        flags["usage_start_in_window"] = ts_in_window("usage_start")
     elif feed in ("adjustments", "coupons"):
         month_start = "try_strptime(trim(cast(bill_month as varchar)) || '-01', '%Y-%m-%d')"
         flags["bill_month_in_window"] = in_window(f"cast({month_start} as date)")
@@ -346,7 +363,7 @@ def _feed_frame(con, feed: str, table: str) -> str:
             flags["amount_positive"] = "coalesce(amount > 0, true)"
     elif feed == "payments":
         flags["amount_positive"] = "coalesce(amount > 0, true)"
-        flags["paid_at_in_window"] = in_window(bj_date("paid_at"))
+        flags["paid_at_in_window"] = ts_in_window("paid_at")
     sel.extend(f"{expr} as {_q(name)}" for name, expr in flags.items())
     return "select\n    " + ",\n    ".join(sel) + f"\nfrom {table}"
 
@@ -481,6 +498,7 @@ def _run(
     report_dir: Path,
     name: str,
     max_gx_rows: int,
+    count_sql: str | None = None,
 ) -> QualityResult:
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
@@ -506,7 +524,7 @@ def _run(
         f"select *, {', '.join(f'coalesce({p}, false) as _v{i}' for i, p in enumerate(preds))}\n"
         f"from (select *{win} from ({frame_sql}) as frame) as w"
     )
-    n_rows, counts = _count_violations(con, frame_sql, params, exps, preds)
+    n_rows, counts = _count_violations(con, count_sql or frame_sql, params, exps, preds)
 
     if n_rows <= max_gx_rows:
         df = con.execute(f"select * from ({flagged}) as f", params).df()
@@ -756,6 +774,7 @@ def validate_feed(
     title = f"{feed} on {day}"
     try:
         frame = _feed_frame(con, feed, _ident(table))
+        native = _feed_frame(con, feed, _ident(table), text=False)
     except QualityError as exc:
         exc.report_path = _write_schema_report(Path(report_dir), name, title, exc)
         raise
@@ -769,6 +788,7 @@ def validate_feed(
         report_dir=Path(report_dir),
         name=name,
         max_gx_rows=max_gx_rows,
+        count_sql=native,
     )
 
 

@@ -385,6 +385,35 @@ def test_usage_feed_counts_every_row_but_hands_gx_only_offenders(tmp_path):
     assert doc["meta"]["koobill"]["rows_handed_to_gx"] == 20
 
 
+@pytest.mark.parametrize(
+    ("event_time", "ok"),
+    [
+        ("2025-03-11 23:59:59.999999+08", True),  # Beijing date = landing date + 1
+        ("2025-03-11 16:00:00+00", False),  # 2025-03-12 00:00 in Beijing
+        ("2024-02-04 00:00:00+08", True),  # landing date - 400 days (2024 is a leap year)
+        ("2024-02-03 15:59:59+00", False),  # 23:59:59 the day before, in Beijing
+    ],
+)
+def test_record_date_window_edges_in_beijing_time(orders, tmp_path, event_time, ok):
+    orders.execute("update stg_orders set event_time = ? where record_id = 'R1'", [event_time])
+    if ok:
+        assert validate_feed(orders, "orders", "stg_orders", "2025-03-10", tmp_path).success
+        return
+    with pytest.raises(QualityError, match="event_time_in_window") as err:
+        validate_feed(orders, "orders", "stg_orders", "2025-03-10", tmp_path)
+    assert [f["count"] for f in err.value.failures] == [1]
+
+
+def test_ids_are_unique_as_stored_not_trimmed(orders, tmp_path):
+    """The ingest keeps ids as they are ('R1' and 'R1 ' are two records); the gate agrees,
+    and still counts an all-space id as missing."""
+    orders.execute("update stg_orders set record_id = 'R1 ' where record_id = 'R2'")
+    assert validate_feed(orders, "orders", "stg_orders", "2025-03-10", tmp_path).success
+    orders.execute("update stg_orders set customer_id = '   ' where record_id = 'R3'")
+    with pytest.raises(QualityError, match="customer_id_not_null"):
+        validate_feed(orders, "orders", "stg_orders", "2025-03-10", tmp_path)
+
+
 def test_feed_table_missing_a_required_column(tmp_path):
     c = db.connect()
     c.execute(
