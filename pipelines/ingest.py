@@ -273,7 +273,8 @@ def _usage_prices(con) -> None:
         f"""create temp table usage_prices as
         with k as (select distinct {keys} from typ_usage)
         select k.partner_id as k_partner_id, k.sku_code as k_sku_code, k.unit as k_unit,
-               k.usage_start as k_usage_start, p.unit_price, p.effective_from as price_from
+               k.usage_start as k_usage_start, p.unit_price, p.effective_from as price_from,
+               strftime({_beijing_date("k.usage_start")}, '%Y-%m') as source_month
         from k join snapshot s on s.partner_id = k.partner_id
         asof left join price_timeline p
           on p.sku_code = k.sku_code and p.unit = k.unit and p.currency = s.currency
@@ -334,7 +335,8 @@ def _feed_rules(feed: str, d: dt.date) -> tuple[str, list[str]]:
     if feed == "usage":
         cols = (
             ", s.currency as currency, s.discount_rate as discount_rate, "
-            "p.unit_price as unit_price, p.price_from as price_from"
+            "p.unit_price as unit_price, p.price_from as price_from, "
+            "p.source_month as _source_month"
         )
         no_price = (
             "case when t.sku_code is not null and t.unit is not null and t.usage_start is not null "
@@ -608,6 +610,8 @@ def _output_select(feed: str, landed_month: str) -> str:
     if feed in ("partners", "prices"):
         return base
     src_month = f"strftime({_record_date(feed)}, '%Y-%m')"
+    if feed == "usage":  # computed once per distinct usage_start with the price (every
+        src_month = "_source_month"  # accepted usage row has one)
     bill = f"greatest({src_month}, '{landed_month}')"
     month_cols = (
         f", {src_month} as source_month, {bill} as bill_month_assigned, "
