@@ -497,15 +497,16 @@ def _dedupe_records(con, feed: str, d: dt.date, earlier) -> None:
     )
     # the rules are applied to the few rows of repeated ids only (not the whole day)
     few = staging_source(typ, f"s.record_id in (select record_id from rep_{feed})")
+    struct = ", ".join(f"'{c.name}': \"{c.name}\"" for c in FEEDS[feed])
     con.execute(
         f"""create temp table dup_{feed} as
         with c as (
-          select _file, _row, record_id, {h} as _hash
+          select _file, _row, record_id, {h} as _hash, to_json({{{struct}}})::varchar as _json
           from ({_checked(feed, d, few)})
           where _reason is null
         ),
         v as (
-          select c._file, c._row, c.record_id, c._hash,
+          select c._file, c._row, c.record_id, c._hash, c._json,
             row_number() over w as _k,
             first_value(c._hash) over w as _first,
             first_value(c._file) over w as _ffile,
@@ -513,7 +514,7 @@ def _dedupe_records(con, feed: str, d: dt.date, earlier) -> None:
           from c
           window w as (partition by c.record_id order by c._file, c._row)
         )
-        select v._file, v._row,
+        select v._file, v._row, v.record_id, v._json,
           case when h.record_id is not null and h._hash = v._hash then 'duplicate'
                when h.record_id is not null then 'quarantine'
                when v._k = 1 then 'accept'
@@ -537,15 +538,12 @@ def _quarantine(con, feed: str, day: str) -> None:
         "record_id" if "record_id" in cols else ("partner_id" if feed == "partners" else "sku_code")
     )
     if feed in RECORD_FEEDS:
-        struct = ", ".join(f"'{c}': c.\"{c}\"" for c in cols)
         con.execute(
             f"""insert into quarantine_rows
             select '{feed}', '{day}'::date, _file, _row, _rid, _reason, _raw from rej_{feed}
             union all
-            select '{feed}', '{day}'::date, c._file, c._row, cast(c.{rid} as varchar), d._why,
-                   to_json({{{struct}}})::varchar
-            from {staging_source(f"typ_{feed}", f"s.record_id in (select record_id from rep_{feed})")} c
-            join (select * from dup_{feed} where _status = 'quarantine') d using (_file, _row)"""
+            select '{feed}', '{day}'::date, _file, _row, cast(record_id as varchar), _why, _json
+            from dup_{feed} where _status = 'quarantine'"""
         )
         return
     struct = ", ".join(f"'{c}': \"{c}\"" for c in cols)
