@@ -48,10 +48,6 @@ def prewarm() -> None:
         return
 
     def run() -> None:
-        try:  # the lowest CPU priority for this thread alone (Linux): it uses idle cores
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except (AttributeError, OSError):
-            pass
         try:
             import expectations.bills  # noqa: F401  (imports great_expectations)
             import expectations.feeds  # noqa: F401

@@ -8,6 +8,7 @@ Import them as ``from helpers import ...`` (tests/ is on sys.path through confte
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -275,3 +276,17 @@ def warehouse(data_dir: Path, query: str, params: list | None = None) -> list[tu
         return con.execute(query, params or []).fetchall()
     finally:
         con.close()
+
+
+def file_digest(p: Path) -> str:
+    """sha256 of a file's bytes; for the lake's usage record files (written in the order the
+    parallel engine yields rows: the same rows on every run, not the same order), sha256 of
+    their rows sorted by file and row."""
+    if p.name == "usage.parquet" and "landing_date=" in p.as_posix():
+        t = pq.read_table(p)
+        t = t.sort_by([("_file", "ascending"), ("_row", "ascending")])
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, t.schema) as w:
+            w.write_table(t)
+        return "rows:" + hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    return hashlib.sha256(p.read_bytes()).hexdigest()

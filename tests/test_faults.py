@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import land, order, partner, payment, price, usage, warehouse
+from helpers import file_digest, land, order, partner, payment, price, usage, warehouse
 
 REPO = Path(__file__).resolve().parent.parent
 MONTH = "2026-11"
@@ -133,7 +133,7 @@ def lake_digest(data_dir: Path, *, skip: tuple[str, ...] = ("export_history",)) 
             p = Path(dirpath) / f
             rel = p.relative_to(lake).as_posix()
             if not any(s in rel for s in skip):
-                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+                out[rel] = file_digest(p)
     return out
 
 

@@ -494,3 +494,25 @@ def test_quarantine_threshold_from_env(monkeypatch):
 def test_importing_quality_does_not_import_great_expectations():
     code = "import sys, pipelines.quality; assert 'great_expectations' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_prewarm_imports_great_expectations_in_the_background():
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pipelines import quality; quality.prewarm(); "
+        "t = quality._warm; quality._await_prewarm(); "
+        "print(t is not None and t.name, 'great_expectations' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["koobill-gx-import", "True"]
+    off = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "KOOBILL_GX_PREWARM": "0"},
+    )
+    assert off.stdout.split() == ["False", "False"]

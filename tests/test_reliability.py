@@ -13,7 +13,6 @@ ends in one of two ways, never a traceback and never a lost row:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ from helpers import (
     adjustment,
     coupon,
     file_counts,
+    file_digest,
     ingest,
     lake_rows,
     land,
@@ -68,7 +68,7 @@ def tree_digest(root: Path, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
             rel = p.relative_to(root).as_posix()
             if any(s in rel for s in skip):
                 continue
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+            out[rel] = file_digest(p)
     return out
 
 
