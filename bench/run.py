@@ -278,20 +278,30 @@ def run_child(cfg: dict, kind: str, args: dict, label: str) -> dict:
     return json.loads(lines[-1][len(RESULT_TAG) :])
 
 
-def repeat(cfg: dict, label: str, once) -> dict:
-    """Run ``once()`` up to ``repeats`` times within the time budget; medians of the runs."""
-    runs: list[dict] = []
+def interleaved(cfg: dict, jobs: list[tuple[str, object]]) -> dict[str, dict]:
+    """Run the jobs in turn (A, B, A, B, ...), up to ``repeats`` rounds within the time
+    budget; medians per job. Compared measurements alternate, so a machine that slows down
+    or speeds up during the bench (a shared host, thermal limits) weighs on both sides alike
+    instead of on whichever ran last."""
+    runs: dict[str, list[dict]] = {label: [] for label, _ in jobs}
     spent = 0.0
-    while len(runs) < cfg["repeats"]:
-        r = once(len(runs))
-        runs.append(r)
-        spent += r["seconds"]
-        log(
-            f"  {label} run {len(runs)}: {r['seconds']:.2f} s (process CPU {r['cpu_s']:.1f} s), "
-            f"peak RSS {r['peak_rss_mb']:.0f} MB, load {os.getloadavg()[0]:.1f}"
-        )
-        if spent + r["seconds"] > cfg["budget_s"]:
+    for i in range(cfg["repeats"]):
+        took = 0.0
+        for label, once in jobs:
+            r = once(i)
+            runs[label].append(r)
+            took += r["seconds"]
+            log(
+                f"  {label} run {i + 1}: {r['seconds']:.2f} s (process CPU {r['cpu_s']:.1f} s), "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB, load {os.getloadavg()[0]:.1f}"
+            )
+        spent += took
+        if spent + took > cfg["budget_s"]:
             break
+    return {label: _medians(rs) for label, rs in runs.items()}
+
+
+def _medians(runs: list[dict]) -> dict:
     out = {
         "runs": len(runs),
         "all_seconds": [round(r["seconds"], 3) for r in runs],
@@ -1223,16 +1233,20 @@ def measure_big(cfg: dict, res: dict, save) -> None:
             "pandas",
         )
 
-    log(f"lower bound of the {cfg['big_rows']:,}-row day (one DuckDB statement)")
-    res["ingest_lower_bound"] = repeat(cfg, "lower bound", lower)
-    save()
-    log(f"koobill ingest of the {cfg['big_rows']:,}-row day")
-    res["ingest_big"] = repeat(cfg, "koobill ingest", koobill)
-    save()
+    log(
+        f"the {cfg['big_rows']:,}-row day: lower bound (one DuckDB statement), koobill"
+        + ("" if "pandas" in cfg["skip"] else ", pandas")
+        + ", in turn"
+    )
+    jobs = [("lower bound", lower), ("koobill ingest", koobill)]
     if "pandas" not in cfg["skip"]:
-        log(f"pandas implementation of the {cfg['big_rows']:,}-row day")
-        res["pandas_big"] = repeat(cfg, "pandas", pandas)
-        save()
+        jobs.append(("pandas", pandas))
+    got = interleaved(cfg, jobs)
+    res["ingest_lower_bound"] = got["lower bound"]
+    res["ingest_big"] = got["koobill ingest"]
+    if "pandas" in got:
+        res["pandas_big"] = got["pandas"]
+    save()
     shutil.rmtree(runs / "lower", ignore_errors=True)
     shutil.rmtree(runs / "pandas", ignore_errors=True)
 
@@ -1313,9 +1327,8 @@ def measure_month(cfg: dict, res: dict, save) -> None:
         f"day 1 vs day {len(days)}: ingest {target} with no history, then with "
         f"{len(days) - 1} ingested days"
     )
-    res["ingest_day1"] = repeat(cfg, "day 1", day1)
-    save()
-    res["ingest_dayN"] = repeat(cfg, f"day {len(days)}", day30)
+    got = interleaved(cfg, [("day 1", day1), (f"day {len(days)}", day30)])
+    res["ingest_day1"], res["ingest_dayN"] = got["day 1"], got[f"day {len(days)}"]
     save()
 
     if "close" in cfg["skip"]:
@@ -1338,9 +1351,8 @@ def measure_month(cfg: dict, res: dict, save) -> None:
         )
 
     log(f"close of {month} ({cfg['days']} days x {cfg['day_rows']:,} usage rows)")
-    res["close_lower_bound"] = repeat(cfg, "close lower bound", lower_close)
-    save()
-    res["close"] = repeat(cfg, "koobill close", close)
+    got = interleaved(cfg, [("close lower bound", lower_close), ("koobill close", close)])
+    res["close_lower_bound"], res["close"] = got["close lower bound"], got["koobill close"]
     save()
     shutil.rmtree(runs / "lower_close", ignore_errors=True)
 
