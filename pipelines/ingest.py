@@ -231,10 +231,10 @@ def _validate(con, feed: str, d: dt.date, earlier) -> None:
     elif feed == "prices":
         _dedupe_prices(con, d.isoformat())
     else:
-        rid = "record_id"
         con.execute(
-            f"create temp table rej_{feed} as select _file, _row, cast({rid} as varchar) as _rid, "
-            f"_reason, _raw from chk_{feed} where _reason is not null"
+            f"create temp table rej_{feed} as select _file, _row, "
+            f"cast(record_id as varchar) as _rid, _reason, _raw from chk_{feed} "
+            "where _reason is not null"
         )
         _dedupe_records(con, feed, d, earlier)
     _quarantine(con, feed, d.isoformat())

@@ -1,9 +1,11 @@
-"""Read landing files (CSV, JSONL, Parquet) into one all-text staging table per feed.
+"""Read landing files (CSV, JSONL, Parquet) into one table per feed.
 
-Every record read becomes one staging row: ``_file``, ``_row`` (1-based record number in the
-file, header excluded), ``_error`` (a parse-level problem: the row is quarantined with it) and
-``_raw`` (the record's text where the parse failed), plus the feed's columns as VARCHAR.
-Typing and the row rules happen afterwards, in SQL, on this table.
+Every record read becomes one staging-shaped row: ``_file``, ``_row`` (1-based record number in
+the file, header excluded), ``_error`` (a parse-level problem: the row is quarantined with it)
+and ``_raw`` (the record's text where the parse failed), plus the feed's columns as VARCHAR.
+Stored as they are, or passed through a ``wrap`` SELECT first: the ingest types the records and
+applies the typing rules as they are read (``rules.typed_rows``), so a day is held once, typed.
+Rows read by DuckDB's CSV reader are numbered by position (``staging_source``).
 
 CSV goes through DuckDB's parallel reader. Only a file the fast reader rejects rows of (ragged
 rows, bad quoting, invalid UTF-8) is re-read by Python's csv module, so that every record keeps
@@ -67,16 +69,10 @@ def create_staging(
     """The table the records of ``feed`` are read into: the staging columns as they are, or,
     with ``wrap``, whatever ``wrap`` makes of them (the ingest types them as they are read,
     so a big file is never held as text)."""
-    if wrap is None:
-        cols = ", ".join(
-            ['"_file" VARCHAR', '"_row" BIGINT', '"_error" VARCHAR', '"_raw" VARCHAR']
-            + [f'"{c.name}" VARCHAR' for c in FEEDS[feed]]
-        )
-        con.execute(f"create or replace temp table {table} ({cols})")
-    else:
-        con.execute(
-            f"create or replace temp table {table} as {wrap(_empty_source(feed))} with no data"
-        )
+    src = _empty_source(feed)
+    con.execute(
+        f"create or replace temp table {table} as {wrap(src) if wrap else src} with no data"
+    )
     con.execute(f"create or replace temp table {table}_bases (_file varchar, _base bigint)")
 
 
