@@ -563,8 +563,13 @@ def _pd_show(s, what: str):
     return texts
 
 
+# empty or white space only: the Unicode space separators plus tab and line breaks (as koobill's
+# rules.BLANK_RE)
+PD_BLANK_RE = "[\t\n\x0b\f\r\x85 \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
+
+
 def _pd_blank(s):
-    return (s.isna() | s.str.fullmatch(" *")).to_numpy(bool)
+    return (s.isna() | s.str.fullmatch(PD_BLANK_RE)).to_numpy(bool)
 
 
 def _pd_required(df, col: str, why: _Reasons):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.lake import KoobillError
+from pipelines.rules import blank_sql
 
 _warm: threading.Thread | None = None
 
@@ -297,13 +298,10 @@ def _feed_frame(con, feed: str, table: str, text: bool = True) -> str:
         if c.name not in have:
             sel.append(f"cast(null as varchar) as {_q(c.name)}")
         elif c.kind in ("id", "partner", "currency", "month", "order_type"):
-            # blank -> NULL, the value itself as stored (the ingest compares ids as they are,
-            # so must uniqueness here); only a value starting with a space is trimmed to test
+            # blank -> NULL (as the ingest's rules.blank_sql), the value itself as stored (the
+            # ingest compares ids as they are, so must uniqueness here)
             v = f"cast({_q(c.name)} as varchar)"
-            sel.append(
-                f"case when ascii({v}) between 33 and 126 then {v} "
-                f"when trim({v}) = '' then null else {v} end as {_q(c.name)}"
-            )
+            sel.append(f"case when {blank_sql(v)} then null else {v} end as {_q(c.name)}")
         elif text:
             sel.append(f"cast({_q(c.name)} as varchar) as {_q(c.name)}")
         else:

@@ -17,14 +17,29 @@ TS_RE = (
 TS_NAIVE_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?"
 MONTH_RE = r"[0-9]{4}-(0[1-9]|1[0-2])"
 PARTNER_RE = r"[A-Za-z0-9_-]{1,64}"
+# A blank value: empty, or white space only. Every Unicode space separator (what DuckDB's trim
+# removes) plus tab, line breaks (LF, VT, FF, CR, NEL, U+2028/2029): an id of a lone tab is as
+# missing as an id of spaces.
+BLANK_RE = (
+    r"[\t\n\x{0b}\f\r\x{85} \x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}"
+    r"\x{205f}\x{3000}]*"
+)
 
 
 def _lit(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def _blank(raw: str) -> str:
-    return f"nullif(trim({raw}), '') is null"
+def blank_sql(raw: str) -> str:
+    """True when ``raw`` is NULL or only white space (``BLANK_RE``); a value starting with a
+    printable ASCII character is decided without the regex."""
+    return (
+        f"(case when {raw} is null then true when ascii({raw}) between 33 and 126 then false "
+        f"else regexp_full_match({raw}, {_lit(BLANK_RE)}) end)"
+    )
+
+
+_blank = blank_sql
 
 
 def _show(raw: str) -> str:

@@ -110,6 +110,8 @@ CASES = [
     ("orders", "slash_partner", dict(partner_id="P1/x"), "partner_id is not a valid partner id"),
     ("orders", "long_partner", dict(partner_id="P" * 65), "partner_id is not a valid partner id"),
     ("orders", "missing_customer", dict(customer_id=""), "customer_id is missing"),
+    ("orders", "tab_customer", dict(customer_id="\t"), "customer_id is missing"),
+    ("orders", "nbsp_region", dict(region="\u00a0 "), "region is missing"),
     # timestamps
     ("orders", "no_offset", dict(event_time="2026-11-09T10:00:00"), "event_time has no UTC offset"),
     ("orders", "date_only", dict(event_time="2026-11-09"), "event_time has no UTC offset"),
@@ -227,6 +229,8 @@ PARTNER_CASES = [
 JSONL_CASES = [
     ("nul_partner", dict(partner_id="P1\x00"), "partner_id is not a valid partner id"),
     ("nul_dotdot", dict(partner_id="..\x00/P1"), "partner_id is not a valid partner id"),
+    ("json_blank_ws_id", dict(customer_id=" \r\n\u3000"), "customer_id is missing"),
+    ("json_id_with_inner_tab_ok", dict(customer_id="C\t1"), None),
     ("json_nan", dict(official_amount=float("nan")), "official_amount is not a plain decimal"),
     ("json_inf", dict(amount=float("inf")), "amount is not a plain decimal"),
     ("json_exponent", dict(official_amount=1e20), "official_amount is not a plain decimal"),
