@@ -39,9 +39,6 @@ def blank_sql(raw: str) -> str:
     )
 
 
-_blank = blank_sql
-
-
 def _show(raw: str) -> str:
     """The offending value, shortened, for a reason text."""
     return f"left({raw}, 40)"
@@ -65,7 +62,7 @@ def _column(col) -> tuple[str, str | None]:
     t = f"trim({raw_name})"
     rt = f"trim({raw})"
     missing = f"'{c} is missing'" if col.required else "null"
-    blank = f"when {_blank(raw)} then {missing}"
+    blank = f"when {blank_sql(raw)} then {missing}"
     show = _show(raw)
     if kind in ("id", "text"):
         value = raw_name if col.required else f"nullif({raw_name}, '')"
@@ -102,7 +99,7 @@ def _column(col) -> tuple[str, str | None]:
             f" when {_frac_digits(rt)} > 6 then '{c} has more than 6 decimal places (' || {show} || ')'"
             f" else '{c} is out of range (' || {show} || ')' end){extra} end"
         )
-        return f"case when not {_blank(raw_name)} then {value} end", reason
+        return f"case when not {blank_sql(raw_name)} then {value} end", reason
     if kind == "ts":
         value = (
             f"case when regexp_full_match({t}, {_lit(TS_RE)}) then try_cast({t} as TIMESTAMPTZ) end"
