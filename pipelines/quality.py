@@ -714,7 +714,7 @@ def _write_report(report_dir: Path, name: str, res: Any, meta: dict) -> tuple[Pa
             f"<pre>{html.escape(json.dumps(doc, indent=2, default=str))}</pre></body></html>"
         )
     _atomic_write(html_path, page)
-    reports.write_index(reports.quality_root(report_dir), _atomic_write)
+    reports.write_index(reports.quality_root(report_dir), _atomic_write, html_path, meta["success"])
     return html_path, json_path
 
 
@@ -804,6 +804,7 @@ def _write_schema_report(report_dir: Path, name: str, title: str, exc: QualityEr
         f"</head><body><h2>{html.escape(title)}: FAILED</h2><p>{html.escape(str(exc))}</p>"
         "</body></html>",
     )
+    reports.write_index(reports.quality_root(report_dir), _atomic_write, path, False)
     return path
 
 

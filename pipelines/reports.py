@@ -86,14 +86,28 @@ def make_offline(page: str, report_dir: Path) -> str:
     return page[: m.start()] + head + page[m.start() :] if m else head + page
 
 
-def write_index(root: Path, atomic_write) -> Path:
-    """``quality/index.html``: every report of the data dir, newest group first."""
+def write_index(root: Path, atomic_write, report: Path | None = None, success=None) -> Path:
+    """``quality/index.html``: every report of the data dir with its result, newest group
+    first. The results are kept in ``quality/index.json`` (``report`` and ``success`` record
+    the report just written)."""
+    import json
+
     root = Path(root)
-    groups: dict[str, list[Path]] = {}
+    results_path = root / "index.json"
+    try:
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        results = {}
+    if report is not None:
+        results[Path(report).relative_to(root).as_posix()] = bool(success)
+    groups: dict[str, list[str]] = {}
     for p in sorted(root.rglob("*.html")):
-        if p.name == "index.html" and p.parent == root or p.name.startswith("."):
+        if (p.name == "index.html" and p.parent == root) or p.name.startswith("."):
             continue
-        groups.setdefault(p.parent.relative_to(root).as_posix(), []).append(p)
+        rel = p.relative_to(root).as_posix()
+        groups.setdefault(p.parent.relative_to(root).as_posix(), []).append(rel)
+    results = {k: v for k, v in results.items() if (root / k).is_file()}
+    atomic_write(results_path, json.dumps(results, indent=1, sort_keys=True))
     e = html.escape
     out = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -102,14 +116,19 @@ def write_index(root: Path, atomic_write) -> Path:
         "<h2>koobill quality reports</h2>",
         "<p>Great Expectations validation reports of this data dir: the bills of each closed "
         "month (one per version) and the feeds of each landing date. Each opens offline.</p>",
+        "<table class='table table-sm'><tr><th>report</th><th>result</th></tr>",
     ]
     for group in sorted(groups, reverse=True):
-        out.append(f"<h4>{e(group)}</h4><ul>")
-        for p in groups[group]:
-            href = p.relative_to(root).as_posix()
-            out.append(f"<li><a href='{e(href)}'>{e(p.stem)}</a></li>")
-        out.append("</ul>")
-    out.append("</div></body></html>")
+        out.append(f"<tr><th colspan='2'>{e(group)}</th></tr>")
+        for rel in groups[group]:
+            ok = results.get(rel)
+            status = {
+                True: "<span class='text-success'>passed</span>",
+                False: "<span class='text-danger'><b>FAILED</b></span>",
+            }.get(ok, "unknown")
+            name = e(Path(rel).stem)
+            out.append(f"<tr><td><a href='{e(rel)}'>{name}</a></td><td>{status}</td></tr>")
+    out.append("</table></div></body></html>")
     path = root / "index.html"
     atomic_write(path, "\n".join(out))
     return path

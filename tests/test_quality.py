@@ -543,5 +543,6 @@ def test_reports_open_offline(con, tmp_path):
     assert index == quality / "index.html"
     listing = index.read_text(encoding="utf-8")
     assert "bills/2025-03/2025-03-v1.html" in listing
+    assert "passed" in listing and "FAILED" not in listing
     for href in re.findall(r"href='([^']+)'", listing):
         assert (quality / href).is_file(), href
