@@ -22,6 +22,9 @@ from pipelines.db import connect, parquet, quote_path, sql
 from pipelines.lake import KoobillError, commit_version, data_dir_lock, new_version_dir, partitions
 
 Echo = Callable[[str], None]
+# optional partner columns carried from the snapshot at the cutoff onto the bill (the invoice's
+# recipient block)
+RECIPIENT_COLUMNS = ("legal_name", "address", "tax_id", "billing_email")
 COMPONENTS = (
     "consume_amount",
     "refunds",
@@ -223,11 +226,17 @@ def _stage_inputs(con, paths: Paths, month: str) -> None:
     ]
     if snaps:
         latest = snaps[-1][0]
+        src = parquet([f for _v, f in snaps], union_by_name=True)
+        # the recipient columns are optional: snapshots landed before they existed lack them
+        have = {r[0] for r in con.execute(f"describe select * from {src}").fetchall()}
+        recipient = ", ".join(
+            c if c in have else f"null::varchar as {c}" for c in RECIPIENT_COLUMNS
+        )
         con.execute(
             f"""create temp table bill_partners as
             with allp as (
-              select landing_date, partner_id, partner_name, currency, tax_rate
-              from {parquet([f for _v, f in snaps])}
+              select landing_date, partner_id, partner_name, currency, tax_rate, {recipient}
+              from {src}
             ),
             latest as (
               select * exclude (rn) from (
@@ -245,14 +254,17 @@ def _stage_inputs(con, paths: Paths, month: str) -> None:
               union
               select partner_id from coupons_m where bill_month_assigned = $month
             )
-            select l.partner_id, l.partner_name, l.currency, l.tax_rate
+            select l.partner_id, l.partner_name, l.currency, l.tax_rate,
+                   {", ".join(f"l.{c}" for c in RECIPIENT_COLUMNS)}
             from latest l join wanted w using (partner_id) order by l.partner_id""",
             {"month": month},
         )
     else:
         con.execute(
             "create temp table bill_partners (partner_id varchar, partner_name varchar, "
-            "currency varchar, tax_rate decimal(38,6))"
+            "currency varchar, tax_rate decimal(38,6), "
+            + ", ".join(f"{c} varchar" for c in RECIPIENT_COLUMNS)
+            + ")"
         )
 
 

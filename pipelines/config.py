@@ -46,7 +46,7 @@ def _cols(spec: str) -> tuple[Column, ...]:
 FEEDS: dict[str, tuple[Column, ...]] = {
     "partners": _cols(
         "partner_id*:partner, partner_name*:text, currency*:currency, tax_rate*:rate,"
-        " discount_rate*:rate"
+        " discount_rate*:rate, legal_name:text, address:text, tax_id:text, billing_email:text"
     ),
     "prices": _cols(
         "sku_code*:id, unit*:id, unit_price*:money, currency*:currency, effective_from*:ts,"

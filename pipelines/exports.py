@@ -22,13 +22,12 @@ importing this module is cheap.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from typing import Any
 from pipelines import schema
 from pipelines.config import Paths, check_partner_id, resolve_data_dir
 from pipelines.lake import KoobillError
+from pipelines.settings import load_settings
 
 FORMATS = ("pdf", "xlsx", "csv", "parquet")
 KIND = {"pdf": "summary", "xlsx": "details", "csv": "details", "parquet": "details"}
@@ -46,7 +46,6 @@ FONT_BOLD = ASSETS / "NotoSansCJKsc-Bold-subset.ttf"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 CENT = Decimal("0.01")
 ZERO = Decimal("0")
-MONEY_FORMAT = "#,##0.00"
 
 # The details columns (bill_lines), in file order; their Arrow types follow schema.BILL_LINES.
 DETAIL_COLUMNS = schema.BILL_LINES.column_names
@@ -170,19 +169,23 @@ def _safe_target(root: Path, partner_id: str, month: str, name: str) -> Path:
     return target
 
 
-def _display_width(text: str) -> int:
-    return sum(2 if ord(ch) > 0x2E7F else 1 for ch in text)
-
-
 # ---------------------------------------------------------------------------------------------
 # reading the bill
 
 
 @dataclass
 class Bill:
+    """One bill version as its documents show it: the bills row, its lines, the rows of the
+    analysts' views (``expenditure_by_product``, ``expenditure_by_customer``) for it, the
+    Amount Due pane as of the invoice date and the invoice settings."""
+
     header: dict[str, Any]
     lines: list[dict[str, Any]]
     estimates: list[tuple[date, Decimal]]
+    products: list[dict[str, Any]] = field(default_factory=list)
+    customers: list[dict[str, Any]] = field(default_factory=list)
+    account: Any = None  # pipelines.amount_due.AmountDue as of invoice_date (current versions)
+    settings: Any = None  # pipelines.settings.Settings
 
     @property
     def partner_id(self) -> str:
@@ -200,93 +203,59 @@ class Bill:
     def currency(self) -> str:
         return self.header.get("currency") or ""
 
-    def by_product(self) -> list[dict[str, Any]]:
-        """Consumption per product and region, then the "Others" area (refunds, adjustments)."""
-        groups: dict[tuple[str, str, str], Decimal] = {}
-        refunds = ZERO
-        adjustments = ZERO
-        for ln in self.lines:
-            comp = ln["component"]
-            if comp == "consume":
-                key = (ln["product_id"] or "", ln["product_name"] or "", ln["region"] or "")
-                groups[key] = groups.get(key, ZERO) + ln["amount"]
-            elif comp == "refund":
-                refunds -= ln["amount"]
-            elif comp == "adjustment":
-                adjustments += ln["amount"]
-        rows = [
-            {
-                "product_id": k[0],
-                "product_name": k[1],
-                "region": k[2],
-                "consume_amount": round2(v),
-                "refunds": ZERO,
-                "adjustments": ZERO,
-            }
-            for k, v in groups.items()
-        ]
-        rows.sort(key=lambda r: (-r["consume_amount"], r["product_id"], r["region"]))
-        rows.append(
-            {
-                "product_id": "OTHERS",
-                "product_name": "Refunds",
-                "region": "",
-                "consume_amount": ZERO,
-                "refunds": round2(refunds),
-                "adjustments": ZERO,
-            }
-        )
-        rows.append(
-            {
-                "product_id": "OTHERS",
-                "product_name": "Adjustments",
-                "region": "",
-                "consume_amount": ZERO,
-                "refunds": ZERO,
-                "adjustments": round2(adjustments),
-            }
-        )
-        return rows
+    @property
+    def invoice_no(self) -> str | None:
+        return self.header.get("invoice_no") or None
 
-    def by_customer(self) -> list[dict[str, Any]]:
-        groups: dict[str, dict[str, Any]] = {}
-        for ln in self.lines:
-            comp = ln["component"]
-            if comp not in ("consume", "refund", "adjustment"):
-                continue
-            cid = ln["customer_id"] or ""
-            g = groups.setdefault(
-                cid,
-                {
-                    "customer_id": cid,
-                    "customer_name": "",
-                    "consume": ZERO,
-                    "refund": ZERO,
-                    "adjustment": ZERO,
-                },
-            )
-            if ln["customer_name"]:
-                g["customer_name"] = ln["customer_name"]
-            g[comp] += ln["amount"]
-        rows = []
-        for g in groups.values():
-            consume, refunds, adjustments = (
-                round2(g["consume"]),
-                round2(-g["refund"]),
-                round2(g["adjustment"]),
-            )
-            rows.append(
-                {
-                    "customer_id": g["customer_id"],
-                    "customer_name": g["customer_name"],
-                    "consume_amount": consume,
-                    "refunds": refunds,
-                    "adjustments": adjustments,
-                    "total_amount": consume - refunds + adjustments,
-                }
-            )
-        rows.sort(key=lambda r: (-r["total_amount"], r["customer_id"]))
-        return rows
+    @property
+    def supersedes_invoice_no(self) -> str | None:
+        """The invoice this version replaces (bills.supersedes_invoice_no, when present)."""
+        return self.header.get("supersedes_invoice_no") or None
+
+    @property
+    def is_current(self) -> bool:
+        return str(self.header.get("status")) == "closed"
+
+    @property
+    def invoice_date(self) -> date | None:
+        """The publication date: the Beijing date of ``closed_at``."""
+        closed_at = self.header.get("closed_at")
+        if isinstance(closed_at, datetime):
+            from pipelines.calendar import beijing_date
+
+            return beijing_date(closed_at)
+        return None
+
+    @property
+    def due_date(self) -> date | None:
+        """Invoice date + the payment terms; None when nothing is due."""
+        if self.invoice_date is None or self.settings is None or not self.amount_due > 0:
+            return None
+        return self.invoice_date + timedelta(days=self.settings.terms_days)
+
+    @property
+    def amount_due(self) -> Decimal:
+        return Decimal(self.header.get("amount_due") or 0)
+
+    @property
+    def pane_row(self) -> dict[str, Any] | None:
+        """This bill's row of the Amount Due pane as of the invoice date, if it counts then."""
+        if self.account is None:
+            return None
+        for b in self.account.bills:
+            if b["bill_month"] == self.month and int(b["version"]) == self.version:
+                return b
+        return None
+
+    @property
+    def paid_amount(self) -> Decimal:
+        """Payments applied to this bill as of the invoice date (oldest bill first)."""
+        row = self.pane_row
+        return round2(Decimal(row["paid_amount"])) if row is not None else ZERO
+
+    @property
+    def balance_due(self) -> Decimal:
+        return self.amount_due - self.paid_amount
 
     def reconcile(self) -> None:
         """Refuse to publish a bill whose lines do not reproduce its components to the cent."""
@@ -334,11 +303,11 @@ def _load_bills(con, month: str, partner: str | None, version: int | None) -> li
     if partner is not None:
         where.append("partner_id = ?")
         params.append(partner)
-    cols = ", ".join(f'"{c}"' for c in schema.BILLS.column_names)
+    # every column, so that columns added to bills (supersedes_invoice_no) are read if present
     # a partner has at most one closed version; if a faulty close left two, the newest wins
     rows = _rows(
         con.execute(
-            f"select {cols} from bills where {' and '.join(where)} "
+            f"select * from bills where {' and '.join(where)} "
             "qualify row_number() over (partition by partner_id order by version desc) = 1 "
             "order by partner_id",
             params,
@@ -370,7 +339,56 @@ def _load_bill(con, header: dict[str, Any]) -> Bill:
             key[:2],
         ).fetchall()
     ]
-    return Bill(header, lines, estimates)
+    return Bill(
+        header,
+        lines,
+        estimates,
+        products=_view_rows(con, "expenditure_by_product", header),
+        customers=_view_rows(con, "expenditure_by_customer", header),
+    )
+
+
+def _account(root: Path, bill: Bill):
+    """The partner's Amount Due pane as of the invoice date (None for a superseded version,
+    which the pane no longer shows, or a bill without a closing time)."""
+    if not bill.is_current or bill.invoice_date is None:
+        return None
+    from pipelines.amount_due import amount_due
+
+    return amount_due(root, bill.partner_id, as_of=bill.invoice_date)
+
+
+def _view_rows(con, view: str, header: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of an analysts' view (``sql/<view>.sql``) for one bill version, in the view's
+    order. The views show the current bills; for a superseded version the same SQL is run over
+    that version's bill and lines alone, in a scratch database."""
+    key = [header["partner_id"], header["bill_month"]]
+    if str(header.get("status")) == "closed":
+        return _rows(
+            con.execute(f"select * from {view} where partner_id = ? and bill_month = ?", key)
+        )
+    import duckdb
+
+    from pipelines.db import sql
+
+    where = "where partner_id = ? and bill_month = ? and version = ?"
+    bills = con.execute(f"select * from bills {where}", [*key, header["version"]])
+    bills_t = bills.fetch_arrow_table()
+    lines_t = con.execute(
+        f"select * from bill_lines {where}", [*key, header["version"]]
+    ).fetch_arrow_table()
+    scratch = duckdb.connect(":memory:")
+    try:
+        scratch.execute("set TimeZone = 'UTC'")
+        scratch.register("src_bills", bills_t)
+        scratch.register("src_lines", lines_t)
+        scratch.execute(
+            "create table bills as select * replace ('closed' as status) from src_bills"
+        )
+        scratch.execute("create table bill_lines as select * from src_lines")
+        return _rows(scratch.execute(sql(view)))
+    finally:
+        scratch.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,480 +456,15 @@ def _write_parquet(bill: Bill, tmp: Path) -> int:
 
 
 def _write_xlsx(bill: Bill, tmp: Path) -> int:
-    import xlsxwriter
+    from pipelines.workbook import write_xlsx
 
-    wb = xlsxwriter.Workbook(
-        str(tmp),
-        {"strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False},
-    )
-    closed_at = bill.header.get("closed_at")
-    wb.set_properties(
-        {
-            "title": f"Bill details {bill.partner_id} {bill.month} v{bill.version}",
-            "author": "koobill",
-            "company": "KooGallery partner bills",
-            # a fixed creation date keeps the file identical when exported again
-            "created": closed_at.astimezone(UTC).replace(tzinfo=None)
-            if isinstance(closed_at, datetime)
-            else datetime(2000, 1, 1),
-        }
-    )
-    head = wb.add_format({"bold": True, "bg_color": "#DDE4EE", "border": 1})
-    money = wb.add_format({"num_format": MONEY_FORMAT})
-    money_bold = wb.add_format({"num_format": MONEY_FORMAT, "bold": True})
-    qty = wb.add_format({"num_format": "#,##0.######"})
-    integer = wb.add_format({"num_format": "0"})
-
-    def sheet(
-        name: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], kinds: Sequence[str]
-    ) -> None:
-        ws = wb.add_worksheet(name)
-        widths = [_display_width(h) + 2 for h in headers]
-        for c, h in enumerate(headers):
-            ws.write_string(0, c, h, head)
-        for r, row in enumerate(rows, start=1):
-            for c, (value, kind) in enumerate(zip(row, kinds, strict=True)):
-                if kind == "text" or kind == "label":
-                    s = neutralise(value)
-                    ws.write_string(r, c, s, None)
-                    widths[c] = max(widths[c], _display_width(s) + 2)
-                elif value is None:
-                    ws.write_blank(r, c, None)
-                elif kind in ("money", "money_bold"):
-                    # xlsx stores doubles: convert at the cell only; cents below 1e15 round-trip
-                    ws.write_number(
-                        r, c, float(value), money_bold if kind == "money_bold" else money
-                    )
-                    widths[c] = max(widths[c], len(fmt_amount(value)) + 3)
-                elif kind == "qty":
-                    ws.write_number(r, c, float(value), qty)
-                    widths[c] = max(widths[c], len(plain_decimal(value).rstrip("0")) + 3)
-                elif kind == "int":
-                    ws.write_number(r, c, int(value), integer)
-                    widths[c] = max(widths[c], len(str(value)) + 2)
-                elif kind == "bool":
-                    ws.write_boolean(r, c, bool(value))
-        for c, w in enumerate(widths):
-            ws.set_column(c, c, min(max(w, 8), 60))
-        ws.freeze_panes(1, 0)
-        if rows:
-            ws.autofilter(0, 0, len(rows), len(headers) - 1)
-
-    h = bill.header
-    summary = [
-        ("Partner ID", h["partner_id"], None),
-        ("Partner name", h.get("partner_name"), None),
-        ("Bill month", h["bill_month"], None),
-        ("Version", str(h["version"]), None),
-        ("Status", h["status"], None),
-        ("Currency", h.get("currency"), None),
-        ("Invoice number", h.get("invoice_no") or "", None),
-        ("Closed at (UTC)", _ts(h.get("closed_at")), None),
-        ("Cutoff date", str(h.get("cutoff_date") or ""), None),
-        ("Tax rate", _percent(h["tax_rate"]) if h.get("tax_rate") is not None else "", None),
-        ("Bill lines", str(len(bill.lines)), None),
-    ]
-    for name, label in COMPONENTS:
-        if name == "coupon_amount":
-            summary.append(("Coupons of the month (before the cap)", None, h.get("coupon_total")))
-        summary.append((label, None, h[name]))
-    sheet("summary", ["Item", "Value", "Amount"], summary, ["label", "text", "money"])
-
-    prod = bill.by_product()
-    sheet(
-        "by product",
-        [
-            "Product ID",
-            "Product name",
-            "Region",
-            "Currency",
-            "Consume amount",
-            "Refunds",
-            "Adjustments",
-        ],
-        [
-            (
-                p["product_id"],
-                p["product_name"],
-                p["region"],
-                bill.currency,
-                p["consume_amount"],
-                p["refunds"],
-                p["adjustments"],
-            )
-            for p in prod
-        ],
-        ["text", "text", "text", "text", "money", "money", "money"],
-    )
-
-    cust = bill.by_customer()
-    sheet(
-        "by customer",
-        [
-            "Customer ID",
-            "Customer name",
-            "Currency",
-            "Consume amount",
-            "Refunds",
-            "Adjustments",
-            "Total amount",
-        ],
-        [
-            (
-                c["customer_id"],
-                c["customer_name"],
-                bill.currency,
-                c["consume_amount"],
-                c["refunds"],
-                c["adjustments"],
-                c["total_amount"],
-            )
-            for c in cust
-        ],
-        ["text", "text", "text", "money", "money", "money", "money"],
-    )
-
-    kinds = []
-    for n, t, _ in schema.BILL_LINES.columns:
-        if n in MONEY_DETAIL_COLUMNS:
-            kinds.append("money")
-        elif n == "quantity":
-            kinds.append("qty")
-        elif t in ("INTEGER", "BIGINT"):
-            kinds.append("int")
-        elif t == "BOOLEAN":
-            kinds.append("bool")
-        else:
-            kinds.append("text")
-    sheet("details", DETAIL_COLUMNS, [[ln[c] for c in DETAIL_COLUMNS] for ln in bill.lines], kinds)
-    wb.close()
-    return len(bill.lines)
-
-
-def _percent(rate: Any) -> str:
-    """``Decimal('0.060000')`` -> ``'6%'``."""
-    text = format(Decimal(rate) * 100, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text + "%"
-
-
-def _ts(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return "" if value is None else str(value)
-
-
-# ---------------------------------------------------------------------------------------------
-# the invoice PDF
-
-
-def _chart_products(bill: Bill) -> bytes | None:
-    """Top products by consumption, a horizontal bar chart as PNG bytes (None if no usage)."""
-    rows = [p for p in bill.by_product() if p["product_id"] != "OTHERS" and p["consume_amount"] > 0]
-    if not rows:
-        return None
-    merged: dict[str, Decimal] = {}
-    for p in rows:  # one bar per product, all regions together
-        label = p["product_name"] or p["product_id"]
-        merged[label] = merged.get(label, ZERO) + p["consume_amount"]
-    top = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
-    labels = [(k if len(k) <= 28 else k[:27] + "…") for k, _ in top][::-1]
-    values = [v for _, v in top][::-1]
-    fig, ax, font = _figure(6.8, 0.9 + 0.32 * len(top))
-    # float only for drawing the bars; the printed figures come from the Decimals
-    bars = ax.barh(range(len(values)), [float(v) for v in values], color="#3A6EA5")
-    ax.set_yticks(range(len(values)), labels, fontproperties=font, fontsize=8)
-    for bar, v in zip(bars, values, strict=True):
-        ax.text(
-            bar.get_width(),
-            bar.get_y() + bar.get_height() / 2,
-            " " + fmt_amount(v),
-            va="center",
-            ha="left",
-            fontsize=7,
-            fontproperties=font,
-        )
-    ax.set_title(f"Top products by consumption ({bill.currency})", fontproperties=font, fontsize=10)
-    ax.margins(x=0.22)
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.tick_params(axis="x", labelsize=7)
-    return _png(fig)
-
-
-def _chart_estimates(bill: Bill) -> bytes | None:
-    """The month's daily estimate against the final bill (None if no estimates were kept)."""
-    if not bill.estimates:
-        return None
-    h = bill.header
-    final_net = h["consume_amount"] - h["refunds"] + h["adjustments"]
-    fig, ax, font = _figure(6.8, 2.6)
-    days = [d for d, _ in bill.estimates]
-    ax.plot(
-        days,
-        [float(v) for _, v in bill.estimates],
-        marker="o",
-        markersize=3,
-        color="#3A6EA5",
-        label="Daily estimate (no tax, no coupons)",
-    )
-    ax.axhline(
-        float(final_net),
-        color="#C0504D",
-        linestyle="--",
-        label=f"Final, before coupons and tax: {fmt_amount(final_net)}",
-    )
-    ax.axhline(
-        float(h["bill_amount"]),
-        color="#4F8A3C",
-        linestyle=":",
-        label=f"Bill amount: {fmt_amount(h['bill_amount'])}",
-    )
-    ax.set_title(
-        f"Estimate of {bill.month} day by day against the bill ({bill.currency})",
-        fontproperties=font,
-        fontsize=10,
-    )
-    ax.legend(prop=font, fontsize=7, loc="lower right")
-    ax.tick_params(labelsize=7)
-    fig.autofmt_xdate()
-    ax.spines[["top", "right"]].set_visible(False)
-    return _png(fig)
-
-
-def _figure(w: float, h: float):
-    from matplotlib.figure import Figure
-    from matplotlib.font_manager import FontProperties
-
-    fig = Figure(figsize=(w, h), dpi=150, layout="constrained")
-    ax = fig.subplots()
-    return fig, ax, FontProperties(fname=str(FONT_REGULAR), size=8)
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return write_xlsx(bill, tmp)
 
 
 def _write_pdf(bill: Bill, tmp: Path) -> int:
-    from fpdf import FPDF
-    from fpdf.fonts import FontFace
+    from pipelines.invoice import write_pdf
 
-    h = bill.header
-    status = str(h["status"])
-    invoice_no = h.get("invoice_no") or ""
-    title = "Invoice" if invoice_no else "Bill statement"
-
-    class Doc(FPDF):
-        def footer(self) -> None:
-            self.set_y(-12)
-            self.set_font("cjk", "", 7)
-            self.set_text_color(110)
-            self.cell(
-                0,
-                5,
-                f"{bill.partner_id} · {bill.month} · v{bill.version} · "
-                f"page {self.page_no()}/{{nb}}",
-                align="C",
-            )
-
-    pdf = Doc(orientation="P", unit="mm", format="A4")
-    pdf.add_font("cjk", "", str(FONT_REGULAR))
-    pdf.add_font("cjk", "B", str(FONT_BOLD))
-    # the bold face holds Latin only: CJK text in bold falls back to the regular face
-    pdf.set_fallback_fonts(["cjk"], exact_match=False)
-    pdf.set_auto_page_break(True, margin=16)
-    pdf.set_margins(16, 14, 16)
-    closed_at = h.get("closed_at")
-    if isinstance(closed_at, datetime):
-        pdf.set_creation_date(closed_at)  # same bill, same bytes
-    pdf.set_title(f"{title} {invoice_no or bill.partner_id} {bill.month}")
-    pdf.set_author("koobill")
-    pdf.set_subject(f"KooGallery partner bill {bill.partner_id} {bill.month} v{bill.version}")
-    pdf.set_lang("en")
-    pdf.add_page()
-    width = pdf.epw
-
-    pdf.set_font("cjk", "B", 18)
-    pdf.cell(width, 10, f"{title} · {bill.month}", new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("cjk", "", 12)
-    pdf.multi_cell(
-        width, 7, h.get("partner_name") or bill.partner_id, new_x="LMARGIN", new_y="NEXT"
-    )
-    if status != "closed":
-        pdf.set_text_color(192, 80, 77)
-        pdf.set_font("cjk", "B", 10)
-        pdf.cell(
-            width,
-            6,
-            f"SUPERSEDED: version {bill.version} was replaced by a restatement",
-            new_x="LMARGIN",
-            new_y="NEXT",
-        )
-        pdf.set_text_color(0)
-    pdf.ln(2)
-
-    pdf.set_font("cjk", "", 9)
-    meta = [
-        ("Partner ID", bill.partner_id),
-        ("Partner name", h.get("partner_name") or ""),
-        ("Bill month", bill.month),
-        ("Version", f"{bill.version} ({status})"),
-        ("Invoice number", invoice_no or "none (nothing due)"),
-        ("Currency", bill.currency),
-        ("Closed at", _ts(closed_at)),
-        ("Cutoff date", str(h.get("cutoff_date") or "")),
-    ]
-    with pdf.table(
-        col_widths=(35, 65),
-        width=width * 0.62,
-        align="LEFT",
-        first_row_as_headings=False,
-        borders_layout="NONE",
-        line_height=5.2,
-        text_align=("LEFT", "LEFT"),
-    ) as t:
-        for k, v in meta:
-            row = t.row()
-            row.cell(k, style=FontFace(color=(90, 90, 90)))
-            row.cell(v)
-    pdf.ln(4)
-
-    _heading(pdf, width, "Bill components")
-    tax_rate = h.get("tax_rate")
-    labels = dict(COMPONENTS)
-    if tax_rate is not None:
-        labels["tax_amount"] = f"Tax ({_percent(tax_rate)})"
-    signs = {"refunds": "−", "coupon_amount": "−"}
-    bold = FontFace(emphasis="BOLD")
-    with pdf.table(
-        col_widths=(70, 12, 30),
-        width=width * 0.7,
-        align="LEFT",
-        text_align=("LEFT", "CENTER", "RIGHT"),
-        line_height=6,
-        headings_style=FontFace(emphasis="BOLD", fill_color=(221, 228, 238)),
-    ) as t:
-        head = t.row()
-        for text in ("Component", "", f"Amount ({bill.currency})"):
-            head.cell(text)
-        for name, _ in COMPONENTS:
-            row = t.row()
-            style = bold if name in ("bill_amount", "amount_due") else None
-            row.cell(labels[name], style=style)
-            row.cell(signs.get(name, ""))
-            row.cell(fmt_amount(h[name]), style=style)
-    if h.get("coupon_total") is not None and h["coupon_total"] != h["coupon_amount"]:
-        pdf.set_font("cjk", "", 7.5)
-        pdf.cell(
-            width,
-            5,
-            f"Coupons of the month {fmt_amount(h['coupon_total'])}; deducted up "
-            "to the amount before tax.",
-            new_x="LMARGIN",
-            new_y="NEXT",
-        )
-        pdf.set_font("cjk", "", 9)
-    pdf.ln(4)
-
-    if pdf.get_y() + 30 > pdf.page_break_trigger:
-        pdf.add_page()  # no heading alone at the foot of a page
-    _heading(pdf, width, "Expenditure by product")
-    prod = bill.by_product()
-    pdf.set_font("cjk", "", 8.5)
-    with pdf.table(
-        col_widths=(58, 38, 30, 30),
-        width=width,
-        line_height=5,
-        text_align=("LEFT", "LEFT", "LEFT", "RIGHT"),
-        repeat_headings=1,
-        headings_style=FontFace(emphasis="BOLD", fill_color=(221, 228, 238)),
-    ) as t:
-        head = t.row()
-        for text in ("Product", "Product ID", "Region", f"Amount ({bill.currency})"):
-            head.cell(text)
-        for p in prod:
-            if p["product_id"] == "OTHERS":
-                continue
-            row = t.row()
-            row.cell(p["product_name"] or "")
-            row.cell(p["product_id"])
-            row.cell(p["region"])
-            row.cell(fmt_amount(p["consume_amount"]))
-        # each product is rounded to the cent on its own (as in expenditure_by_product), so
-        # their sum may miss the bill's consume amount by a few cents: show it, to add up
-        diff = h["consume_amount"] - sum(
-            (p["consume_amount"] for p in prod if p["product_id"] != "OTHERS"), ZERO
-        )
-        if diff:
-            row = t.row()
-            row.cell("Rounding (each product is rounded to the cent)", colspan=3)
-            row.cell(fmt_amount(diff))
-        row = t.row()
-        row.cell("Total consumption", colspan=3, style=bold)
-        row.cell(fmt_amount(h["consume_amount"]), style=bold)
-        others = [p for p in prod if p["product_id"] == "OTHERS"]
-        row = t.row()
-        row.cell("Others", colspan=4, style=FontFace(emphasis="BOLD", fill_color=(240, 240, 240)))
-        for p in others:
-            row = t.row()
-            amount = p["refunds"] if p["product_name"] == "Refunds" else p["adjustments"]
-            sign = "-" if p["product_name"] == "Refunds" and amount else ""
-            label = (
-                "Refunds (unsubscriptions and changes)"
-                if p["product_name"] == "Refunds"
-                else "Adjustments"
-            )
-            row.cell(label, colspan=3)
-            row.cell(f"{sign}{fmt_amount(amount)}")
-    pdf.ln(2)
-    pdf.set_font("cjk", "", 7.5)
-    pdf.set_text_color(90)
-    pdf.multi_cell(
-        width,
-        4,
-        f"{len(bill.lines)} bill lines; the details are in "
-        f"bill-details-{bill.partner_id}-{bill.month}-v{bill.version}.xlsx / .csv / .parquet. "
-        "Bill amount = consume amount − refunds + adjustments − coupons + tax; "
-        "amount due = max(bill amount, 0).",
-        new_x="LMARGIN",
-        new_y="NEXT",
-    )
-    pdf.set_text_color(0)
-    pdf.ln(4)
-    for png, title, alt in (
-        (_chart_products(bill), "Where the month's spend went", "Top products by consumption"),
-        (
-            _chart_estimates(bill),
-            "Daily estimate against the final bill",
-            "Daily estimate against the bill",
-        ),
-    ):
-        if png is None:
-            continue
-        w_px, h_px = _png_size(png)
-        img_h = width * 0.95 * h_px / w_px
-        if pdf.get_y() + img_h + 10 > pdf.page_break_trigger:
-            pdf.add_page()  # keep a chart whole and with its heading
-        _heading(pdf, width, title)
-        pdf.image(io.BytesIO(png), w=width * 0.95, alt_text=alt)
-        pdf.ln(3)
-    pdf.output(str(tmp))
-    return len(bill.lines)
-
-
-def _png_size(png: bytes) -> tuple[int, int]:
-    """Width and height of a PNG, from its IHDR chunk."""
-    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-
-
-def _heading(pdf, width: float, text: str) -> None:
-    pdf.set_font("cjk", "B", 11)
-    pdf.set_text_color(40, 60, 90)
-    pdf.cell(width, 7, text, new_x="LMARGIN", new_y="NEXT")
-    pdf.set_text_color(0)
-    pdf.set_font("cjk", "", 9)
+    return write_pdf(bill, tmp)
 
 
 WRITERS: dict[str, Callable[[Bill, Path], int]] = {
@@ -974,11 +527,16 @@ def export_month(
         con = open_warehouse(root)
         try:
             headers = _load_bills(con, month, partner, version)
+            settings = load_settings(root)
+            documents = bool({"pdf", "xlsx"} & set(fmts))
             bills = []
             for header in headers:
                 _check_partner(header["partner_id"])  # it names a folder
                 bill = _load_bill(con, header)
                 bill.reconcile()
+                bill.settings = settings
+                if documents:
+                    bill.account = _account(root, bill)
                 bills.append(bill)
             try:
                 for bill in bills:

@@ -105,6 +105,47 @@ PARTNER_POOL = (
     ("ptn-tianyi", "杭州天翼智能科技有限公司", "CNY", "0.13", "0.08"),
     ("ptn-atlas", 'Atlas "Cloud" GmbH', "USD", "0", "0.12"),
 )
+# optional recipient columns of the partners feed (legal_name, address, tax_id, billing_email),
+# printed on the invoice; ptn-atlas lands none of them (its invoice shows the partner name only)
+PARTNER_RECIPIENTS = {
+    "ptn-yunqi": (
+        "北京云启科技有限公司",
+        "北京市海淀区中关村大街 27 号 8 层 801 室, 100080",
+        "91110108MA01DEMO1X",
+        "finance@yunqi.example.cn",
+    ),
+    "ptn-brightsoft": (
+        "BrightSoft Pte. Ltd.",
+        "1 Marina Boulevard #20-01\nSingapore 018989",
+        "SG-201912345D",
+        "ap@brightsoft.example.com",
+    ),
+    "ptn-haina": (
+        "上海海纳数据服务有限公司",
+        "上海市浦东新区张江路 500 号 2 幢 301 室, 201203",
+        "91310115MA1HDEMO2Y",
+        "caiwu@haina.example.cn",
+    ),
+    "ptn-nimbus": (
+        "Nimbus Analytics, Inc.",
+        "500 Howard Street, Suite 400\nSan Francisco, CA 94105, USA",
+        "EIN 94-0000000",
+        "billing@nimbus.example.com",
+    ),
+    "ptn-xinghe": (
+        "深圳星河云计算有限公司",
+        "广东省深圳市南山区科技园南区 6 栋, 518057",
+        None,
+        None,
+    ),
+    "ptn-andes": ("Andes Digital S.A.", None, "RUT 76.000.000-0", "facturas@andes.example.cl"),
+    "ptn-tianyi": (
+        "杭州天翼智能科技有限公司",
+        "浙江省杭州市西湖区文三路 90 号, 310012",
+        "91330106MA2BDEMO3Z",
+        "finance@tianyi.example.cn",
+    ),
+}
 CN_CUSTOMERS = (
     "北京智源数科有限公司",
     "上海浦江物流股份有限公司",
@@ -434,6 +475,13 @@ def _partners_rows(w: _World, changed: bool) -> list[dict]:
                 "currency": p.currency,
                 "tax_rate": p.tax_rate,
                 "discount_rate": disc,
+                **dict(
+                    zip(
+                        ("legal_name", "address", "tax_id", "billing_email"),
+                        PARTNER_RECIPIENTS.get(p.partner_id, ()),
+                        strict=False,
+                    )
+                ),
             }
         )
     return rows

@@ -33,6 +33,10 @@ BILLS = Table(
     (
         ("partner_id", "VARCHAR", "Partner (seller) id"),
         ("partner_name", "VARCHAR", "Partner name from the snapshot applicable at the cutoff"),
+        ("legal_name", "VARCHAR", "Partner's legal name (invoice recipient), from that snapshot"),
+        ("address", "VARCHAR", "Partner's billing address, from that snapshot; NULL if none"),
+        ("tax_id", "VARCHAR", "Partner's tax id, from that snapshot; NULL if none"),
+        ("billing_email", "VARCHAR", "Partner's billing e-mail, from that snapshot; NULL if none"),
         ("bill_month", "VARCHAR", "Bill cycle YYYY-MM (Beijing calendar month)"),
         ("version", "INTEGER", "1 for the first close; n+1 for each restatement"),
         ("currency", "VARCHAR", "ISO currency of the partner"),

@@ -19,6 +19,10 @@ netted as (
     select
         bp.partner_id,
         bp.partner_name,
+        bp.legal_name,
+        bp.address,
+        bp.tax_id,
+        bp.billing_email,
         bp.currency,
         bp.tax_rate,
         coalesce(c.consume_amount, 0) as consume_amount,
@@ -56,6 +60,10 @@ final as (
 select
     partner_id,
     partner_name,
+    nullif(trim(legal_name), '') as legal_name,
+    nullif(trim(address), '') as address,
+    nullif(trim(tax_id), '') as tax_id,
+    nullif(trim(billing_email), '') as billing_email,
     $month as bill_month,
     $version::integer as version,
     currency,

@@ -137,9 +137,20 @@ COMPONENTS = [
 
 
 def insert_bill(
-    con, partner, name, currency, version, status, amounts, lines, invoice_no, month=MONTH
+    con,
+    partner,
+    name,
+    currency,
+    version,
+    status,
+    amounts,
+    lines,
+    invoice_no,
+    month=MONTH,
+    **extra,
 ):
     row = {
+        **extra,
         "partner_id": partner,
         "partner_name": name,
         "bill_month": month,
@@ -157,7 +168,7 @@ def insert_bill(
     cols = schema.BILLS.column_names
     con.execute(
         f"insert into bills ({', '.join(cols)}) values ({', '.join('?' * len(cols))})",
-        [row[c] for c in cols],
+        [row.get(c) for c in cols],
     )
     lcols = schema.BILL_LINES.column_names
     for ln in lines:
