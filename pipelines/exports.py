@@ -339,6 +339,14 @@ def _load_bill(con, header: dict[str, Any]) -> Bill:
             key[:2],
         ).fetchall()
     ]
+    if "supersedes_invoice_no" not in header:
+        # before bills carried the column: the invoice of the partner's previous version
+        prev = con.execute(
+            "select invoice_no from bills where partner_id = ? and bill_month = ? "
+            "and version < ? order by version desc limit 1",
+            key,
+        ).fetchone()
+        header = {**header, "supersedes_invoice_no": prev[0] if prev else None}
     return Bill(
         header,
         lines,
@@ -372,11 +380,9 @@ def _view_rows(con, view: str, header: dict[str, Any]) -> list[dict[str, Any]]:
     from pipelines.db import sql
 
     where = "where partner_id = ? and bill_month = ? and version = ?"
-    bills = con.execute(f"select * from bills {where}", [*key, header["version"]])
-    bills_t = bills.fetch_arrow_table()
-    lines_t = con.execute(
-        f"select * from bill_lines {where}", [*key, header["version"]]
-    ).fetch_arrow_table()
+    params = [*key, header["version"]]
+    bills_t = con.sql(f"select * from bills {where}", params=params).to_arrow_table()
+    lines_t = con.sql(f"select * from bill_lines {where}", params=params).to_arrow_table()
     scratch = duckdb.connect(":memory:")
     try:
         scratch.execute("set TimeZone = 'UTC'")

@@ -373,6 +373,7 @@ def _notices(pdf, bill: Bill) -> None:
             f"This {document_title(bill).lower()} (version {bill.version}) replaces invoice "
             f"{sup}, which is void. Amounts already paid against {sup} are applied to the "
             "partner's bills as shown below.",
+            align="L",
             new_x="LMARGIN",
             new_y="NEXT",
         )
@@ -395,6 +396,7 @@ def _notices(pdf, bill: Bill) -> None:
             5.5,
             f"SUPERSEDED: version {bill.version} was replaced by a restatement; "
             "this document is void and kept as issued.",
+            align="L",
             new_x="LMARGIN",
             new_y="NEXT",
         )
