@@ -110,7 +110,8 @@ def estimates_chart(
     _thousands(ax, "y")
     import matplotlib.dates as mdates
 
-    ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=6))
+    span = max((max(days) - min(days)).days, 1)
+    ax.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, -(-span // 5))))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)

@@ -105,6 +105,8 @@ def settlement(bill: Bill) -> list[tuple[str, str | None, Decimal]]:
     )
     rows.append(("Balance Due", f"as of {d}", bill.balance_due))
     acc = bill.account
+    if bill.pane_row is None:  # the pane does not count this bill yet as of that date
+        return rows
     rows.append(
         ("Account: Total Amount Due", f"this and earlier bills, as of {d}", _cents(acc.total_due))
     )
@@ -268,7 +270,7 @@ def _header(pdf, bill: Bill, title: str) -> None:
     # issuer
     if s is not None:
         _text(pdf, 11, "B")
-        pdf.multi_cell(left_w, 5.5, s.issuer.name, new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(left_w, 5.5, s.issuer.name, new_x="LMARGIN", new_y="NEXT", align="L")
         _text(pdf, 8.5, "", GREY)
         lines = [s.issuer.local_name] if s.issuer.local_name else []
         lines += list(s.issuer.address)
@@ -278,7 +280,7 @@ def _header(pdf, bill: Bill, title: str) -> None:
         if contact:
             lines.append(contact)
         for ln in lines:
-            pdf.multi_cell(left_w, 4.2, ln, new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(left_w, 4.2, ln, new_x="LMARGIN", new_y="NEXT", align="L")
     left_end = pdf.get_y()
 
     # title and facts
@@ -314,15 +316,15 @@ def _header(pdf, bill: Bill, title: str) -> None:
     pdf.cell(left_w, 4.5, "BILL TO", new_x="LMARGIN", new_y="NEXT")
     rec = recipient_lines(bill)
     _text(pdf, 10, "B")
-    pdf.multi_cell(left_w, 5, rec[0], new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(left_w, 5, rec[0], new_x="LMARGIN", new_y="NEXT", align="L")
     _text(pdf, 8.5)
     for ln in rec[1:]:
-        pdf.multi_cell(left_w, 4.3, ln, new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(left_w, 4.3, ln, new_x="LMARGIN", new_y="NEXT", align="L")
     _text(pdf, 8.5, "", GREY)
     partner = f"Partner ID: {bill.partner_id}"
     if bill.header.get("partner_name") and bill.header.get("partner_name") != rec[0]:
         partner += f" · {bill.header['partner_name']}"
-    pdf.multi_cell(left_w, 4.3, partner, new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(left_w, 4.3, partner, new_x="LMARGIN", new_y="NEXT", align="L")
     left_end = pdf.get_y()
 
     box_h = 24
@@ -373,9 +375,9 @@ def _notices(pdf, bill: Bill) -> None:
             f"This {document_title(bill).lower()} (version {bill.version}) replaces invoice "
             f"{sup}, which is void. Amounts already paid against {sup} are applied to the "
             "partner's bills as shown below.",
-            align="L",
             new_x="LMARGIN",
             new_y="NEXT",
+            align="L",
         )
         pdf.ln(2)
     elif bill.version > 1:
@@ -387,6 +389,7 @@ def _notices(pdf, bill: Bill) -> None:
             f"{bill.month}.",
             new_x="LMARGIN",
             new_y="NEXT",
+            align="L",
         )
         pdf.ln(2)
     if not bill.is_current:
@@ -396,9 +399,9 @@ def _notices(pdf, bill: Bill) -> None:
             5.5,
             f"SUPERSEDED: version {bill.version} was replaced by a restatement; "
             "this document is void and kept as issued.",
-            align="L",
             new_x="LMARGIN",
             new_y="NEXT",
+            align="L",
         )
         pdf.ln(2)
 
@@ -466,6 +469,7 @@ def _payment(pdf, bill: Bill) -> None:
             f"{bill.month}. This statement is not a request for payment.",
             new_x="LMARGIN",
             new_y="NEXT",
+            align="L",
         )
         pdf.ln(3)
         return
@@ -480,6 +484,7 @@ def _payment(pdf, bill: Bill) -> None:
             f"This invoice is paid in full as of {bill.invoice_date}. Thank you.",
             new_x="LMARGIN",
             new_y="NEXT",
+            align="L",
         )
         pdf.ln(3)
         return
@@ -496,6 +501,7 @@ def _payment(pdf, bill: Bill) -> None:
         f"Payment reference: {bill.invoice_no}.",
         new_x="LMARGIN",
         new_y="NEXT",
+        align="L",
     )
     account = s.account_for(bill.currency) if s is not None else None
     if account is not None:
@@ -503,14 +509,14 @@ def _payment(pdf, bill: Bill) -> None:
             _text(pdf, 8.5, "", GREY)
             pdf.cell(32, 4.6, label)
             _text(pdf, 8.5)
-            pdf.multi_cell(pdf.epw - 32, 4.6, value, new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(pdf.epw - 32, 4.6, value, new_x="LMARGIN", new_y="NEXT", align="L")
         _text(pdf, 8.5, "", GREY)
         pdf.cell(32, 4.6, "Reference")
         _text(pdf, 8.5, "B")
         pdf.cell(pdf.epw - 32, 4.6, str(bill.invoice_no), new_x="LMARGIN", new_y="NEXT")
     if s is not None and s.payment_note:
         _text(pdf, 8, "", GREY)
-        pdf.multi_cell(pdf.epw, 4.2, s.payment_note, new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(pdf.epw, 4.2, s.payment_note, new_x="LMARGIN", new_y="NEXT", align="L")
     pdf.ln(3)
 
 
@@ -587,6 +593,7 @@ def _products(pdf, bill: Bill) -> None:
         "refunds + adjustments + coupons + tax; amount due = max(bill amount, 0).",
         new_x="LMARGIN",
         new_y="NEXT",
+        align="L",
     )
     pdf.ln(3)
 
