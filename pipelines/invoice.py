@@ -599,38 +599,53 @@ def _products(pdf, bill: Bill) -> None:
 
 
 def _charts(pdf, bill: Bill) -> None:
-    """The charts that earn their place, side by side under one heading; shrunk to the space
-    left on the page when that is enough, so that no page holds a lone small chart."""
-    from pipelines import charts
-
-    h = bill.header
-    net = h["consume_amount"] - h["refunds"] + h["adjustments"]
-    pair = [
-        charts.products_chart(product_groups(bill), bill.currency, 4.2, 3.0),
-        charts.estimates_chart(
-            bill.estimates, net, h["bill_amount"], bill.month, bill.currency, 4.2, 3.0
-        ),
-    ]
-    alts = ["Top products by consumption", "Daily estimate against the bill"]
-    shown = [(p, alt) for p, alt in zip(pair, alts, strict=True) if p is not None]
-    pngs = [p for p, _ in shown]
-    if not pngs:
+    """The charts that earn their place. Side by side under one heading in the space left on
+    the page (shrunk a little if need be); when that space is too small, on a page of their
+    own, one above the other at full width, so that no page holds a lone small chart."""
+    shown = _render_charts(bill, 4.2, 3.0)
+    if not shown:
         return
     gap = 4
-    w = (pdf.epw - gap) / 2 if len(pngs) == 2 else pdf.epw * 0.62
-    wpx, hpx = _png_size(pngs[0])
+    w = (pdf.epw - gap) / 2 if len(shown) == 2 else pdf.epw * 0.62
+    wpx, hpx = _png_size(shown[0][0])
     img_h = w * hpx / wpx
-    room = pdf.page_break_trigger - pdf.get_y() - 10
-    if room < img_h:
-        if room >= img_h * 0.7:
+    room = pdf.page_break_trigger - pdf.get_y() - 9  # the heading takes 8 mm
+    if room >= img_h * 0.6:
+        if room < img_h:
             w, img_h = w * room / img_h, room
-        else:
-            pdf.add_page()
+        _heading(pdf, "Charts")
+        y = pdf.get_y()
+        for i, (png, alt) in enumerate(shown):
+            pdf.image(io.BytesIO(png), x=pdf.l_margin + i * (w + gap), y=y, w=w, alt_text=alt)
+        pdf.set_y(y + img_h + 2)
+        return
+    pdf.add_page()
     _heading(pdf, "Charts")
-    y = pdf.get_y()
-    for i, (png, alt) in enumerate(shown):
-        pdf.image(io.BytesIO(png), x=pdf.l_margin + i * (w + gap), y=y, w=w, alt_text=alt)
-    pdf.set_y(y + img_h + 2)
+    w = pdf.epw * 0.92
+    for png, alt in _render_charts(bill, 7.0, 4.6):
+        wpx, hpx = _png_size(png)
+        pdf.image(io.BytesIO(png), x=pdf.l_margin + (pdf.epw - w) / 2, w=w, alt_text=alt)
+        pdf.ln(4)
+
+
+def _render_charts(bill: Bill, w: float, h: float) -> list[tuple[bytes, str]]:
+    from pipelines import charts
+
+    head = bill.header
+    net = head["consume_amount"] - head["refunds"] + head["adjustments"]
+    pair = [
+        (
+            charts.products_chart(product_groups(bill), bill.currency, w, h),
+            "Top products by consumption",
+        ),
+        (
+            charts.estimates_chart(
+                bill.estimates, net, head["bill_amount"], bill.month, bill.currency, w, h
+            ),
+            "Daily estimate against the bill",
+        ),
+    ]
+    return [(png, alt) for png, alt in pair if png is not None]
 
 
 def _png_size(png: bytes) -> tuple[int, int]:
