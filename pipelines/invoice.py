@@ -135,7 +135,7 @@ def facts(bill: Bill) -> list[tuple[str, Any]]:
         ("Invoice Number", bill.invoice_no or "none (nothing due)"),
     ]
     if bill.supersedes_invoice_no:
-        out.append(("Replaces Invoice", bill.supersedes_invoice_no))
+        out.append(("Supersedes Invoice", bill.supersedes_invoice_no))
     out += [
         ("Invoice Date", bill.invoice_date),
         ("Due Date", bill.due_date),
@@ -372,9 +372,9 @@ def _notices(pdf, bill: Bill) -> None:
         pdf.multi_cell(
             pdf.epw,
             5,
-            f"This {document_title(bill).lower()} (version {bill.version}) replaces invoice "
-            f"{sup}, which is void. Amounts already paid against {sup} are applied to the "
-            "partner's bills as shown below.",
+            f"This {document_title(bill).lower()} (version {bill.version}) supersedes invoice "
+            f"{sup}: it replaces that invoice, which is void. Payments made against {sup} are "
+            "applied to the partner's bills as shown below.",
             new_x="LMARGIN",
             new_y="NEXT",
             align="L",

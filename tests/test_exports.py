@@ -420,7 +420,7 @@ def test_pdf_is_the_invoice_with_cjk_text(exported):
     assert "362.49 CNY" in text and f"Due by {DUE_DATE}" in text
     assert f"Please pay 362.49 CNY by {DUE_DATE}" in text
     # version 2 names the invoice it replaces
-    assert f"replaces invoice INV-{CN}-202601," in text
+    assert f"supersedes invoice INV-{CN}-202601:" in text
     assert "SUPERSEDED" not in text
     # by product: grouped by product, its region rows and subtotal; each row rounded once
     for needle in (
@@ -522,7 +522,7 @@ def test_xlsx_sheets_equal_views_and_bill(exported):
     assert summary["Partner Name"][1].value == CN_NAME
     assert summary["Legal Name"][1].value == CN_RECIPIENT["legal_name"]
     assert summary["Invoice Number"][1].value == f"INV-{CN}-202601-V2"
-    assert summary["Replaces Invoice"][1].value == f"INV-{CN}-202601"
+    assert summary["Supersedes Invoice"][1].value == f"INV-{CN}-202601"
     assert summary["Payment Reference"][1].value == f"INV-{CN}-202601-V2"
     assert summary["Invoice Date"][1].value == datetime(2026, 2, 5)
     assert summary["Due Date"][1].value == datetime(2026, 2, 20)
@@ -629,16 +629,16 @@ def test_restated_version_names_the_invoice_it_replaces_and_superseded_is_marked
 
     current = export_month(fresh, MONTH, partner=CN, formats=["pdf", "xlsx"])
     text = pdf_text(fresh / next(f.path for f in current.files if f.format == "pdf"))
-    assert f"replaces invoice INV-{CN}-202601," in text
+    assert f"supersedes invoice INV-{CN}-202601:" in text
     wb = openpyxl.load_workbook(fresh / next(f.path for f in current.files if f.format == "xlsx"))
     facts = {r[0].value: r[1].value for r in wb["summary"].iter_rows(min_row=2)}
-    assert facts["Replaces Invoice"] == f"INV-{CN}-202601"
+    assert facts["Supersedes Invoice"] == f"INV-{CN}-202601"
 
     old = export_month(fresh, MONTH, partner=CN, version=1, formats=["pdf", "xlsx"])
     assert {f.bill_status for f in old.files} == {"superseded"}
     text = pdf_text(fresh / next(f.path for f in old.files if f.format == "pdf"))
     assert "SUPERSEDED" in text and "10.60" in text and "1,362.49" not in text
-    assert "replaces invoice" not in text and "How to pay" not in text
+    assert "supersedes invoice" not in text and "How to pay" not in text
     # its by product sheet: the view's SQL over version 1 alone
     wb = openpyxl.load_workbook(fresh / next(f.path for f in old.files if f.format == "xlsx"))
     rows = list(wb["by product"].iter_rows(min_row=2, values_only=True))

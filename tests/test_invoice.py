@@ -189,15 +189,15 @@ def test_the_restated_documents_name_the_invoice_they_replace(restated):
     import openpyxl
 
     d, first, second = restated
-    assert "replaces invoice" not in pdf_text(_file(first, "P1", "pdf", d))
+    assert "supersedes invoice" not in pdf_text(_file(first, "P1", "pdf", d))
     assert {f.version for f in second.files} == {2}
     text = pdf_text(_file(second, "P1", "pdf", d))
     assert "INV-P1-202611-V2" in text
-    assert "This invoice (version 2) replaces invoice INV-P1-202611," in text
+    assert "This invoice (version 2) supersedes invoice INV-P1-202611:" in text
     wb = openpyxl.load_workbook(_file(second, "P1", "xlsx", d))
     facts = {r[0].value: r[1].value for r in wb["summary"].iter_rows(min_row=2)}
     assert facts["Invoice Number"] == "INV-P1-202611-V2"
-    assert facts["Replaces Invoice"] == "INV-P1-202611"
+    assert facts["Supersedes Invoice"] == "INV-P1-202611"
 
 
 def test_a_broken_settings_file_stops_the_export_before_any_file(tmp_path, restated):
