@@ -517,6 +517,22 @@ def test_xlsx_sheets_equal_views_and_bill(exported):
         assert cell.number_format == "#,##0." + "0" * places, (cell.coordinate, cell.number_format)
         return D(str(cell.value))
 
+    # every amount cell of every sheet is a number with the places it carries
+    amount_columns = {
+        "summary": {"Amount (CNY)": 2},
+        "by product": {"Consume Amount": 2, "Refunds": 2, "Adjustments": 2},
+        "by customer": {"Consume Amount": 2, "Refunds": 2, "Adjustments": 2, "Total Amount": 2},
+        "details": {"Official Amount": 6, "Discount Amount": 6, "Amount": 6},
+    }
+    for ws in wb:
+        header = [c.value for c in ws[1]]
+        for name, places in amount_columns[ws.title].items():
+            col = header.index(name)
+            cells = [r[col] for r in ws.iter_rows(min_row=2) if r[col].value is not None]
+            assert len(cells) >= 5, (ws.title, name)
+            for c in cells:
+                amount(c, places)
+
     # summary: typed facts, the signed components adding up to the bill, payments, balance
     summary = {r[0].value: r for r in wb["summary"].iter_rows(min_row=2) if r[0].value}
     assert summary["Partner Name"][1].value == CN_NAME
