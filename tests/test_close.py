@@ -369,11 +369,15 @@ def test_bill_lines_carry_the_detail(closed):
     assert len(use) == 1 and use[0]["quantity"] == D("3") and use[0]["amount"] == D("6.75")
     assert use[0]["customer_name"] == "Customer Two" and use[0]["product_id"] == "PR3"
     adj = sorted(
-        (x["customer_id"], x["amount"], x["description"])
-        for x in ls
-        if x["component"] == "adjustment"
+        (
+            (x["customer_id"] or "", x["amount"], x["description"])
+            for x in ls
+            if x["component"] == "adjustment"
+        )
     )
+    # the partner-level adjustment has no customer: NULL, never ''
     assert adj == [("", D("2.5"), "late fee"), ("C1", D("-5"), "compensation")]
+    assert [x["customer_id"] for x in ls if x["description"] == "late fee"] == [None]
     cp = sorted(x["description"] for x in ls if x["component"] == "coupon")
     assert cp == ["cp-c1", "cp-c2"]
     assert all(x["source_month"] == MONTH and x["late"] is False for x in ls)
@@ -437,14 +441,14 @@ def test_expenditure_by_customer_totals(closed):
     for r in rs:
         assert r["total_amount"] == r["consume_amount"] - r["refunds"] + r["adjustments"]
     p1 = {r["customer_id"]: r for r in rs if r["partner_id"] == "P1"}
-    assert set(p1) == {"C1", "C2", "C3", ""}  # "" = the partner-level adjustment
+    assert set(p1) == {"C1", "C2", "C3", None}  # None = the partner-level adjustment
     assert p1["C1"]["consume_amount"] == D("110.00")
     assert p1["C1"]["refunds"] == D("30.00")
     assert p1["C1"]["adjustments"] == D("-5.00")
     assert p1["C1"]["total_amount"] == D("75.00")
     assert p1["C2"]["customer_name"] == "Customer Two"
     assert p1["C2"]["total_amount"] == D("51.25")  # 50 + 6.75 - 5.5
-    assert p1[""]["adjustments"] == D("2.50")
+    assert p1[None]["adjustments"] == D("2.50")
     for pid, b in bills(closed).items():
         got = [r for r in rs if r["partner_id"] == pid]
         net = b["consume_amount"] - b["refunds"] + b["adjustments"]
@@ -513,26 +517,61 @@ def land_more(d: Path) -> None:
     assert any(MONTH in w for w in res.closed_month_warnings)
 
 
-def test_restatement_makes_version_2_and_supersedes_version_1(closed, tmp_path):
+def lake_bytes(d: Path) -> dict[str, bytes]:
+    """Every file under the month's bills partition and the version store, by path."""
+    base = d / "lake" / "bills"
+    return {
+        str(p.relative_to(base)): p.read_bytes()
+        for p in sorted(base.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    } | {
+        str(p.relative_to(base)): os.readlink(p).encode() for p in base.rglob("*") if p.is_symlink()
+    }
+
+
+def test_a_restatement_with_nothing_changed_changes_nothing(closed, tmp_path):
+    d = copy_of(closed, tmp_path / "data")
+    before, lake_before = snapshot(d), lake_bytes(d)
+    invoices = {p: b["invoice_no"] for p, b in bills(d).items()}
+    res = CliRunner().invoke(cli, ["--data-dir", str(d), "close", "--month", MONTH, "--restate"])
+    assert res.exit_code == 0, res.output
+    assert "nothing changed" in res.output
+    assert "version 2" not in res.output and "-V2" not in res.output
+    r = close_month(d, MONTH, restate=True)
+    assert r.changed is False and r.version == 1 and r.changes == []
+    assert {p: b["invoice_no"] for p, b in bills(d).items()} == invoices
+    assert bills(d, status="superseded") == {}
+    assert snapshot(d) == before
+    assert lake_bytes(d) == lake_before  # no commit: the same files, the same bytes
+
+
+def test_a_restatement_makes_a_new_version_only_for_the_changed_partner(closed, tmp_path):
     d = copy_of(closed, tmp_path / "data")
     land_more(d)
     assert close_month(d, MONTH).changed is False  # not without --restate
     assert bills(d)["P1"]["consume_amount"] == D("166.76")
+    unchanged = {p: b for p, b in bills(d).items() if p != "P1"}
     out: list[str] = []
     r2 = close_month(d, MONTH, restate=True, echo=out.append)
     print_close_result(r2, out.append)
     assert r2.changed and r2.version == 2
+    assert [b["partner_id"] for b in r2.bills] == ["P1"]
     v2 = bills(d)["P1"]
     assert v2["version"] == 2
     assert v2["consume_amount"] == D("216.76")
     assert v2["invoice_no"] == "INV-P1-202611-V2"
+    assert v2["supersedes_invoice_no"] == "INV-P1-202611"
     v1 = bills(d, status="superseded")["P1"]
     assert v1["version"] == 1 and v1["consume_amount"] == D("166.76")
-    assert v1["invoice_no"] == "INV-P1-202611"
-    assert len(bills(d)) == len(PARTNERS) and len(bills(d, status="superseded")) == len(PARTNERS)
-    assert {b["version"] for b in bills(d).values()} == {2}
-    # the printed changes name the changed component
-    assert "changed: P1: consume_amount 166.76 -> 216.76" in "\n".join(out)
+    assert v1["invoice_no"] == "INV-P1-202611" and v1["supersedes_invoice_no"] is None
+    # every other partner keeps its version 1 and its invoice, untouched
+    assert list(bills(d, status="superseded")) == ["P1"]
+    assert {p: b for p, b in bills(d).items() if p != "P1"} == unchanged
+    assert all(b["version"] == 1 for b in unchanged.values())
+    # the printed changes name the changed component and the superseded invoice
+    text = "\n".join(out)
+    assert "changed: P1: consume_amount 166.76 -> 216.76" in text
+    assert "INV-P1-202611-V2" in text and "supersedes INV-P1-202611" in text
     assert not any(c.startswith("P1: refunds") or c.startswith("Z:") for c in r2.changes)
     # the lake keeps every version, lines included
     lake = lake_bill_rows(d)
@@ -540,12 +579,22 @@ def test_restatement_makes_version_2_and_supersedes_version_1(closed, tmp_path):
         (1, "superseded"),
         (2, "closed"),
     ]
-    assert {x["version"] for x in lake_bill_rows(d, name="bill_lines")} == {1, 2}
+    assert len(lake) == len(PARTNERS) + 1
+    assert {(x["partner_id"], x["version"]) for x in lake_bill_rows(d, name="bill_lines")} >= {
+        ("P1", 1),
+        ("P1", 2),
+    }
+    assert {
+        x["version"] for x in lake_bill_rows(d, name="bill_lines") if x["partner_id"] != "P1"
+    } == {1}
     # the views follow the current version only
     cust = rows(
         d, "select * from expenditure_by_customer where partner_id = 'P1' and customer_id = 'C1'"
     )
     assert [c["consume_amount"] for c in cust] == [D("160.00")]
+    # a second restatement with nothing new changes nothing
+    assert close_month(d, MONTH, restate=True).changed is False
+    assert bills(d)["P1"]["version"] == 2
 
 
 # --- section 7: the cutoff refusal and --force -------------------------------------------------
@@ -655,7 +704,7 @@ def test_a_crash_after_the_lake_commit_is_repaired_by_a_rerun(closed, tmp_path):
     r = close_month(d, MONTH)
     assert r.changed is False and r.version == 2
     s = snapshot(d)
-    assert len(s["bills"]) == 2 * len(PARTNERS)
+    assert len(s["bills"]) == len(PARTNERS) + 1  # only P1 changed: P1 v1 and v2
     assert s["bills"] == s["lake_bills"] and s["bill_lines"] == s["lake_lines"]
     assert bills(d)["P1"]["version"] == 2
     assert bills(d)["P1"]["consume_amount"] == D("216.76")
