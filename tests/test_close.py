@@ -369,11 +369,9 @@ def test_bill_lines_carry_the_detail(closed):
     assert len(use) == 1 and use[0]["quantity"] == D("3") and use[0]["amount"] == D("6.75")
     assert use[0]["customer_name"] == "Customer Two" and use[0]["product_id"] == "PR3"
     adj = sorted(
-        (
-            (x["customer_id"] or "", x["amount"], x["description"])
-            for x in ls
-            if x["component"] == "adjustment"
-        )
+        (x["customer_id"] or "", x["amount"], x["description"])
+        for x in ls
+        if x["component"] == "adjustment"
     )
     # the partner-level adjustment has no customer: NULL, never ''
     assert adj == [("", D("2.5"), "late fee"), ("C1", D("-5"), "compensation")]
