@@ -133,8 +133,9 @@ QUARANTINE = Table(
         (
             "reason_codes",
             "VARCHAR[]",
-            "One code per rule the row breaks, in the order of reason (the set is listed in "
-            "Reason codes below); group by unnest(reason_codes)",
+            "One code per reason in reason, in the same order (a rule broken by two columns "
+            "appears twice); the fixed set is listed under Reason codes. Count rows per code "
+            "with count(distinct (file, row)) or list_distinct(reason_codes)",
         ),
         ("reason", "VARCHAR", "Every rule the row breaks, readable, separated by '; '"),
         ("raw", "VARCHAR", "The raw record as JSON text"),
