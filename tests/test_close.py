@@ -595,6 +595,55 @@ def test_a_restatement_makes_a_new_version_only_for_the_changed_partner(closed, 
     assert bills(d)["P1"]["version"] == 2
 
 
+def test_a_restatement_marks_the_superseded_exports(closed, tmp_path):
+    """Finance exports version 1, a change lands, the month is restated and exported again:
+    only P1 gets version 2, its PDF names the invoice it supersedes, and `exports list` and the
+    export folder mark P1's version-1 files superseded (their paths stay as recorded)."""
+    from pypdf import PdfReader
+
+    d = copy_of(closed, tmp_path / "data")
+    runner = CliRunner()
+    base = ["--data-dir", str(d)]
+    res = runner.invoke(cli, [*base, "export", "--month", MONTH, "--format", "pdf,csv"])
+    assert res.exit_code == 0, res.output
+    folder = d / "exports" / "P1" / MONTH
+    v1_files = sorted(p.name for p in folder.iterdir())
+    assert v1_files == [f"bill-P1-{MONTH}-v1.pdf", f"bill-details-P1-{MONTH}-v1.csv"]
+    land_more(d)
+    res = runner.invoke(cli, [*base, "close", "--month", MONTH, "--restate"])
+    assert res.exit_code == 0, res.output
+    assert "INV-P1-202611-V2" in res.output
+    # the folder says which files are superseded, and by which invoice
+    note = (folder / "SUPERSEDED.txt").read_text(encoding="utf-8")
+    assert "version 1: superseded by INV-P1-202611-V2" in note
+    assert all(n in note for n in v1_files)
+    assert not (d / "exports" / "P2" / MONTH / "SUPERSEDED.txt").exists()  # P2 unchanged
+    res = runner.invoke(cli, [*base, "export", "--month", MONTH, "--format", "pdf,csv"])
+    assert res.exit_code == 0, res.output
+    pdf = folder / f"bill-P1-{MONTH}-v2.pdf"
+    text = "\n".join(p.extract_text() for p in PdfReader(pdf).pages)
+    assert "INV-P1-202611-V2" in text and "supersedes invoice INV-P1-202611" in text
+    assert (d / "exports" / "P2" / MONTH / f"bill-P2-{MONTH}-v1.pdf").exists()
+    assert not (d / "exports" / "P2" / MONTH / f"bill-P2-{MONTH}-v2.pdf").exists()
+    res = runner.invoke(cli, [*base, "exports", "list", "--partner", "P1"])
+    assert res.exit_code == 0, res.output
+    listed = [ln for ln in res.output.splitlines() if f"-{MONTH}-v" in ln]
+    v1 = [ln for ln in listed if ln.split()[-2].endswith(("-v1.pdf", "-v1.csv"))]
+    v2 = [ln for ln in listed if ln.split()[-2].endswith(("-v2.pdf", "-v2.csv"))]
+    assert len(v1) == 2 and len(v2) == 2  # P1 v1 before the restatement, v2 after
+    assert all("superseded by INV-P1-202611-V2" in ln for ln in v1), v1
+    assert all(" closed " in ln for ln in v2), v2
+    from pipelines.exports import list_exports
+
+    hist = list_exports(d, partner="P1")
+    first = [r for r in hist if r["version"] == 1]
+    assert {r["bill_status"] for r in first} == {"superseded"}
+    assert {r["superseded_by"] for r in first} == {"INV-P1-202611-V2"}
+    assert all((d / r["path"]).exists() for r in hist)  # recorded paths still hold the files
+    # P2's files stay current
+    assert {r["bill_status"] for r in list_exports(d, partner="P2")} == {"closed"}
+
+
 # --- section 7: the cutoff refusal and --force -------------------------------------------------
 
 
