@@ -572,7 +572,9 @@ def _quarantine(con, feed: str, day: str) -> None:
     if feed in RECORD_FEEDS:
         con.execute(
             f"""insert into quarantine_rows
-            select '{feed}', '{day}'::date, _file, _row, _rid, _reason_codes, _reason, _raw
+            select '{feed}', '{day}'::date, _file, _row,
+                   case when not {rules.blank_sql("_rid")} then _rid end,
+                   _reason_codes, _reason, _raw
             from rej_{feed}
             union all
             select '{feed}', '{day}'::date, _file, _row, cast(record_id as varchar),
@@ -583,7 +585,10 @@ def _quarantine(con, feed: str, day: str) -> None:
     struct = ", ".join(f"'{c}': \"{c}\"" for c in cols)
     con.execute(
         f"""insert into quarantine_rows
-        select '{feed}', '{day}'::date, _file, _row, cast({rid} as varchar), _why_codes, _why,
+        select '{feed}', '{day}'::date, _file, _row,
+               case when not {rules.blank_sql(f"cast({rid} as varchar)")}
+                    then cast({rid} as varchar) end,
+               _why_codes, _why,
                coalesce(_raw, to_json({{{struct}}})::varchar)
         from res_{feed} where _status = 'quarantine'"""
     )
