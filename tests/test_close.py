@@ -590,6 +590,12 @@ def test_a_restatement_makes_a_new_version_only_for_the_changed_partner(closed, 
         d, "select * from expenditure_by_customer where partner_id = 'P1' and customer_id = 'C1'"
     )
     assert [c["consume_amount"] for c in cust] == [D("160.00")]
+    # the amount due counts the restated amount from the first publication (version 1)
+    due = rows(d, "select * from amount_due where partner_id = 'P1'")
+    v1_day = (v1["closed_at"] + dt.timedelta(hours=8)).date()
+    assert [(x["version"], x["amount_due"], x["published_on"]) for x in due] == [
+        (2, v2["amount_due"], min(v1_day, dt.date(2026, 12, 5)))
+    ]
     # a second restatement with nothing new changes nothing
     assert close_month(d, MONTH, restate=True).changed is False
     assert bills(d)["P1"]["version"] == 2
