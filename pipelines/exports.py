@@ -1177,15 +1177,38 @@ def bill_statuses(
     return out
 
 
+def refresh_export_status(con) -> int:
+    """Set ``export_history.bill_status`` in the warehouse to the status each exported bill
+    version has now (a restatement supersedes it); returns the rows changed. The lake's export
+    records keep the status at export time (``exports list`` shows both)."""
+    row = con.execute(
+        """update export_history as e set bill_status = b.status
+        from bills as b
+        where b.partner_id = e.partner_id and b.bill_month = e.bill_month
+          and b.version = e.version and e.bill_status is distinct from b.status"""
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def mark_superseded(data_dir: str | Path | None, month: str) -> list[Path]:
-    """Write ``SUPERSEDED.txt`` into each export folder of ``month`` that holds files of a
-    superseded bill version: which files, and the invoice that supersedes them. The files
-    keep their names (their paths are on record in ``export_history``). Returns the notes
-    written or rewritten."""
+    """Mark the exports of superseded bill versions of ``month``: their ``export_history``
+    rows in the warehouse get ``bill_status`` superseded, and each export folder holding such
+    files gets a ``SUPERSEDED.txt`` note naming them and the invoice that supersedes them. The
+    files keep their names (their paths are on record in ``export_history``). Callers hold the
+    writer lock. Returns the notes written or rewritten."""
     import duckdb
+
+    from pipelines.warehouse import open_warehouse, publish
 
     root = resolve_data_dir(data_dir)
     _check_month(month)
+    wh = open_warehouse(root)
+    try:
+        changed = refresh_export_status(wh)
+    finally:
+        wh.close()
+    if changed:
+        publish(root)
     con = duckdb.connect(":memory:")
     try:
         status = bill_statuses(con, root, [month])

@@ -254,9 +254,8 @@ EXPORT_HISTORY = Table(
         (
             "bill_status",
             "VARCHAR",
-            "Status of that version when the file was written (closed/superseded); its status "
-            "now is bills.status of the same partner_id, bill_month, version (koobill exports "
-            "list shows that)",
+            "Status of the exported bill version: closed, or superseded once a restatement "
+            "replaced it (the lake record keeps the status at export time)",
         ),
         ("kind", "VARCHAR", "summary (the invoice PDF) or details"),
         ("format", "VARCHAR", "pdf | xlsx | csv | parquet"),

@@ -648,6 +648,19 @@ def test_a_restatement_marks_the_superseded_exports(closed, tmp_path):
     assert all((d / r["path"]).exists() for r in hist)  # recorded paths still hold the files
     # P2's files stay current
     assert {r["bill_status"] for r in list_exports(d, partner="P2")} == {"closed"}
+    # the analysts' export_history says the same
+    assert rows(
+        d,
+        "select partner_id, version, bill_status, count(*) n from export_history "
+        "group by all order by all",
+    ) == sorted(
+        (
+            {"partner_id": p, "version": v, "bill_status": st, "n": n}
+            for p, v, st, n in [("P1", 1, "superseded", 2), ("P1", 2, "closed", 2)]
+            + [(x["partner_id"], 1, "closed", 4) for x in PARTNERS if x["partner_id"] != "P1"]
+        ),
+        key=lambda r: (r["partner_id"], r["version"], r["bill_status"]),
+    )
 
 
 # --- section 7: the cutoff refusal and --force -------------------------------------------------
