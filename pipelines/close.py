@@ -39,6 +39,11 @@ COMPONENTS = (
 
 @dataclass
 class CloseResult:
+    """``version``: the highest bill version of the month after the run (versions are per
+    partner); ``changed``: something was published; ``bills``: the bills published by this run
+    (every bill of a first close, the changed partners' new versions of a restatement), or the
+    current bills when nothing changed; ``changes``: what a restatement changed, per partner."""
+
     month: str
     version: int
     changed: bool
@@ -273,7 +278,9 @@ def _assign_versions(con, prev_part: Path | None) -> None:
     )
 
 
-# a bill changes when one of these differs, or one of its lines (every column but version)
+# a bill changes when one of these differs (its components, or the partner's name, currency or
+# tax rate in the snapshot at the cutoff), or one of its lines (every column but version).
+# forced/missing_dates alone do not make a new version: the invoice is not reissued for them.
 _COMPARED = (
     "partner_name",
     "currency",
