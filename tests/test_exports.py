@@ -172,6 +172,8 @@ def insert_bill(
         "forced": False,
         "missing_dates": "",
         "line_count": len(lines),
+        # version 2 restates version 1 and names its invoice
+        "supersedes_invoice_no": f"INV-{partner}-202601" if version > 1 else None,
     }
     cols = schema.BILLS.column_names
     con.execute(
@@ -469,6 +471,7 @@ def test_pdf_without_amount_due_is_a_statement(exported):
     # no recipient columns: the partner name alone, and the issuer from the settings
     assert "Acme Cloud Inc." in text and "Tax ID: TAX-ISSUER-001" in text
     assert "E-mail:" not in text
+    assert "upersedes" not in text  # a version 1 supersedes nothing
 
 
 def test_pdf_pages_render(exported, tmp_path):
