@@ -14,13 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import schema
-from pipelines.exports import (
-    export_month,
-    list_exports,
-    neutralise,
-    print_export_result,
-    print_exports,
-)
+from pipelines.exports import export_month, list_exports, print_export_result, print_exports
 from pipelines.lake import KoobillError, LockBusy, data_dir_lock
 from pipelines.warehouse import open_warehouse, publish, rebuild
 
@@ -229,7 +223,6 @@ DUE_DATE = date(2026, 2, 20)  # + 15 days of terms
 
 def make_data_dir(root: Path) -> Path:
     root.mkdir(parents=True)
-    (root / "settings.toml").write_text(SETTINGS, encoding="utf-8")
     con = open_warehouse(root)
     try:
         insert_bill(
@@ -275,6 +268,7 @@ def make_data_dir(root: Path) -> Path:
     finally:
         con.close()
     publish(root)
+    (root / "settings.toml").write_text(SETTINGS, encoding="utf-8")
     return root
 
 
@@ -502,6 +496,8 @@ def test_pdf_pages_render(exported, tmp_path):
 
 def test_xlsx_sheets_equal_views_and_bill(exported):
     import openpyxl
+
+    from pipelines.exports import neutralise
 
     root, result = exported
     wb = openpyxl.load_workbook(files_of(root, result, CN)["xlsx"])
