@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pipelines import invoice as doc
+from pipelines import document as doc
 from pipelines import schema
 from pipelines.exports import Bill, neutralise, round2
 
