@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 import shutil
 import subprocess
 from datetime import UTC, date, datetime, timedelta
@@ -851,3 +852,46 @@ def test_printed_summaries(exported):
     out.clear()
     print_exports([], out.append)
     assert out == ["no exports recorded"]
+
+
+@pytest.mark.parametrize(
+    ("start_y", "pages", "width_mm"),
+    [
+        (60, 1, 87),  # room: side by side under the text
+        (225, 1, 66),  # a little short: side by side, shrunk to the room left
+        (250, 2, 164),  # too short: a page of their own, one above the other at full width
+    ],
+)
+def test_charts_never_sit_small_and_alone_on_a_page(exported, tmp_path, start_y, pages, width_mm):
+    from fpdf import FPDF
+    from pypdf import PdfReader
+
+    from pipelines import exports, invoice
+    from pipelines.warehouse import connect_published
+
+    root, _result = exported
+    con = connect_published(root)
+    try:
+        bill = exports._load_bill(con, exports._load_bills(con, MONTH, CN, None)[0])
+    finally:
+        con.close()
+    pdf = FPDF(unit="mm", format="A4")
+    pdf.add_font("cjk", "", str(exports.FONT_REGULAR))
+    pdf.add_font("cjk", "B", str(exports.FONT_BOLD))
+    pdf.set_auto_page_break(True, margin=16)
+    pdf.set_margins(16, 14, 16)
+    pdf.add_page()
+    pdf.set_y(start_y)
+    invoice._charts(pdf, bill)
+    out = tmp_path / "charts.pdf"
+    pdf.output(str(out))
+    reader = PdfReader(out)
+    assert len(reader.pages) == pages
+    images = reader.pages[-1].images
+    assert len(images) == 2  # both charts on the same page
+    # the drawn width of each chart (its transformation matrix, in points)
+    content = reader.pages[-1].get_contents().get_data().decode("latin-1")
+    widths = [
+        float(m.split()[0]) * 25.4 / 72 for m in re.findall(r"q ([\d.]+ 0 0 [\d.]+)", content)
+    ]
+    assert len(widths) == 2 and all(abs(w - width_mm) < 3 for w in widths), widths
