@@ -50,7 +50,10 @@ def _default_month(today: dt.date | None = None) -> str:
 
 
 def _prepare_dir(root: Path) -> None:
-    """Empty ``root`` for a fresh run, refusing to wipe a folder the demo did not make."""
+    """Empty ``root`` for a fresh run, refusing to wipe a folder the demo did not make, and
+    make it a data dir."""
+    from pipelines.config import init_data_dir
+
     if root.exists():
         if not root.is_dir():
             raise DemoError(f"{root} exists and is not a folder")
@@ -62,7 +65,7 @@ def _prepare_dir(root: Path) -> None:
                 "refusing to wipe it; pass another --data-dir"
             )
         shutil.rmtree(root)
-    root.mkdir(parents=True)
+    init_data_dir(root)
     (root / MARKER).write_text("made by `python -m pipelines.demo`; wiped on every demo run\n")
 
 

@@ -234,12 +234,13 @@ def land_reference(
 # --- running and reading back ------------------------------------------------------------------
 
 
-def ingest(data_dir: Path, day: str = DAY, share: float | None = 1.0):
+def ingest(data_dir: Path, day: str = DAY, share: float | None = 1.0, allow_empty: bool = False):
     """Run the ingest of ``day``; ``share`` is passed as max_quarantine_share (1.0: tests with
-    many bad rows are not stopped by the quarantine-share gate)."""
+    many bad rows are not stopped by the quarantine-share gate); ``allow_empty`` records a date
+    no feed has a folder for."""
     from pipelines.ingest import ingest_date
 
-    return ingest_date(data_dir, day, max_quarantine_share=share)
+    return ingest_date(data_dir, day, max_quarantine_share=share, allow_empty=allow_empty)
 
 
 def lake_path(data_dir: Path, day: str, name: str) -> Path:
