@@ -124,8 +124,10 @@ def ingest(
 
     A date no feed has a folder for is an error (its files may not have arrived yet), unless
     --allow-empty."""
+    from pipelines.calendar import parse_date
     from pipelines.ingest import ingest_date, print_ingest_result
 
+    _run(parse_date, day)  # a mistyped date is named before the data dir is looked at
     result = _run(
         ingest_date,
         obj.data_dir,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -291,3 +292,18 @@ def file_digest(p: Path) -> str:
             w.write_table(t)
         return "rows:" + hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
     return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+# --- the command line --------------------------------------------------------------------------
+
+DATA_DIR_LINE = re.compile(
+    r"koobill: data dir (/[^\n]*) \(from (--data-dir|\$KOOBILL_DATA_DIR|default \./data|argument)\)\n"
+)
+
+
+def after_data_dir_line(out: str) -> str:
+    """A command's output after the line naming its data dir, which every command that uses a
+    data dir prints first (on stderr); fails if that line is not there."""
+    m = DATA_DIR_LINE.match(out)
+    assert m, f"no 'koobill: data dir ...' line first:\n{out}"
+    return out[m.end() :]
