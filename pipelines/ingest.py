@@ -133,7 +133,7 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
     tmp.mkdir(parents=True, exist_ok=True)
     con.execute(f"set temp_directory = {quote_path(tmp)}")
     con.execute(f"set memory_limit = '{os.environ.get('KOOBILL_MEMORY_LIMIT', '2GB')}'")
-    vdir = new_version_dir(part)
+    vdir: Path | None = None
     try:
         stats: dict[str, FeedStats] = {}
         ignored: list[str] = []
@@ -145,10 +145,15 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
             "create temp table quarantine_rows (feed varchar, landing_date date, "
             "file varchar, row bigint, record_id varchar, reason varchar, raw varchar)"
         )
-        for feed in FEED_ORDER:
+        # the reference feeds first: a date whose records have no snapshot or price list at
+        # all stops here, before anything is written
+        for feed in ("partners", "prices"):
             _validate(con, feed, d, earlier)
-            if feed in ("partners", "prices"):
-                _require_reference(con, paths, feed, d, earlier, stats)
+            _require_reference(con, paths, feed, d, earlier, stats)
+        vdir = new_version_dir(part)
+        for feed in FEED_ORDER:
+            if feed in RECORD_FEEDS:
+                _validate(con, feed, d, earlier)
             _accept(con, feed, d, vdir)
             _count(con, stats[feed], feed)
             _drop_work(con, feed)
@@ -167,7 +172,8 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
         con.close()
         import shutil
 
-        shutil.rmtree(vdir, ignore_errors=True)
+        if vdir is not None:
+            shutil.rmtree(vdir, ignore_errors=True)
         if isinstance(exc, duckdb.IOException | OSError) and not isinstance(exc, KoobillError):
             raise KoobillError(
                 f"ingest of {day} failed while writing under {root}: "
@@ -277,8 +283,14 @@ def _require_reference(con, paths: Paths, feed: str, d: dt.date, earlier, stats)
             "the dates after it in order"
         )
     elif day in folders:
-        q = stats[feed].total("quarantined")
-        top = "; ".join(r for r, _n in stats[feed].top_reasons[:2])
+        q = con.execute(f"select count(*) from res_{feed} where _status = 'quarantine'").fetchone()[
+            0
+        ]
+        top = con.execute(
+            f"select _why from res_{feed} where _status = 'quarantine' "
+            "group by 1 order by count(*) desc, 1 limit 1"
+        ).fetchone()
+        top = top[0] if top else ""
         hint = (
             f"the {feed} folder of {day} has no valid row ({q:,} quarantined"
             f"{': ' + top if top else ''}) and no earlier date brought one"
