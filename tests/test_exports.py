@@ -16,7 +16,7 @@ from pipelines import schema
 from pipelines.config import init_data_dir
 from pipelines.exports import export_month, list_exports, print_export_result, print_exports
 from pipelines.lake import KoobillError, LockBusy, data_dir_lock
-from pipelines.warehouse import open_warehouse, rebuild
+from pipelines.warehouse import open_warehouse, publish, rebuild
 
 MONTH = "2026-01"
 CN = "cn-partner"
@@ -193,6 +193,7 @@ def make_data_dir(root: Path) -> Path:
             )
     finally:
         con.close()
+    publish(root)
     return root
 
 
