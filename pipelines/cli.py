@@ -19,7 +19,6 @@ class _Ctx:
     def __init__(self, data_dir: str | None, source: str):
         from pipelines.config import resolve_data_dir
 
-        self.raw = data_dir
         self.source = source
         self._path = resolve_data_dir(data_dir)
         self._said = False

@@ -99,10 +99,9 @@ def ingest_date(
     present = landing_date_present(root, d)
     if not present and not allow_empty:
         raise KoobillError(
-            f"landing date {d} is not present: no feed has a folder for it under "
-            f"{Paths(root).landing} (looked for {Paths(root).landing}/<feed>/{d}/). "
-            "Its files may not have arrived yet; if the date truly had no data, record it "
-            "with --allow-empty. Nothing was written."
+            f"landing date {d} is not present: no feed has a folder "
+            f"{Paths(root).landing}/<feed>/{d}/. Its files may not have arrived yet; if the "
+            "date truly had no data, record it with --allow-empty. Nothing was written."
         )
     with data_dir_lock(
         root, wait_s=float(os.environ.get("KOOBILL_LOCK_WAIT_S", "600")), what=f"ingest {d}"
