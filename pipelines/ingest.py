@@ -282,14 +282,9 @@ def _require_reference(con, paths: Paths, feed: str, d: dt.date, earlier, stats)
             "the dates after it in order"
         )
     elif day in folders:
-        q = con.execute(f"select count(*) from res_{feed} where _status = 'quarantine'").fetchone()[
-            0
-        ]
-        top = con.execute(
-            f"select _why from res_{feed} where _status = 'quarantine' "
-            "group by 1 order by count(*) desc, 1 limit 1"
+        q, top = con.execute(
+            f"select count(*), mode(_why) from res_{feed} where _status = 'quarantine'"
         ).fetchone()
-        top = top[0] if top else ""
         hint = (
             f"the {feed} folder of {day} has no valid row ({q:,} quarantined"
             f"{': ' + top if top else ''}) and no earlier date brought one"
