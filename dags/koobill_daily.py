@@ -40,8 +40,9 @@ every month open on that date (`estimates` table in `warehouse.duckdb`).
   every `$KOOBILL_LANDING_POKE_S` seconds (default 300) for up to `$KOOBILL_LANDING_WAIT_H`
   hours (default 6, so until about 07:30 Beijing), then **fails** (sensor timeout, no retry):
   the run is red, `ingest` does not run, and nothing is recorded for the date; the month
-  close then lists it as missing. A date that truly had no data is recorded by hand with
-  `koobill ingest --date D --allow-empty`, then the run cleared.
+  close then lists it as missing. When the files land late, clear the run; a date that truly
+  had no data is recorded by hand with `koobill ingest --date D --allow-empty` (the failed run
+  can then be marked success: clearing it would wait for a folder again).
 * `ingest` runs `pipelines.ingest.ingest_date` on the date. A misconfigured data dir (no
   `landing/`) fails both tasks at once, with the path.
 * Idempotent: rerunning (clearing) a run replaces the landing date's partition, so the
