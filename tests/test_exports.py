@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import schema
+from pipelines.config import init_data_dir
 from pipelines.exports import export_month, list_exports, print_export_result, print_exports
 from pipelines.lake import KoobillError, LockBusy, data_dir_lock
 from pipelines.warehouse import open_warehouse, publish, rebuild
@@ -223,7 +224,7 @@ DUE_DATE = date(2026, 2, 20)  # + 15 days of terms
 
 
 def make_data_dir(root: Path) -> Path:
-    root.mkdir(parents=True)
+    init_data_dir(root)
     con = open_warehouse(root)
     try:
         insert_bill(
