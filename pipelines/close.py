@@ -12,7 +12,6 @@ nothing is written.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,14 @@ from pipelines import calendar as cal
 from pipelines import quality
 from pipelines.config import Paths, require_data_dir, resolve_data_dir
 from pipelines.db import connect, parquet, quote_path, sql
-from pipelines.lake import KoobillError, commit_version, data_dir_lock, new_version_dir, partitions
+from pipelines.lake import (
+    KoobillError,
+    commit_version,
+    data_dir_lock,
+    lock_wait_s,
+    new_version_dir,
+    partitions,
+)
 
 Echo = Callable[[str], None]
 # optional partner columns carried from the snapshot at the cutoff onto the bill (the invoice's
@@ -89,9 +95,7 @@ def close_month(
     root = resolve_data_dir(data_dir)
     cal.parse_month(month)
     echo = echo or (lambda _m: None)
-    with data_dir_lock(
-        root, wait_s=float(os.environ.get("KOOBILL_LOCK_WAIT_S", "600")), what=f"close {month}"
-    ):
+    with data_dir_lock(root, wait_s=lock_wait_s(), what=f"close {month}"):
         return _close(root, month, force, restate, echo)
 
 

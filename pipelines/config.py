@@ -119,6 +119,11 @@ def require_data_dir(
         f"create one with `koobill init {root}` (or `koobill generate` for sample data), "
         "or point --data-dir / $KOOBILL_DATA_DIR at an existing one"
     )
+    if root.is_dir() and any(root.iterdir()):  # init refuses a folder that holds other files
+        how = (
+            "create one in a new or empty folder with `koobill init DIR` (or `koobill generate` "
+            "for sample data), or point --data-dir / $KOOBILL_DATA_DIR at an existing one"
+        )
     if not root.exists():
         raise DataDirError(f"data dir {root} does not exist (from {source}): {how}")
     if not root.is_dir():

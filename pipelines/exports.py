@@ -22,7 +22,6 @@ importing this module is cheap.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +34,8 @@ from typing import Any
 from pipelines import schema
 from pipelines.config import Paths, check_partner_id, require_data_dir, resolve_data_dir
 from pipelines.lake import KoobillError
+from pipelines.lake import lock_wait_s as env_lock_wait_s
+from pipelines.settings import DEFAULT_PATH as DEFAULT_SETTINGS
 from pipelines.settings import load_settings
 
 FORMATS = ("pdf", "xlsx", "csv", "parquet")
@@ -92,6 +93,7 @@ class ExportResult:
     export_run_id: str
     files: list[ExportFile] = field(default_factory=list)
     history_path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def partners(self) -> list[str]:
@@ -529,13 +531,23 @@ def export_month(
     run_id = f"{started:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
     result = ExportResult(root, month, run_id)
     if lock_wait_s is None:  # like ingest and close: $KOOBILL_LOCK_WAIT_S, else 10 minutes
-        lock_wait_s = float(os.environ.get("KOOBILL_LOCK_WAIT_S", "600"))
+        lock_wait_s = env_lock_wait_s()
     with data_dir_lock(root, wait_s=lock_wait_s, what=f"export {month}"):
         con = open_warehouse(root)
         try:
             headers = _load_bills(con, month, partner, version)
             settings = load_settings(root)
             documents = bool({"pdf", "xlsx"} & set(fmts))
+            if (
+                documents
+                and settings.source == DEFAULT_SETTINGS
+                and not (root / ".koobill-demo").exists()
+            ):
+                result.warnings.append(
+                    f"no {root / 'settings.toml'}: the invoices carry the demo issuer and bank "
+                    "details; copy pipelines/assets/settings.default.toml there and fill in "
+                    "yours before sending them"
+                )
             bills = []
             for header in headers:
                 _check_partner(header["partner_id"])  # it names a folder
@@ -623,6 +635,8 @@ def print_export_result(result: ExportResult, echo: Callable[[str], Any] = print
         f"{len(result.partners)} partner{'s' if len(result.partners) != 1 else ''} "
         f"(export run {result.export_run_id})"
     )
+    for w in result.warnings:
+        echo(f"warning: {w}")
     if not result.files:
         return
     width = max(len(f.path) for f in result.files)

@@ -8,7 +8,6 @@ into the warehouse. Rerunning a date replaces exactly that date.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,8 @@ from pipelines.lake import (
     KoobillError,
     commit_version,
     data_dir_lock,
+    lock_wait_s,
+    memory_limit,
     new_version_dir,
     partitions,
 )
@@ -103,9 +104,7 @@ def ingest_date(
             f"{Paths(root).landing}/<feed>/{d}/. Its files may not have arrived yet; if the "
             "date truly had no data, record it with --allow-empty. Nothing was written."
         )
-    with data_dir_lock(
-        root, wait_s=float(os.environ.get("KOOBILL_LOCK_WAIT_S", "600")), what=f"ingest {d}"
-    ):
+    with data_dir_lock(root, wait_s=lock_wait_s(), what=f"ingest {d}"):
         result = _ingest(root, d, progress or (lambda _m: None), max_quarantine_share)
     result.empty = not present
     return result
@@ -131,7 +130,7 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
     tmp = root / ".tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     con.execute(f"set temp_directory = {quote_path(tmp)}")
-    con.execute(f"set memory_limit = '{os.environ.get('KOOBILL_MEMORY_LIMIT', '2GB')}'")
+    con.execute(f"set memory_limit = '{memory_limit()}'")  # validated: digits and a unit
     vdir: Path | None = None
     try:
         stats: dict[str, FeedStats] = {}

@@ -29,6 +29,33 @@ class LockBusy(KoobillError):
     pass
 
 
+def lock_wait_s() -> float:
+    """``$KOOBILL_LOCK_WAIT_S``: how long a command waits for the writer lock (default 600)."""
+    raw = os.environ.get("KOOBILL_LOCK_WAIT_S", "600")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise KoobillError(
+            f"KOOBILL_LOCK_WAIT_S={raw!r} is not a number of seconds (e.g. 600); fix or unset it"
+        )
+    return value
+
+
+def memory_limit() -> str:
+    """``$KOOBILL_MEMORY_LIMIT``: DuckDB's memory limit of an ingest (default 2GB)."""
+    import re
+
+    raw = os.environ.get("KOOBILL_MEMORY_LIMIT", "2GB").strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", raw, re.I):
+        raise KoobillError(
+            f"KOOBILL_MEMORY_LIMIT={raw!r} is not an amount of memory (e.g. 2GB, 512MB); "
+            "fix or unset it"
+        )
+    return raw
+
+
 class DataDirError(KoobillError):
     """The data dir does not exist or is not one (no ``landing/``)."""
 

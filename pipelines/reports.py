@@ -118,7 +118,8 @@ def write_index(root: Path, atomic_write, report: Path | None = None, success=No
         "month (one per version) and the feeds of each landing date. Each opens offline.</p>",
         "<table class='table table-sm'><tr><th>report</th><th>result</th></tr>",
     ]
-    for group in sorted(groups, reverse=True):
+    # the bills of each month first, then the feeds of each landing date, newest first
+    for group in sorted(sorted(groups, reverse=True), key=lambda g: not g.startswith("bills")):
         out.append(f"<tr><th colspan='2'>{e(group)}</th></tr>")
         for rel in groups[group]:
             ok = results.get(rel)

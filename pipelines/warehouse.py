@@ -27,7 +27,7 @@ import duckdb
 from pipelines import schema
 from pipelines.config import Paths, resolve_data_dir
 from pipelines.db import connect, parquet, quote_path, sql
-from pipelines.lake import fsync_dir, partitions
+from pipelines.lake import fsync_dir, lock_wait_s, partitions
 
 TABLES = [t for t in schema.PUBLIC if t.kind == "table"]
 # (lake table folder, partition prefix, file name in the partition, warehouse table, key column)
@@ -274,9 +274,7 @@ def rebuild(data_dir: str | Path | None = None) -> None:
     from pipelines.lake import data_dir_lock
 
     root = resolve_data_dir(data_dir)
-    with data_dir_lock(
-        root, wait_s=float(os.environ.get("KOOBILL_LOCK_WAIT_S", "600")), what="rebuild-warehouse"
-    ):
+    with data_dir_lock(root, wait_s=lock_wait_s(), what="rebuild-warehouse"):
         _rebuild_work(root)
         publish(root)
 
