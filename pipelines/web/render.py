@@ -45,7 +45,9 @@ def render(request: Request, name: str, viewer=None, status_code: int = 200, **c
 
 def render_error(request: Request, status: int, message: str, headers=None):
     """An error page that names nothing of what was asked (a 404 echoes no id)."""
-    resp = render(request, "error.html", status_code=status, status=status, message=message)
+    resp = render(
+        request, "error.html", status_code=status, status=status, message=message, path="/"
+    )
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
