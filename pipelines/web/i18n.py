@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from babel import Locale
@@ -71,6 +71,8 @@ class Formatter:
     def money(self, value, currency: str | None) -> str:
         """Thousands separators, 2 places, the currency (Decimal in, never float)."""
         amount = value if isinstance(value, Decimal) else Decimal(str(value or 0))
+        # half away from zero, as the bills round (Babel alone would round half to even)
+        amount = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
         if not currency:
             return format_decimal(amount, format="#,##0.00", locale=self.locale)
         return format_currency(
