@@ -71,6 +71,7 @@ def sign_in(page, user: str) -> None:
 
 
 def shot(page, name: str) -> None:
+    page.evaluate("document.fonts.ready.then(() => true)")
     page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
 
 

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -19,6 +19,7 @@ from pipelines.web.i18n import LOCALES, negotiate
 from pipelines.web.render import render_error
 
 HERE = Path(__file__).resolve().parent
+CJK_FONT = HERE.parent / "assets" / "NotoSansCJKsc-Regular-subset.ttf"
 API_DESCRIPTION = """\
 Partner bills of KooGallery, as on the Partner Bills page, with Huawei Cloud's field names
 where they exist. Money is a decimal string with 2 places.
@@ -75,6 +76,13 @@ def create_app(data_dir: str | Path | None = None, *, https_only: bool = False) 
             "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'",
         )
         return response
+
+    @app.get("/static/fonts/noto-sans-cjk-sc.ttf", include_in_schema=False)
+    def cjk_font() -> FileResponse:
+        # the bundled subset the PDFs use; browsers with a CJK font of their own never ask
+        return FileResponse(
+            CJK_FONT, media_type="font/ttf", headers={"Cache-Control": "public, max-age=604800"}
+        )
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(pages.router)

@@ -91,8 +91,9 @@ def line(
             f"<title>{escape(label)}: {escape(fmt(v))}</title></circle>"
         )
     for i in sorted({0, n // 2, n - 1}):
+        anchor = "start" if i == 0 else "end" if i == n - 1 else "middle"
         body.append(
-            f'<text class="label" x="{xy[i][0]:.1f}" y="{H - PAD_B + 14}" text-anchor="middle">'
-            f"{escape(points[i][0])}</text>"
+            f'<text class="label" x="{xy[i][0]:.1f}" y="{H - PAD_B + 14}" '
+            f'text-anchor="{anchor}">{escape(points[i][0])}</text>'
         )
     return _frame(title, body, lo, hi, fmt)
