@@ -958,7 +958,9 @@ def export_month(
     fmts = _check_formats(formats)
     if partner is not None:
         _check_partner(partner)
-    if not Paths(root).warehouse.exists():
+    from pipelines.warehouse import work_path
+
+    if not (work_path(root).exists() or Paths(root).warehouse.exists()):
         raise KoobillError(
             f"month {month} not closed: no warehouse at {Paths(root).warehouse}. "
             f"Run `koobill close --month {month}` first."
@@ -1008,6 +1010,10 @@ def export_month(
                     result.history_path = _record(root, con, run_id, result.files)
         finally:
             con.close()
+        if result.files:
+            from pipelines.warehouse import publish
+
+            publish(root)
     return result
 
 

@@ -1,11 +1,24 @@
 """warehouse.duckdb: the analysts' serving layer, rebuilt from the lake at any time.
 
-Each pipeline step commits its Parquet partition first, then replaces the same partition in the
-warehouse inside one transaction. ``rebuild`` recreates every table from the lake.
+Readers never block writers. Two DuckDB files:
+
+- ``<data-dir>/.koobill/warehouse.duckdb``, the writer's private working copy. Each pipeline step
+  commits its Parquet partition to the lake first, then replaces the same partition here inside
+  one transaction, holding the data dir's writer lock. No one else opens it.
+- ``<data-dir>/warehouse.duckdb``, the *published* database that analysts, their tools and the
+  Partner Bills page open. After every change, ``publish`` copies the working copy into a new
+  file beside it (in DuckDB's v1.2.0 storage format, so DuckDB 1.2 and later open it) and renames
+  it over the published one. A session left open, read-only or read-write, keeps the file it
+  opened and never holds up the rename; its next connection sees the newest publication.
+
+``rebuild`` recreates both from the lake.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,8 +26,8 @@ import duckdb
 
 from pipelines import schema
 from pipelines.config import Paths, resolve_data_dir
-from pipelines.db import connect, parquet, sql
-from pipelines.lake import partitions
+from pipelines.db import connect, parquet, quote_path, sql
+from pipelines.lake import fsync_dir, partitions
 
 TABLES = [t for t in schema.PUBLIC if t.kind == "table"]
 # (lake table folder, partition prefix, file name in the partition, warehouse table, key column)
@@ -27,22 +40,105 @@ LAKE_SOURCES = [
     ("bills", "bill_month", "bill_lines.parquet", "bill_lines", "bill_month"),
 ]
 VIEWS = ["amount_due", "expenditure_by_product", "expenditure_by_customer"]
+# DuckDB storage format of the published file: DuckDB 1.2.0 and every later version open it.
+PUBLISHED_STORAGE_VERSION = "v1.2.0"
+
+
+def work_path(root: Path) -> Path:
+    """The writer's private working copy of the warehouse."""
+    return Path(root) / ".koobill" / "warehouse.duckdb"
 
 
 def open_warehouse(root: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    paths = Paths(root)
-    if read_only and not paths.warehouse.exists():
-        con = connect(":memory:")
-    else:
-        con = _connect_waiting(paths.warehouse, read_only)
-    if not read_only:
-        ensure_schema(con)
+    """The writer's working copy (callers hold the data dir's writer lock and call ``publish``
+    after their change), or with ``read_only`` the published database (``connect_published``).
+
+    A data dir without a working copy (new, or from before the copy existed) gets one rebuilt
+    from the lake first."""
+    if read_only:
+        return connect_published(root)
+    work = work_path(root)
+    if not work.exists():
+        _rebuild_work(Path(root))
+    con = _connect_waiting(work, False)
+    ensure_schema(con)
     return con
 
 
+def connect_published(root: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the newest published analysts' database.
+
+    Never waits for and never blocks a writer: the published file is replaced by a rename, and
+    this connection keeps reading the file it opened. Before anything is published, an empty
+    in-memory database with every public table and view."""
+    path = Paths(Path(root)).warehouse
+    if path.exists():
+        try:
+            return connect(path, read_only=True)
+        except duckdb.IOException:
+            if path.exists():
+                raise
+    con = connect(":memory:")
+    ensure_schema(con)
+    return con
+
+
+def publish(root: Path) -> Path:
+    """Copy the working copy into a new file and rename it over ``warehouse.duckdb``.
+
+    Callers hold the writer lock. Open sessions on the previous file are not disturbed."""
+    root = Path(root)
+    work = work_path(root)
+    target = Paths(root).warehouse
+    tmp = root / f".warehouse.{uuid.uuid4().hex[:12]}.publish.duckdb"
+    con = connect(":memory:")
+    try:
+        con.execute(f"attach {quote_path(work)} as work (read_only)")
+        con.execute(
+            f"attach {quote_path(tmp)} as pub (storage_version '{PUBLISHED_STORAGE_VERSION}')"
+        )
+        con.execute("copy from database work to pub")
+        con.execute("detach pub")
+        con.execute("detach work")
+    except BaseException:
+        con.close()
+        _unlink(tmp, Path(str(tmp) + ".wal"))
+        raise
+    con.close()
+    try:
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        # A read-write session left open on the previous file may have a write-ahead log beside
+        # it; a new connection to the new file would replay it. It belongs to a file that is no
+        # longer published: drop it (analysts' own tables belong in their own database).
+        wal = Path(str(target) + ".wal")
+        _unlink(wal)
+        os.replace(tmp, target)
+        _unlink(wal)
+        fsync_dir(root)
+    except OSError as exc:
+        from pipelines.lake import KoobillError
+
+        _unlink(tmp)
+        raise KoobillError(
+            f"cannot publish {target}: {exc.strerror or exc}; the lake is committed, "
+            "run `koobill rebuild-warehouse` once the problem is fixed"
+        ) from None
+    for stale in root.glob(".warehouse.*.publish.duckdb*"):  # left by a killed publish
+        _unlink(stale)
+    return target
+
+
+def _unlink(*paths: Path) -> None:
+    for p in paths:
+        with contextlib.suppress(OSError):
+            p.unlink(missing_ok=True)
+
+
 def _connect_waiting(path: Path, read_only: bool, wait_s: float = 30.0):
-    """Open the warehouse; while another process holds it (an analyst's session), retry for
-    ``wait_s`` seconds, then fail with what to do. The lake is the truth either way."""
+    """Open the working copy; only koobill writers (holding the lock) open it, so waiting
+    means a foreign process opened the private file: wait ``wait_s`` seconds, then fail with
+    what to do."""
     import time
 
     from pipelines.lake import KoobillError
@@ -56,22 +152,20 @@ def _connect_waiting(path: Path, read_only: bool, wait_s: float = 30.0):
                 raise
             if time.monotonic() >= deadline:
                 raise KoobillError(
-                    f"{path} is held by another process (an open DuckDB session?): "
-                    f"{str(exc).splitlines()[0]}. The lake is committed; close that session "
-                    "and run `koobill rebuild-warehouse` (or rerun this command)."
+                    f"{path} (koobill's private working copy) is held by another process: "
+                    f"{str(exc).splitlines()[0]}. Analysts open {path.parent.parent}/"
+                    "warehouse.duckdb instead; close that process and rerun this command."
                 ) from None
             time.sleep(0.5)
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create missing public tables and (re)create the views."""
+    """Create missing public tables and (re)create the views from ``sql/``."""
     for t in TABLES:
         con.execute(t.ddl())
     con.execute("create table if not exists _meta (key varchar primary key, value varchar)")
     for name in VIEWS:
-        path = Path(__file__).resolve().parent.parent / "sql" / f"{name}.sql"
-        if path.exists():
-            con.execute(f"create or replace view {name} as\n{sql(name)}")
+        con.execute(f"create or replace view {name} as\n{sql(name)}")
 
 
 def replace_partition(
@@ -100,7 +194,8 @@ def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
 
 
 def sync_partition(root: Path, lake_table: str, value: str) -> None:
-    """Replace one lake partition's rows in every warehouse table fed by it, atomically."""
+    """Replace one lake partition's rows in every warehouse table fed by it, atomically, then
+    publish. An ingest partition also moves the latest landing date."""
     paths = Paths(root)
     prefix = next(pf for lt, pf, *_ in LAKE_SOURCES if lt == lake_table)
     part = paths.lake / lake_table / f"{prefix}={value}"
@@ -110,43 +205,61 @@ def sync_partition(root: Path, lake_table: str, value: str) -> None:
         for lt, _prefix, fname, table, key in LAKE_SOURCES:
             if lt == lake_table:
                 replace_partition(con, table, key, value, [part / fname])
+        if lake_table == "ingest":
+            _set_latest_landing_date(con, root)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
     finally:
         con.close()
+    publish(root)
+
+
+def _set_latest_landing_date(con: duckdb.DuckDBPyConnection, root: Path) -> bool:
+    """Record the latest committed landing date; True if it changed."""
+    dates = [v for v, _ in partitions(Paths(root).ingest, "landing_date")]
+    if not dates:
+        return False
+    row = con.execute("select value from _meta where key = 'latest_landing_date'").fetchone()
+    if row and row[0] == dates[-1]:
+        return False
+    set_meta(con, "latest_landing_date", dates[-1])
+    return True
 
 
 def set_latest_landing_date(root: Path) -> None:
-    """Record the latest committed landing date (the as-of date of ``amount_due``)."""
-    dates = [v for v, _ in partitions(Paths(root).ingest, "landing_date")]
+    """Record the latest committed landing date (the as-of date of ``amount_due``); publish
+    if it changed."""
     con = open_warehouse(root)
     try:
-        if dates:
-            set_meta(con, "latest_landing_date", dates[-1])
+        changed = _set_latest_landing_date(con, root)
     finally:
         con.close()
+    if changed:
+        publish(root)
 
 
 def rebuild(data_dir: str | Path | None = None) -> None:
-    """Recreate warehouse.duckdb from the lake (written to a temporary file, then renamed),
-    holding the data dir's writer lock."""
-    import os
-
+    """Recreate the working copy from the lake and publish it, holding the data dir's writer
+    lock. Sessions open on the published database are not disturbed."""
     from pipelines.lake import data_dir_lock
 
     root = resolve_data_dir(data_dir)
     with data_dir_lock(
         root, wait_s=float(os.environ.get("KOOBILL_LOCK_WAIT_S", "600")), what="rebuild-warehouse"
     ):
-        _rebuild(root)
+        _rebuild_work(root)
+        publish(root)
 
 
-def _rebuild(root: Path) -> None:
+def _rebuild_work(root: Path) -> None:
+    """Write a new working copy from the lake to a temporary file, then rename it into place."""
     paths = Paths(root)
-    tmp = paths.warehouse.with_name(".warehouse.rebuild.duckdb")
-    tmp.unlink(missing_ok=True)
+    work = work_path(root)
+    work.parent.mkdir(exist_ok=True)
+    tmp = work.with_name(".warehouse.rebuild.duckdb")
+    _unlink(tmp, Path(str(tmp) + ".wal"))
     con = connect(tmp)
     try:
         ensure_schema(con)
@@ -161,11 +274,10 @@ def _rebuild(root: Path) -> None:
         if hist:
             cols = ", ".join(f'"{c}"' for c in schema.EXPORT_HISTORY.column_names)
             con.execute(f"insert into export_history ({cols}) select {cols} from {parquet(hist)}")
-        latest = [v for v, _ in partitions(paths.ingest, "landing_date")]
-        if latest:
-            set_meta(con, "latest_landing_date", latest[-1])
+        _set_latest_landing_date(con, root)
         con.execute("checkpoint")
     finally:
         con.close()
-    tmp.replace(paths.warehouse)
-    Path(str(tmp) + ".wal").unlink(missing_ok=True)
+    _unlink(Path(str(work) + ".wal"))
+    tmp.replace(work)
+    _unlink(Path(str(tmp) + ".wal"))

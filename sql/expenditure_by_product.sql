@@ -45,9 +45,15 @@ others as (
     from current_lines
     where component in ('refund', 'adjustment')
     group by partner_id, bill_month
+),
+
+unioned as (
+    select * from products
+    union all
+    select * from others
 )
 
-select * from products
-union all
-select * from others
+-- ordered outside the union: DuckDB 1.x (which analysts' tools embed) cannot order a union by
+-- an expression
+select * from unioned
 order by partner_id, bill_month, product_id = 'OTHERS', product_id, region

@@ -15,7 +15,7 @@ import pytest
 from pipelines import schema
 from pipelines.exports import export_month, list_exports, print_export_result, print_exports
 from pipelines.lake import KoobillError, LockBusy, data_dir_lock
-from pipelines.warehouse import open_warehouse, rebuild
+from pipelines.warehouse import open_warehouse, publish, rebuild
 
 MONTH = "2026-01"
 CN = "cn-partner"
@@ -192,6 +192,7 @@ def make_data_dir(root: Path) -> Path:
             )
     finally:
         con.close()
+    publish(root)
     return root
 
 
