@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from web_helpers import A, B, CLOSED, OPEN, PASSWORDS, RESTATED, build
+from web_helpers import CLOSED, OPEN, PASSWORDS, RESTATED, A, B, build
 
 from pipelines.web.app import create_app
 

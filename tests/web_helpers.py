@@ -215,7 +215,7 @@ def build(root: Path, *, exports: bool = True) -> dict:
     """Write the warehouse, the exports and the accounts; return the facts tests check."""
     from pipelines import accounts
     from pipelines.exports import export_month
-    from pipelines.warehouse import open_warehouse, set_meta
+    from pipelines.warehouse import open_warehouse, publish, set_meta
 
     root.mkdir(parents=True, exist_ok=True)
     bills, lines = [], []
@@ -283,6 +283,7 @@ def build(root: Path, *, exports: bool = True) -> dict:
         set_meta(con, "latest_landing_date", "2026-11-06")
     finally:
         con.close()
+    publish(root)
     if exports:
         export_month(root, RESTATED, formats=["pdf", "xlsx"], lock_wait_s=0)
         export_month(root, CLOSED, partner=B, formats=["pdf"], lock_wait_s=0)

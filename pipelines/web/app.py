@@ -14,7 +14,6 @@ from starlette.middleware.sessions import SessionMiddleware
 from pipelines.config import resolve_data_dir
 from pipelines.web import api, pages
 from pipelines.web.auth import SESSION_MAX_AGE_S, LoginThrottle, NotSignedIn, secret_key
-from pipelines.web.data import NotPublished
 from pipelines.web.i18n import LOCALES, negotiate
 from pipelines.web.render import render_error
 
@@ -103,14 +102,6 @@ def create_app(data_dir: str | Path | None = None, *, https_only: bool = False) 
         if request.url.query:
             target += "?" + request.url.query
         return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
-
-    @app.exception_handler(NotPublished)
-    async def not_published(request: Request, exc: NotPublished) -> Response:
-        if is_api(request):
-            return JSONResponse(
-                {"error_code": "CBC.5000", "error_msg": "nothing published yet"}, status_code=503
-            )
-        return render_error(request, 503, "Nothing has been published yet.")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

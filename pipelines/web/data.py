@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -35,26 +36,41 @@ LINE_SORTS = {
 PAGE_SIZES = (20, 50, 100)
 
 
-class NotPublished(Exception):
-    """Nothing has been published yet (no analysts' database)."""
+_published_lock = threading.Lock()
+_published: dict[Path, tuple[tuple[int, int, int, int], Any]] = {}
 
 
 def _connect_published(root: Path):
-    """A read-only connection to the newest published analysts' database."""
-    try:
-        from pipelines.warehouse import connect_published  # landed by the lead
-    except ImportError:  # pragma: no cover - older main
-        connect_published = None
-    path = Path(root) / "warehouse.duckdb"
-    if not path.exists():
-        raise NotPublished(str(path))
-    if connect_published is not None:
-        return connect_published(Path(root))
+    """A read-only cursor on the newest published analysts' database.
+
+    The published file is replaced by a rename at each publication. One in-memory DuckDB per
+    file identity (device, inode, mtime, size) holds it attached read-only, and each request
+    gets a cursor of it: cheap, and a new publication is seen by the next request. (A plain
+    ``duckdb.connect(path)`` would hand back the old file while any connection to that path is
+    still open in the process: DuckDB caches database instances by path.)"""
     import duckdb
 
-    con = duckdb.connect(str(path), read_only=True)
-    con.execute("set TimeZone = 'UTC'")
-    return con
+    from pipelines.db import quote_path
+
+    path = Path(root) / "warehouse.duckdb"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        from pipelines.warehouse import connect_published
+
+        return connect_published(Path(root))  # nothing published: empty tables
+    ident = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    with _published_lock:
+        hit = _published.get(path)
+        if hit is None or hit[0] != ident:
+            con = duckdb.connect(":memory:")
+            con.execute(f"attach {quote_path(path)} as published (read_only)")
+            _published[path] = (ident, con)  # the old one goes once its cursors are done
+            hit = _published[path]
+        cur = hit[1].cursor()
+    cur.execute("use published")
+    cur.execute("set TimeZone = 'UTC'")
+    return cur
 
 
 @contextlib.contextmanager
@@ -92,7 +108,6 @@ class Page:
 class Reader:
     def __init__(self, con):
         self.con = con
-        self._columns: dict[str, set[str]] = {}
 
     def rows(self, query: str, params: list | None = None) -> list[dict[str, Any]]:
         cur = self.con.execute(query, params or [])
@@ -102,17 +117,6 @@ class Reader:
     def one(self, query: str, params: list | None = None) -> dict[str, Any] | None:
         found = self.rows(query, params)
         return found[0] if found else None
-
-    def columns(self, table: str) -> set[str]:
-        if table not in self._columns:
-            self._columns[table] = {
-                r[0]
-                for r in self.con.execute(
-                    "select column_name from information_schema.columns where table_name = ?",
-                    [table],
-                ).fetchall()
-            }
-        return self._columns[table]
 
     # --- partners and months --------------------------------------------------------------
 
