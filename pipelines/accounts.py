@@ -256,3 +256,19 @@ def current_user(root: Path, username: str, generation: int) -> User | None:
     if user is None or user.disabled or user.generation != generation:
         return None
     return user
+
+
+def create_demo_users(root: Path, partner_ids: list[str]) -> list[tuple[str, str, str | None, str]]:
+    """A finance user and one partner user per partner, with fresh random passwords (the demo
+    prints them once): [(username, role, partner_id, password)]."""
+    out = []
+    for username, role, pid in [("finance", "finance", None)] + [
+        (p, "partner", p) for p in partner_ids
+    ]:
+        password = secrets.token_urlsafe(9)
+        if username in load_users(root):
+            reset_password(root, username, password)
+        else:
+            add_user(root, username, role, password, pid)
+        out.append((username, role, pid, password))
+    return out
