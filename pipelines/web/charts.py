@@ -9,7 +9,7 @@ from decimal import Decimal
 from markupsafe import Markup, escape
 
 W, H = 560, 220
-PAD_L, PAD_R, PAD_T, PAD_B = 64, 12, 12, 42
+PAD_L, PAD_R, PAD_T, PAD_B = 96, 12, 12, 42
 
 
 def _scale(values: Sequence[Decimal]) -> tuple[Decimal, Decimal]:
@@ -97,3 +97,35 @@ def line(
             f'text-anchor="{anchor}">{escape(points[i][0])}</text>'
         )
     return _frame(title, body, lo, hi, fmt)
+
+
+def hbars(
+    title: str, items: Sequence[tuple[str, Decimal]], fmt: Callable[[Decimal], str]
+) -> Markup:
+    """Horizontal bars with their labels and amounts: for many long names (products)."""
+    if not items:
+        return Markup("")
+    label_w, value_w, row = 170, 110, 24
+    height = PAD_T + row * len(items) + 4
+    values = [Decimal(v or 0) for _, v in items]
+    top = max([abs(v) for v in values] + [Decimal(1)])
+    span = W - label_w - value_w - PAD_R
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {W} {height}" role="img" aria-label="{escape(title)}" '
+        'xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{escape(title)}</title>",
+    ]
+    for i, ((label, _), v) in enumerate(zip(items, values, strict=True)):
+        y = PAD_T + i * row
+        w = max(float(abs(v) / top) * span, 0.5)
+        short = label if len(label) <= 20 else label[:19] + "…"
+        parts.append(
+            f'<text class="label" x="{label_w - 6}" y="{y + 15}" text-anchor="end">'
+            f"{escape(short)}</text>"
+            f'<rect class="bar{" neg" if v < 0 else ""}" x="{label_w}" y="{y + 4}" '
+            f'width="{w:.1f}" height="{row - 8}"><title>{escape(label)}: {escape(fmt(v))}</title>'
+            f'</rect><text class="tick" x="{label_w + w + 4:.1f}" y="{y + 15}">'
+            f"{escape(fmt(v))}</text>"
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))

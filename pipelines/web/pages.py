@@ -180,9 +180,9 @@ def by_product(request: Request, month: str, db: Db, viewer: View, region: str |
         raise not_found()
     products, others = db.by_product(viewer.partner_id, month, region)
     t = _fmt(request)
-    chart = charts.bars(
+    chart = charts.hbars(
         t("Expenditure by product"),
-        [(p["product_name"] or p["product_id"], p["consume_amount"]) for p in products[:12]],
+        [(p["product_name"] or p["product_id"], p["consume_amount"]) for p in products[:15]],
         lambda v: t.money(v, viewer.currency),
     )
     return render(
