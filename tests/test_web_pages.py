@@ -331,3 +331,35 @@ def test_users_commands(site, tmp_path):
     run(cli, ["--data-dir", str(root), "users", "disable", "--username", "p1", "--enable"])
     assert verify_password(root, "p1", "another-pass").partner_id == "P1"
     assert verify_password(root, "p1", "secret-pass") is None
+
+
+def test_export_while_a_writer_holds_the_lock_says_busy(bob, site, monkeypatch):
+    from pipelines.lake import data_dir_lock
+
+    root, _ = site
+    monkeypatch.setenv("KOOBILL_WEB_EXPORT_LOCK_WAIT_S", "0.5")
+    page = bob.get("/exports")
+    with data_dir_lock(root, what="a test writer"):
+        r = bob.post(
+            "/exports",
+            data={"month": RESTATED, "formats": ["pdf"], "csrf_token": csrf_of(page.text)},
+        )
+        assert bob.get("/exports").status_code == 200  # the page keeps answering meanwhile
+    assert r.status_code == 503 and r.headers["retry-after"] == "30"
+    assert "Another koobill job" in text(r.text)
+
+
+def test_demo_users_sign_in(site):
+    from pipelines.accounts import create_demo_users
+
+    root, _ = site
+    users = create_demo_users(root, [A, B])
+    assert [(u, role, p) for u, role, p, _ in users] == [
+        ("finance", "finance", None),
+        (A, "partner", A),
+        (B, "partner", B),
+    ]
+    with TestClient(create_app(root)) as c:
+        login(c, B, users[2][3])
+        assert c.get(f"/bills/{RESTATED}").status_code == 200
+        assert c.get(f"/bills/{RESTATED}?partner={A}").status_code == 404

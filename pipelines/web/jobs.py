@@ -11,7 +11,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LOCK_WAIT_S = float(os.environ.get("KOOBILL_WEB_EXPORT_LOCK_WAIT_S", "20"))
+
+def lock_wait_s() -> float:
+    """How long an export asked for from the page waits for the writer lock."""
+    return float(os.environ.get("KOOBILL_WEB_EXPORT_LOCK_WAIT_S", "20"))
 
 
 @dataclass
@@ -26,6 +29,7 @@ def run_export(
     root: Path, month: str, partner: str, formats: list[str], version: int | None = None
 ) -> ExportOutcome:
     """Export one partner's month (ids and month already validated by the caller)."""
+    wait = lock_wait_s()
     args = json.dumps(
         {
             "root": str(root),
@@ -33,7 +37,7 @@ def run_export(
             "partner": partner,
             "formats": formats,
             "version": version,
-            "lock_wait_s": LOCK_WAIT_S,
+            "lock_wait_s": wait,
         }
     )
     try:
@@ -42,7 +46,7 @@ def run_export(
             input=args,
             capture_output=True,
             text=True,
-            timeout=LOCK_WAIT_S + 300,
+            timeout=wait + 300,
         )
     except subprocess.TimeoutExpired:
         return ExportOutcome(ok=False, busy=True, message="the export took too long")
