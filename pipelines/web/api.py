@@ -84,8 +84,8 @@ def bill_cycles(db: Db, viewer: View) -> dict:
 
 
 @router.get("/amount-due", summary="The Amount Due pane")
-def amount_due(request: Request, viewer: View) -> dict:
-    due = amount_due_of(request.app.state.root, viewer.partner_id)
+def amount_due(request: Request, db: Db, viewer: View) -> dict:
+    due = amount_due_of(request.app.state.root, db, viewer.partner_id)
     bills = due.bills if due else []
     return {
         "partner_id": viewer.partner_id,

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -37,7 +39,7 @@ PAGE_SIZES = (20, 50, 100)
 
 
 _published_lock = threading.Lock()
-_published: dict[Path, tuple[tuple[int, int, int, int], Any]] = {}
+_published: dict[Path, tuple[tuple, Any]] = {}
 
 
 def _connect_published(root: Path):
@@ -58,8 +60,8 @@ def _connect_published(root: Path):
     except FileNotFoundError:
         from pipelines.warehouse import connect_published
 
-        return connect_published(Path(root))  # nothing published: empty tables
-    ident = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        return connect_published(Path(root)), None  # nothing published: empty tables
+    ident = (str(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     with _published_lock:
         hit = _published.get(path)
         if hit is None or hit[0] != ident:
@@ -70,16 +72,54 @@ def _connect_published(root: Path):
         cur = hit[1].cursor()
     cur.execute("use published")
     cur.execute("set TimeZone = 'UTC'")
-    return cur
+    return cur, ident
 
 
 @contextlib.contextmanager
 def reader(root: Path) -> Iterator[Reader]:
-    con = _connect_published(root)
+    con, ident = _connect_published(root)
     try:
-        yield Reader(con)
+        yield Reader(con, ident)
     finally:
         con.close()
+
+
+class SnapshotCache:
+    """Answers computed from one published file, kept while it is the published one: a file is
+    never changed once published (a publication renames a new file into place), so an answer
+    keyed by the file's identity is never stale. Least recently used answers go first."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._lock = threading.Lock()
+        self._data: OrderedDict[tuple, Any] = OrderedDict()
+
+    def get(self, key: tuple, compute):
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        value = compute()
+        with self._lock:
+            self._data[key] = value
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+        return value
+
+
+CACHE = SnapshotCache()
+
+
+def snapshot(method):
+    """Cache a Reader method's answer per published file and arguments."""
+
+    @functools.wraps(method)
+    def cached(self: Reader, *args):
+        if self.ident is None:
+            return method(self, *args)
+        return CACHE.get((self.ident, method.__name__, *args), lambda: method(self, *args))
+
+    return cached
 
 
 def _blank(col: str) -> str:
@@ -106,8 +146,9 @@ class Page:
 
 
 class Reader:
-    def __init__(self, con):
+    def __init__(self, con, ident: tuple | None = None):
         self.con = con
+        self.ident = ident  # the published file's identity (None: nothing published)
 
     def rows(self, query: str, params: list | None = None) -> list[dict[str, Any]]:
         cur = self.con.execute(query, params or [])
@@ -120,6 +161,7 @@ class Reader:
 
     # --- partners and months --------------------------------------------------------------
 
+    @snapshot
     def partners(self) -> list[dict[str, Any]]:
         """Every partner with a bill or an estimate (finance's picker)."""
         return self.rows(
@@ -129,6 +171,7 @@ class Reader:
             ") group by partner_id order by partner_id"
         )
 
+    @snapshot
     def partner(self, partner_id: str) -> dict[str, Any] | None:
         return self.one(
             "select partner_id, max(partner_name) as partner_name, max(currency) as currency "
@@ -138,6 +181,7 @@ class Reader:
             {"p": partner_id},
         )
 
+    @snapshot
     def months(self, partner_id: str) -> list[dict[str, Any]]:
         """Closed months (current version) and open months (latest estimate), newest first."""
         return self.rows(
@@ -154,12 +198,14 @@ class Reader:
 
     # --- the month ---------------------------------------------------------------------------
 
+    @snapshot
     def bill_versions(self, partner_id: str, month: str) -> list[dict[str, Any]]:
         return self.rows(
             "select * from bills where partner_id = ? and bill_month = ? order by version desc",
             [partner_id, month],
         )
 
+    @snapshot
     def estimate(self, partner_id: str, month: str) -> dict[str, Any] | None:
         return self.one(
             "select * from estimates where partner_id = ? and bill_month = ? "
@@ -167,6 +213,7 @@ class Reader:
             [partner_id, month],
         )
 
+    @snapshot
     def estimate_history(self, partner_id: str, month: str) -> list[dict[str, Any]]:
         return self.rows(
             "select as_of_date, estimate_amount, currency from estimates "
@@ -174,6 +221,7 @@ class Reader:
             [partner_id, month],
         )
 
+    @snapshot
     def last_months(self, partner_id: str, n: int = 12) -> list[dict[str, Any]]:
         """Expenditure of the last ``n`` months: closed bills, else the latest estimate."""
         return self.rows(
@@ -190,6 +238,7 @@ class Reader:
 
     # --- By Product ----------------------------------------------------------------------------
 
+    @snapshot
     def regions(self, partner_id: str, month: str) -> list[str]:
         return [
             r["region"]
@@ -201,6 +250,7 @@ class Reader:
             )
         ]
 
+    @snapshot
     def by_product(
         self, partner_id: str, month: str, region: str | None
     ) -> tuple[list[dict], dict | None]:
@@ -224,28 +274,39 @@ class Reader:
 
     # --- By Customer ---------------------------------------------------------------------------
 
+    @snapshot
     def by_customer(
         self, partner_id: str, month: str, show_zero: bool, offset: int, size: int
     ) -> tuple[Page, dict[str, Any]]:
-        where = "partner_id = ? and bill_month = ? and (? or total_amount <> 0)"
-        params = [partner_id, month, show_zero]
-        summary = self.one(
-            "select count(*) as customers, count(*) filter (where total_amount = 0) as zero,"
-            " coalesce(sum(total_amount), 0) as total_amount,"
-            " coalesce(sum(consume_amount), 0) as consume_amount, any_value(currency) as currency"
-            " from expenditure_by_customer where partner_id = ? and bill_month = ?",
-            [partner_id, month],
-        )
-        total = self.con.execute(
-            f"select count(*) from expenditure_by_customer where {where}", params
-        ).fetchone()[0]
+        # one pass over the customers: the Total Amount area, the count shown and one page
         rows = self.rows(
-            f"select *, {_blank('customer_id')} as partner_level from expenditure_by_customer"
-            f" where {where} order by total_amount desc, customer_id nulls last limit ? offset ?",
-            [*params, size, offset],
+            "with c as (select *, row_number() over (order by total_amount desc,"
+            f" customer_id nulls last) as pos, {_blank('customer_id')} as partner_level"
+            " from expenditure_by_customer where partner_id = $p and bill_month = $m),"
+            " s as (select count(*) as customers,"
+            " count(*) filter (where total_amount = 0) as zero,"
+            " coalesce(sum(total_amount), 0) as sum_total,"
+            " coalesce(sum(consume_amount), 0) as sum_consume,"
+            " any_value(currency) as sum_currency,"
+            " count(*) filter (where $z or total_amount <> 0) as shown from c),"
+            " page as (select * from c where $z or total_amount <> 0"
+            " order by pos limit $limit offset $offset)"
+            " select s.*, page.* from s left join page on true order by page.pos",
+            {"p": partner_id, "m": month, "z": show_zero, "limit": size, "offset": offset},
         )
+        head = rows[0]
+        summary = {
+            "customers": head["customers"],
+            "zero": head["zero"],
+            "total_amount": head["sum_total"],
+            "consume_amount": head["sum_consume"],
+            "currency": head["sum_currency"],
+        }
+        total = head["shown"]
+        rows = [r for r in rows if r["pos"] is not None]
         return Page(rows, total, offset, size), summary
 
+    @snapshot
     def customer(self, partner_id: str, month: str, customer_id: str) -> dict[str, Any] | None:
         return self.one(
             "select * from expenditure_by_customer "
@@ -253,6 +314,7 @@ class Reader:
             [partner_id, month, customer_id],
         )
 
+    @snapshot
     def customer_lines(
         self,
         partner_id: str,
@@ -280,12 +342,14 @@ class Reader:
 
     # --- invoices and exports --------------------------------------------------------------------
 
+    @snapshot
     def invoice_bill(self, partner_id: str, invoice_no: str) -> dict[str, Any] | None:
         return self.one(
             "select * from bills where partner_id = ? and invoice_no = ?",
             [partner_id, invoice_no],
         )
 
+    @snapshot
     def export_history(
         self, partner_id: str, offset: int, size: int, month: str | None = None
     ) -> Page:
@@ -301,12 +365,14 @@ class Reader:
         )
         return Page(rows, total, offset, size)
 
+    @snapshot
     def export(self, partner_id: str, export_id: str) -> dict[str, Any] | None:
         return self.one(
             "select * from export_history where partner_id = ? and export_id = ?",
             [partner_id, export_id],
         )
 
+    @snapshot
     def summary_export(self, partner_id: str, month: str, version: int) -> list[dict[str, Any]]:
         """The invoice PDFs exported for this bill version, newest first."""
         return self.rows(

@@ -3,15 +3,17 @@ Due of ``pipelines.amount_due`` (one definition of the settlement)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlencode
 
+from pipelines.calendar import BEIJING
 from pipelines.web import charts
 from pipelines.web.auth import Viewer
-from pipelines.web.data import Reader
+from pipelines.web.data import CACHE, Reader
 from pipelines.web.i18n import Formatter
 
 
@@ -41,21 +43,29 @@ def link(viewer: Viewer | None, path: str, **params) -> str:
     return path + ("?" + urlencode(q) if q else "")
 
 
-def amount_due_of(root: Path, partner_id: str):
+def amount_due_of(root: Path, db: Reader, partner_id: str):
+    """The Amount Due pane of ``pipelines.amount_due`` (one definition of the settlement),
+    kept per published file and Beijing day (its default as-of date may be today)."""
     from pipelines.amount_due import amount_due
     from pipelines.lake import KoobillError
 
-    try:
-        return amount_due(root, partner_id)
-    except KoobillError:  # no bill and no payment yet: nothing due
-        return None
+    def compute():
+        try:
+            return amount_due(root, partner_id)
+        except KoobillError:  # no bill and no payment yet: nothing due
+            return None
+
+    if db.ident is None:
+        return compute()
+    today = dt.datetime.now(BEIJING).date()
+    return CACHE.get((db.ident, "amount_due", partner_id, today), compute)
 
 
 def home(root: Path, db: Reader, viewer: Viewer, t: Formatter) -> dict:
     pid = viewer.partner_id
     if pid is None:
         return {"due": None, "months": [], "chart12": "", "open_month": None}
-    due = amount_due_of(root, pid)
+    due = amount_due_of(root, db, pid)
     months = db.months(pid)
     last = db.last_months(pid, 12)
     cur = viewer.currency
