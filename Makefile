@@ -73,6 +73,7 @@ lock:
 
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/page.py
 
 clean:
 	rm -rf data/demo .pytest_cache

@@ -3,14 +3,15 @@
 
     .venv/bin/python bench/page.py [--customers 1000] [--lines 100000] [--clients 20] [--seconds 10]
 
-The server is `koobill serve` in its own process (as in production); the clients are threads
-of this process with their own HTTP connections; an ingest of generated landing dates runs in
+The server is `koobill serve` in its own process (as in production); the clients are asyncio
+tasks of this process, each with its own HTTP connection; an ingest of generated landing dates runs in
 a loop in a third process. The figures go into bench/results.json under "page" (other keys are
 kept) and are printed."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -106,37 +107,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def client(base: str, path: str, stop: threading.Event, out: list[float], errors: list) -> None:
-    with httpx.Client(base_url=base, timeout=60) as c:
-        page = c.get("/login")
+async def _client(base: str, path: str, until: list, out: list[float], errors: list) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+        page = await c.get("/login")
         token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
-        c.post("/login", data={"username": "bench", "password": PASSWORD, "csrf_token": token})
-        while not stop.is_set():
+        await c.post(
+            "/login", data={"username": "bench", "password": PASSWORD, "csrf_token": token}
+        )
+        await c.get(path)  # warm: the first answer of a published file is computed
+        while not until or time.perf_counter() < until[0]:
             t = time.perf_counter()
-            r = c.get(path)
+            r = await c.get(path)
             elapsed = time.perf_counter() - t
             if r.status_code != 200:
                 errors.append(r.status_code)
-            out.append(elapsed)
+            if until:
+                out.append(elapsed)
+
+
+async def _measure(base: str, path: str, clients: int, seconds: float) -> tuple[list, list]:
+    samples: list[float] = []
+    errors: list = []
+    until: list = []
+    tasks = [
+        asyncio.create_task(_client(base, path, until, samples, errors)) for _ in range(clients)
+    ]
+    await asyncio.sleep(3)  # every client signed in (one password check each) and warm
+    until.append(time.perf_counter() + seconds)
+    await asyncio.gather(*tasks)
+    return samples, errors
 
 
 def measure(base: str, path: str, clients: int, seconds: float) -> dict:
-    stop = threading.Event()
-    samples: list[float] = []
-    errors: list = []
-    threads = [
-        threading.Thread(target=client, args=(base, path, stop, samples, errors))
-        for _ in range(clients)
-    ]
-    for t in threads:
-        t.start()
-    while len(samples) < clients:  # every client signed in
-        time.sleep(0.05)
-    samples.clear()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
+    """``clients`` concurrent clients (asyncio, one connection each) load ``path`` in a loop."""
+    samples, errors = asyncio.run(_measure(base, path, clients, seconds))
     q = statistics.quantiles(samples, n=100)
     return {
         "requests": len(samples),
@@ -170,6 +174,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--data-dir", default=str(REPO / "bench" / "out" / "page"))
     a = ap.parse_args()
+    load = os.getloadavg()
     root = Path(a.data_dir).resolve()
     print(f"building {root}: {a.customers} customers, {a.lines} lines ...", flush=True)
     build(root, a.customers, a.lines)
@@ -193,11 +198,13 @@ def main() -> None:
         runs: list = []
         loader = threading.Thread(target=ingest_loop, args=(root, stop, runs))
         loader.start()
-        routes = {}
+        routes, single = {}, {}
         try:
             for path in ["/", f"/bills/{MONTH}", f"/bills/{MONTH}/by-customer"]:
                 routes[path] = measure(base, path, a.clients, a.seconds)
-                print(f"  {path:<28} {routes[path]}", flush=True)
+                single[path] = measure(base, path, 1, 3)
+                print(f"  {path:<28} {a.clients} clients {routes[path]}", flush=True)
+                print(f"  {'':<28} 1 client   {single[path]}", flush=True)
         finally:
             stop.set()
             loader.join()
@@ -207,6 +214,8 @@ def main() -> None:
     worst = max(r["p95_ms"] for r in routes.values())
     page = {
         "routes": routes,
+        "single_client": single,
+        "load_average_before": [round(x, 2) for x in load],
         "clients": a.clients,
         "seconds_per_route": a.seconds,
         "customers": a.customers,

@@ -31,6 +31,52 @@ cookie. A partner user sees their partner only; a finance user chooses one with
 """
 
 
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'",
+    ),
+]
+
+
+class LanguageAndHeaders:
+    """Pure ASGI: picks the language (``?lang=``, then the cookie, then Accept-Language) into
+    ``request.state.lang``, remembers a switch in a cookie, adds the security headers."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        asked = request.query_params.get("lang")
+        chosen = asked if asked in LOCALES else request.cookies.get("koobill_lang")
+        scope.setdefault("state", {})["lang"] = (
+            chosen if chosen in LOCALES else negotiate(request.headers.get("accept-language"))
+        )
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                if asked in LOCALES:
+                    headers.append(
+                        (
+                            b"set-cookie",
+                            f"koobill_lang={asked}; Max-Age=31536000; Path=/; SameSite=lax".encode(),
+                        )
+                    )
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
 def create_app(data_dir: str | Path | None = None, *, https_only: bool = False) -> FastAPI:
     """The app over ``data_dir`` (read-only over the published data)."""
     from pipelines.lake import KoobillError
@@ -57,24 +103,7 @@ def create_app(data_dir: str | Path | None = None, *, https_only: bool = False) 
         https_only=https_only,
     )
 
-    @app.middleware("http")
-    async def language(request: Request, call_next):
-        asked = request.query_params.get("lang")
-        chosen = asked if asked in LOCALES else request.cookies.get("koobill_lang")
-        request.state.lang = (
-            chosen if chosen in LOCALES else negotiate(request.headers.get("accept-language"))
-        )
-        response = await call_next(request)
-        if asked in LOCALES:
-            response.set_cookie("koobill_lang", asked, max_age=365 * 86400, samesite="lax")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'",
-        )
-        return response
+    app.add_middleware(LanguageAndHeaders)
 
     @app.get("/static/fonts/noto-sans-cjk-sc.ttf", include_in_schema=False)
     def cjk_font() -> FileResponse:
