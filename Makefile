@@ -54,7 +54,8 @@ lint: install
 # Airflow's UI, scheduler, DAG processor and triggerer (`airflow standalone`) on the DAGs of dags/
 # and the data of DATA_DIR (the demo's by default, whose runs then show in the UI). DAGs start
 # paused; the start date is the 1st of last month (Beijing), so unpausing koobill_daily catches up
-# from the demo's month. Stop with Ctrl-C.
+# from the demo's month. The UI listens on 127.0.0.1 (AIRFLOW_HOST=0.0.0.0 to share it); task
+# slots are sized to the machine's cores (AIRFLOW_PARALLELISM). Stop with Ctrl-C.
 airflow: install
 	@mkdir -p "$(DATA_DIR)/airflow"
 	@echo "koobill: Airflow UI at http://localhost:8080  DAGs: $(CURDIR)/dags  data: $(DATA_DIR)"
@@ -62,6 +63,9 @@ airflow: install
 	@echo "         $(DATA_DIR)/airflow/simple_auth_manager_passwords.json.generated"
 	export AIRFLOW_HOME="$(DATA_DIR)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" \
 	  AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin" KOOBILL_DATA_DIR="$(DATA_DIR)" \
+	  AIRFLOW__API__HOST="$${AIRFLOW_HOST:-127.0.0.1}" \
+	  AIRFLOW__CORE__PARALLELISM="$${AIRFLOW_PARALLELISM:-$$(nproc)}" \
+	  AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES=1 \
 	  PATH="$(CURDIR)/$(BIN):$$PATH"; \
 	export KOOBILL_START_DATE="$${KOOBILL_START_DATE:-$$(TZ=Asia/Shanghai date -d "$$(TZ=Asia/Shanghai date +%Y-%m-01) -1 month" +%Y-%m-%d)}"; \
 	echo "koobill: KOOBILL_START_DATE=$$KOOBILL_START_DATE"; \

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+def _sql_dir() -> Path:
+    """The repository's ``sql/`` (a checkout or an editable install), else the copy a wheel
+    installs as ``pipelines/sql``."""
+    here = Path(__file__).resolve().parent
+    for d in (here.parent / "sql", here / "sql"):
+        if (d / "bills.sql").is_file():
+            return d
+    raise RuntimeError(f"koobill's SQL files are missing (looked in {here.parent / 'sql'})")
+
+
+SQL_DIR = _sql_dir()
 
 
 def connect(
@@ -32,9 +44,18 @@ def quote_path(path: str | Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+def glob_escape(path: str | Path) -> str:
+    """``path`` as a DuckDB glob pattern that matches exactly that path.
+
+    DuckDB expands ``*``, ``?``, ``[...]`` and ``{...}`` in the paths it reads, so a data dir
+    under a folder named ``gx[1]`` would read ``gx1``'s files: each such character becomes a
+    one-character class (``[[]``, ``[*]``, ...), which matches only itself."""
+    return re.sub(r"[\[*?{}]", lambda m: f"[{m.group(0)}]", str(path))
+
+
 def file_list(paths: list[Path]) -> str:
-    """A SQL list literal of file paths for read_parquet([...])."""
-    return "[" + ", ".join(quote_path(p) for p in paths) + "]"
+    """A SQL list literal of file paths for read_parquet([...]), each matching only itself."""
+    return "[" + ", ".join(quote_path(glob_escape(p)) for p in paths) + "]"
 
 
 def parquet(paths: Path | list[Path], **options: bool) -> str:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines import reports
 from pipelines.lake import KoobillError
 from pipelines.rules import blank_sql
 
@@ -704,6 +705,7 @@ def _write_report(report_dir: Path, name: str, res: Any, meta: dict) -> tuple[Pa
         page = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(res))
         m = re.search(r"<body[^>]*>", page)
         page = page[: m.end()] + summary + page[m.end() :] if m else summary + page
+        page = reports.make_offline(page, report_dir)
     except Exception as exc:  # noqa: BLE001 - the report must be written even if GX cannot render
         page = (
             "<!doctype html><html><head><meta charset='utf-8'><title>"
@@ -712,6 +714,7 @@ def _write_report(report_dir: Path, name: str, res: Any, meta: dict) -> tuple[Pa
             f"<pre>{html.escape(json.dumps(doc, indent=2, default=str))}</pre></body></html>"
         )
     _atomic_write(html_path, page)
+    reports.write_index(reports.quality_root(report_dir), _atomic_write, html_path, meta["success"])
     return html_path, json_path
 
 
@@ -801,6 +804,7 @@ def _write_schema_report(report_dir: Path, name: str, title: str, exc: QualityEr
         f"</head><body><h2>{html.escape(title)}: FAILED</h2><p>{html.escape(str(exc))}</p>"
         "</body></html>",
     )
+    reports.write_index(reports.quality_root(report_dir), _atomic_write, path, False)
     return path
 
 

@@ -516,3 +516,33 @@ def test_prewarm_imports_great_expectations_in_the_background():
         env={**os.environ, "KOOBILL_GX_PREWARM": "0"},
     )
     assert off.stdout.split() == ["False", "False"]
+
+
+def test_reports_open_offline(con, tmp_path):
+    """Finance and auditors read the reports offline (issue 14): no stylesheet, script, image
+    or font comes from the network, the newsletter bar is gone, and "Home" leads to an index of
+    every report that exists."""
+    import re
+
+    quality = tmp_path / "quality"
+    report_dir = quality / "bills" / "2025-03"
+    res = validate_bills(con, "stg_bills", "stg_bill_lines", report_dir, "2025-03-v1")
+    page = res.report_path.read_text(encoding="utf-8")
+    remote = re.findall(
+        r"<(?:script|link|img)\b[^>]*(?:src|href)\s*=\s*[\"']?(?:https?:)?//[^>]*>", page, re.I
+    )
+    assert remote == []
+    assert not re.search(r"url\(\s*['\"]?(?:https?:)?//", page)
+    assert "newsletter" not in page.lower()
+    assert "jQuery" not in page and "$(" not in page
+    assert "data:image/png;base64," in page  # the logo travels with the page
+    assert ".card-header" in page  # the bundled stylesheet
+    homes = set(re.findall(r'href="([^"]*index\.html)"', page))
+    assert homes == {"../../index.html"}
+    index = (report_dir / "../../index.html").resolve()
+    assert index == quality / "index.html"
+    listing = index.read_text(encoding="utf-8")
+    assert "bills/2025-03/2025-03-v1.html" in listing
+    assert "passed" in listing and "FAILED" not in listing
+    for href in re.findall(r"href='([^']+)'", listing):
+        assert (quality / href).is_file(), href

@@ -65,3 +65,23 @@ def test_rebuild_reproduces_every_public_table_and_view(data_dir: Path):
     )
     assert r.returncode == 0, r.stderr
     assert _tables(data_dir / "warehouse.duckdb") == before
+
+
+def test_lake_reads_match_only_their_own_paths(tmp_path: Path):
+    """A data dir under a folder whose name holds glob characters reads its own files, not
+    those of a folder the pattern would match (issue 15: `gx[1]` was read from `gx1`)."""
+    from pipelines.db import connect, parquet
+
+    con = connect()
+    try:
+        for i, name in enumerate(["gx[1]", "gx1", "a*b", "aXb", "q?x", "qzx", "{c,d}", "c"]):
+            (tmp_path / name).mkdir()
+            f = tmp_path / name / "bills.parquet"
+            con.execute(f"copy (select {i} as v, '{name}' as n) to '{f}' (format parquet)")
+        for name in ["gx[1]", "a*b", "q?x", "{c,d}"]:
+            rows = con.execute(
+                f"select n from {parquet(tmp_path / name / 'bills.parquet')}"
+            ).fetchall()
+            assert rows == [(name,)], name
+    finally:
+        con.close()
