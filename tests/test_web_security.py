@@ -279,3 +279,38 @@ def test_session_cookie_is_httponly_and_signed_secret_is_private(client, site):
     assert users.stat().st_mode & 0o777 == 0o600
     assert PASSWORDS["alice"] not in users.read_text()
     assert "$argon2id$" in users.read_text()
+
+
+@pytest.mark.parametrize(
+    "target", ["//evil.example", "/\\evil.example", "/\t/evil.example", "https://evil.example"]
+)
+def test_sign_in_never_redirects_off_site(client, target):
+    page = client.get("/login")
+    r = client.post(
+        "/login",
+        data={
+            "username": "alice",
+            "password": PASSWORDS["alice"],
+            "csrf_token": csrf_of(page.text),
+            "next": target,
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+def test_sign_in_returns_to_the_page_asked_for(client):
+    r = client.get(f"/bills/{RESTATED}", follow_redirects=False)
+    page = client.get(r.headers["location"])
+    r = client.post(
+        "/login",
+        data={
+            "username": "alice",
+            "password": PASSWORDS["alice"],
+            "csrf_token": csrf_of(page.text),
+            "next": f"/bills/{RESTATED}",
+        },
+        follow_redirects=False,
+    )
+    assert r.headers["location"] == f"/bills/{RESTATED}"
+    assert 'name="next" value="/bills/2026-10"' in page.text

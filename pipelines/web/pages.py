@@ -4,6 +4,7 @@ render."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -90,10 +91,13 @@ def _window(page: int, size: int) -> tuple[int, int]:
 # --- signing in and out ---------------------------------------------------------------------------
 
 
+SAFE_NEXT = re.compile(r"^/([^/\\\x00-\x20\x7f][^\\\x00-\x1f\x7f]*)?$")
+
+
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/"
+    """Where to go after signing in: a path of this site only (no //host, no backslash, no
+    control characters), else the home page."""
+    return target if target and SAFE_NEXT.match(target) else "/"
 
 
 @router.get("/healthz")

@@ -4,24 +4,16 @@ finance on the partner they picked)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
 from pipelines.web.i18n import Formatter
+from pipelines.web.views import link
 
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
-
-
-def _url_for(viewer):
-    def url(path: str, **params) -> str:
-        q = {**(viewer.query() if viewer else {}), **params}
-        q = {k: v for k, v in q.items() if v is not None and v != ""}
-        return path + ("?" + urlencode(q) if q else "")
-
-    return url
 
 
 def render(request: Request, name: str, viewer=None, status_code: int = 200, **ctx):
@@ -35,7 +27,7 @@ def render(request: Request, name: str, viewer=None, status_code: int = 200, **c
             "t": t,
             "viewer": viewer,
             "csrf": csrf_token(request),
-            "url": _url_for(viewer),
+            "url": functools.partial(link, viewer),
             "path": request.url.path,
             **ctx,
         },
