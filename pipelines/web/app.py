@@ -77,6 +77,24 @@ class LanguageAndHeaders:
         await self.app(scope, receive, sending)
 
 
+def _openapi(app: FastAPI) -> dict:
+    """The generated document, with the accounts' three ways in as security schemes."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        doc = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        doc.setdefault("components", {})["securitySchemes"] = {
+            "basic": {"type": "http", "scheme": "basic"},
+            "token": {"type": "http", "scheme": "bearer", "description": "koobill users token"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "koobill_session"},
+        }
+        doc["security"] = [{"basic": []}, {"token": []}, {"session": []}]
+        app.openapi_schema = doc
+    return app.openapi_schema
+
+
 def create_app(data_dir: str | Path | None = None, *, https_only: bool = False) -> FastAPI:
     """The app over ``data_dir`` (read-only over the published data)."""
     from pipelines.lake import KoobillError
@@ -115,6 +133,7 @@ def create_app(data_dir: str | Path | None = None, *, https_only: bool = False) 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(pages.router)
     app.include_router(api.router)
+    app.openapi = lambda: _openapi(app)
 
     def is_api(request: Request) -> bool:
         return request.url.path.startswith("/v2/")
