@@ -98,15 +98,20 @@ def users_token(obj, username: str) -> None:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--https-only",
+    is_flag=True,
+    help="Send the session cookie over HTTPS only (behind a TLS-terminating proxy).",
+)
 @click.pass_obj
-def serve(obj, host: str, port: int) -> None:
+def serve(obj, host: str, port: int, https_only: bool) -> None:
     """Serve the Partner Bills page (read-only over the published data)."""
     import uvicorn
 
     from pipelines.cli import _run
     from pipelines.web.app import create_app
 
-    app = _run(create_app, obj.data_dir)
+    app = _run(create_app, obj.data_dir, https_only=https_only)
     click.echo(f"koobill: Partner Bills page on http://{host}:{port}/  data: {obj.data_dir}")
     uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
 

@@ -363,3 +363,17 @@ def test_demo_users_sign_in(site):
         login(c, B, users[2][3])
         assert c.get(f"/bills/{RESTATED}").status_code == 200
         assert c.get(f"/bills/{RESTATED}?partner={A}").status_code == 404
+
+
+def test_finance_names_the_partner_in_the_api(site):
+    import base64
+
+    from web_helpers import PASSWORDS
+
+    auth = base64.b64encode(f"fiona:{PASSWORDS['fiona']}".encode()).decode()
+    with TestClient(create_app(site[0])) as c:
+        h = {"Authorization": f"Basic {auth}"}
+        r = c.get("/v2/bills/partner-bills/amount-due", headers=h)
+        assert r.status_code == 400 and "partner_id" in r.json()["error_msg"]
+        r = c.get(f"/v2/bills/partner-bills/amount-due?partner_id={B}", headers=h)
+        assert r.status_code == 200 and r.json()["partner_id"] == B

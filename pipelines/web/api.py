@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from pipelines.accounts import User
 from pipelines.web.auth import Viewer, not_found, resolve_viewer, signed_in_user
@@ -37,6 +37,8 @@ def _viewer(
         Query(pattern=ID_PATTERN, description="Finance users: the partner to read"),
     ] = None,
 ) -> Viewer:
+    if user.is_finance and partner_id is None:
+        raise HTTPException(400, "a finance user names the partner: partner_id=<id>")
     viewer = resolve_viewer(request, user, db, partner_id)
     if viewer.partner_id is None:
         raise not_found()
