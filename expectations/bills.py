@@ -218,5 +218,18 @@ def bills_suite() -> gx.ExpectationSuite:
             "invoice_no",
             "expected_invoice_no",
         ),
+        _flag(
+            "versions_contiguous",
+            "a partner's versions of a month are 1, 2, ... n (a restatement makes n+1 only for "
+            "the partners whose bill changed)",
+            "status",
+        ),
+        _flag(
+            "supersedes_previous_invoice",
+            "supersedes_invoice_no is the invoice_no of the partner's previous version (NULL for "
+            "version 1)",
+            "supersedes_invoice_no",
+            "expected_supersedes_invoice_no",
+        ),
     ]
     return gx.ExpectationSuite(name="koobill_bills", expectations=exps)

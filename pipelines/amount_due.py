@@ -25,8 +25,8 @@ class AmountDue:
     partner_name: str | None
     as_of: dt.date
     currency: str | None
-    total_due: Decimal  # unpaid over closed bills: current and previous months
-    bills: list[dict]  # every current closed bill with paid/unpaid
+    total_due: Decimal  # unpaid over the published bills: current and previous months
+    bills: list[dict]  # every current bill published by as_of, with paid/unpaid
     payments: list[dict]  # payment records paid on or before as_of
     paid_total: Decimal
     credit_balance: Decimal
@@ -39,7 +39,11 @@ class AmountDue:
 def amount_due(
     data_dir: str | Path | None, partner_id: str, *, as_of: str | dt.date | None = None
 ) -> AmountDue:
-    """A partner's amount due as of ``as_of`` (default: the latest landing date ingested)."""
+    """A partner's amount due as of ``as_of``: the current bills published on or before that
+    date (see sql/amount_due.sql) and the payments paid on or before it.
+
+    The default is "now": the later of today's Beijing date and the latest landing date
+    ingested, so every published bill and every landed payment counts."""
     root = resolve_data_dir(data_dir)
     try:
         check_partner_id(partner_id)
@@ -52,13 +56,10 @@ def amount_due(
     con = open_warehouse(root, read_only=True)
     try:
         if as_of is None:
-            row = con.execute(
-                "select value from _meta where key = 'latest_landing_date'"
-            ).fetchone()
-            day = dt.date.fromisoformat(row[0]) if row else dt.date.today()
+            day = default_as_of(con)
         else:
             day = cal.parse_date(as_of) if isinstance(as_of, str) else as_of
-        con.execute(f"set variable koobill_as_of = date '{day.isoformat()}'")
+        con.execute("set variable koobill_as_of = ?::date", [day])
         known = con.execute(
             "select any_value(partner_name), any_value(currency) from bills where partner_id = ?",
             [partner_id],
@@ -92,6 +93,13 @@ def amount_due(
         paid_total=paid_total,
         credit_balance=paid_total - settled,
     )
+
+
+def default_as_of(con) -> dt.date:
+    """The later of today's Beijing date and the latest landing date ingested."""
+    today = dt.datetime.now(cal.BEIJING).date()
+    row = con.execute("select value from _meta where key = 'latest_landing_date'").fetchone()
+    return max(today, dt.date.fromisoformat(row[0])) if row and row[0] else today
 
 
 def _rows(con, query: str, params: list) -> list[dict]:

@@ -76,7 +76,11 @@ def ingest(obj: _Ctx, day: str, quiet: bool, max_quarantine_share: float | None)
 @cli.command()
 @click.option("--month", required=True, help="Bill month YYYY-MM to close.")
 @click.option("--force", is_flag=True, help="Close even though landing dates are missing.")
-@click.option("--restate", is_flag=True, help="Make a new version of a closed month.")
+@click.option(
+    "--restate",
+    is_flag=True,
+    help="Recompute a closed month: a new version only for the partners whose bill changed.",
+)
 @click.pass_obj
 def close(obj: _Ctx, month: str, force: bool, restate: bool) -> None:
     """Generate (validate and publish) the bills of a month."""
@@ -88,7 +92,13 @@ def close(obj: _Ctx, month: str, force: bool, restate: bool) -> None:
 
 @cli.command("amount-due")
 @click.option("--partner", required=True, help="Partner id.")
-@click.option("--as-of", "as_of", default=None, help="Date YYYY-MM-DD (default: latest ingested).")
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    help="Date YYYY-MM-DD (default: now, i.e. today in Beijing or the latest landing date, "
+    "whichever is later).",
+)
 @click.pass_obj
 def amount_due_cmd(obj: _Ctx, partner: str, as_of: str | None) -> None:
     """Print a partner's Amount Due pane: outstanding, unpaid bills, payments, credit."""

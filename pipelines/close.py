@@ -2,7 +2,11 @@
 
 Publishing is one atomic commit of ``lake/bills/bill_month=M`` (every version of the month's
 bills and lines), then the same partition is replaced in the warehouse in one transaction.
-A closed month never changes; ``restate`` makes version n+1 and marks version n superseded.
+A closed month never changes. ``restate`` recomputes the month and compares each partner's
+bill with its current version: only a partner whose bill changed (a component or a line)
+gets version n+1 (invoice ``-V<n+1>``, naming the invoice it supersedes) and its version n
+becomes ``superseded``; every other bill keeps its version and invoice. With no change at all
+nothing is written.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ COMPONENTS = (
 
 @dataclass
 class CloseResult:
+    """``version``: the highest bill version of the month after the run (versions are per
+    partner); ``changed``: something was published; ``bills``: the bills published by this run
+    (every bill of a first close, the changed partners' new versions of a restatement), or the
+    current bills when nothing changed; ``changes``: what a restatement changed, per partner."""
+
     month: str
     version: int
     changed: bool
@@ -100,11 +109,7 @@ def _close(root: Path, month: str, force: bool, restate: bool, echo: Echo) -> Cl
     try:
         prev_version, prev_part = _existing(paths, month, con)
         if prev_version and not restate:
-            bills = _rows(
-                con,
-                f"select * from {parquet(prev_part / 'bills.parquet')} "
-                "where status = 'closed' order by partner_id",
-            )
+            bills = _current(con, prev_part)
             # The lake is the truth: a close killed between its lake commit and the warehouse
             # transaction left the warehouse behind; replacing the partition again is a no-op
             # otherwise.
@@ -132,14 +137,15 @@ def _close(root: Path, month: str, force: bool, restate: bool, echo: Echo) -> Cl
             echo(
                 f"warning: closing {month} with --force; missing landing dates: {cal.format_date_ranges(missing)}"
             )
-        version = prev_version + 1
-        echo(
-            f"closing {month} (version {version}) from landing dates "
-            f"{cal.landing_window(month)[0]}..{cal.cutoff(month)}"
-        )
+        window = f"{cal.landing_window(month)[0]}..{cal.cutoff(month)}"
+        if prev_part is None:
+            echo(f"closing {month} (version 1) from landing dates {window}")
+        else:
+            echo(f"restating {month} (current version {prev_version}) from landing dates {window}")
         _stage_inputs(con, paths, month)
+        _assign_versions(con, prev_part)
         closed_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        params = {"month": month, "version": version}
+        params = {"month": month}
         con.execute("create temp table staged_lines as " + sql("bill_lines"), params)
         con.execute(
             "create temp table staged_bills as " + sql("bills"),
@@ -151,28 +157,50 @@ def _close(root: Path, month: str, force: bool, restate: bool, echo: Echo) -> Cl
                 "missing": ",".join(missing) if missing else None,
             },
         )
-        report = _validate(con, paths, month, version)
         changes: list[str] = []
+        if prev_part is not None:
+            changed = _changed_partners(con, prev_part)
+            if not changed:
+                # nothing is written: no new version, no new invoice number, the same lake bytes
+                bills = _current(con, prev_part)
+                return CloseResult(
+                    month,
+                    prev_version,
+                    False,
+                    bills,
+                    f"restating {month}: nothing changed since the published bills "
+                    f"(no component and no line differs); every bill keeps its version and "
+                    "invoice, nothing was written",
+                )
+            changes = _diff(con, prev_part, changed)
+            # only the partners whose bill changed get a new version
+            for t in ("staged_bills", "staged_lines"):
+                con.execute(
+                    f"delete from {t} where partner_id not in (select partner_id from changed)"
+                )
+            old_b = parquet(prev_part / "bills.parquet")
+            old_l = parquet(prev_part / "bill_lines.parquet")
+            bills_q = (
+                "select * replace (case when status = 'closed' and partner_id in "
+                "(select partner_id from changed) then 'superseded' else status end as status) "
+                f"from {old_b} union all by name select * from staged_bills"
+            )
+            lines_q = f"select * from {old_l} union all by name select * from staged_lines"
+        else:
+            bills_q, lines_q = "select * from staged_bills", "select * from staged_lines"
+        # the whole partition as it will be published (every version) passes the quality gate
+        con.execute(f"create temp table pub_bills as {bills_q} order by version, partner_id")
+        con.execute(
+            f"create temp table pub_lines as {lines_q} order by version, partner_id, line_no"
+        )
+        version = int(con.execute("select max(version) from pub_bills").fetchone()[0])
+        report = _validate(con, paths, month, prev_version + 1)
         vdir = new_version_dir(paths.bills_dir(month))
         try:
-            if prev_part is not None:
-                changes = _diff(con, prev_part, version)
-                old_b = parquet(prev_part / "bills.parquet")
-                old_l = parquet(prev_part / "bill_lines.parquet")
-                bills_q = (
-                    f"select * replace ('superseded' as status) from {old_b} "
-                    "union all by name select * from staged_bills"
-                )
-                lines_q = f"select * from {old_l} union all by name select * from staged_lines"
-            else:
-                bills_q, lines_q = "select * from staged_bills", "select * from staged_lines"
+            con.execute(f"copy pub_bills to {quote_path(vdir / 'bills.parquet')} (format parquet)")
             con.execute(
-                f"copy ({bills_q} order by version, partner_id) to "
-                f"{quote_path(vdir / 'bills.parquet')} (format parquet)"
-            )
-            con.execute(
-                f"copy ({lines_q} order by version, partner_id, line_no) to "
-                f"{quote_path(vdir / 'bill_lines.parquet')} (format parquet, compression zstd)"
+                f"copy pub_lines to {quote_path(vdir / 'bill_lines.parquet')} "
+                "(format parquet, compression zstd)"
             )
             commit_version(paths.bills_dir(month), vdir)
         except BaseException:
@@ -186,7 +214,23 @@ def _close(root: Path, month: str, force: bool, restate: bool, echo: Echo) -> Cl
     from pipelines.warehouse import sync_partition
 
     sync_partition(root, "bills", month)
-    msg = f"closed {month} version {version}: {len(bills)} bill(s) in {time.monotonic() - t0:.1f} s"
+    if prev_part is not None:
+        from pipelines.exports import mark_superseded
+
+        mark_superseded(root, month)
+    secs = time.monotonic() - t0
+    if prev_part is None:
+        msg = f"closed {month} version 1: {len(bills)} bill(s) in {secs:.1f} s"
+    else:
+        new = ", ".join(
+            f"{b['partner_id']} v{b['version']}"
+            + (f" ({b['invoice_no']})" if b["invoice_no"] else "")
+            for b in bills
+        )
+        msg = (
+            f"restated {month}: {len(bills)} bill(s) changed, now {new}; every other bill "
+            f"keeps its version and invoice ({secs:.1f} s)"
+        )
     return CloseResult(
         month,
         version,
@@ -198,6 +242,97 @@ def _close(root: Path, month: str, force: bool, restate: bool, echo: Echo) -> Cl
         changes=changes,
         report_path=report,
     )
+
+
+def _current(con, part: Path) -> list[dict]:
+    """The current (closed) bill of each partner in a published partition."""
+    return _rows(
+        con,
+        f"select * from {parquet(part / 'bills.parquet')} "
+        "where status = 'closed' order by partner_id",
+    )
+
+
+def _assign_versions(con, prev_part: Path | None) -> None:
+    """Give each partner of ``bill_partners`` the version its new bill would have: 1, or one
+    more than its latest published version, with that version's invoice number (the invoice
+    a restated bill supersedes)."""
+    if prev_part is None:
+        con.execute(
+            "create or replace temp table bill_partners as select *, 1::integer as version, "
+            "null::varchar as supersedes_invoice_no from bill_partners"
+        )
+        return
+    con.execute(
+        f"""create or replace temp table bill_partners as
+        with latest as (
+          select partner_id, max(version) as version,
+                 arg_max(invoice_no, version) as invoice_no
+          from {parquet(prev_part / "bills.parquet")}
+          group by partner_id
+        )
+        select bp.*, (coalesce(l.version, 0) + 1)::integer as version,
+               l.invoice_no::varchar as supersedes_invoice_no
+        from bill_partners as bp left join latest as l on bp.partner_id = l.partner_id
+        order by bp.partner_id"""
+    )
+
+
+# a bill changes when one of these differs (its components, or the partner's name, currency or
+# tax rate in the snapshot at the cutoff), or one of its lines (every column but version).
+# forced/missing_dates alone do not make a new version: the invoice is not reissued for them.
+_COMPARED = (
+    "partner_name",
+    "currency",
+    "consume_amount",
+    "refunds",
+    "adjustments",
+    "coupon_total",
+    "coupon_amount",
+    "tax_rate",
+    "tax_amount",
+    "bill_amount",
+    "amount_due",
+    "line_count",
+)
+
+
+def _changed_partners(con, prev_part: Path) -> list[str]:
+    """The partners whose staged bill differs from their current published bill (a component
+    or a line), whose bill is new, or who are no longer billed; kept in temp table
+    ``changed``."""
+    from pipelines import schema
+
+    line_cols = ", ".join(f'"{c}"' for c in schema.BILL_LINES.column_names if c != "version")
+    bill_cols = ", ".join(f"s.{c}" for c in _COMPARED)
+    old_cols = ", ".join(f"o.{c}" for c in _COMPARED)
+    con.execute(
+        f"""create temp table changed as
+        with old_b as (
+          select * from {parquet(prev_part / "bills.parquet")} where status = 'closed'
+        ),
+        old_l as (
+          select l.* from {parquet(prev_part / "bill_lines.parquet")} as l
+          inner join old_b as b
+            on l.partner_id = b.partner_id and l.version = b.version
+        ),
+        bill_diff as (
+          select coalesce(s.partner_id, o.partner_id) as partner_id
+          from staged_bills as s full join old_b as o on s.partner_id = o.partner_id
+          where s.partner_id is null or o.partner_id is null
+             or row({bill_cols}) is distinct from row({old_cols})
+        ),
+        line_diff as (
+          (select {line_cols} from staged_lines except all select {line_cols} from old_l)
+          union all
+          (select {line_cols} from old_l except all select {line_cols} from staged_lines)
+        )
+        select partner_id from bill_diff
+        union
+        select partner_id from line_diff
+        order by partner_id"""
+    )
+    return [r[0] for r in con.execute("select partner_id from changed").fetchall()]
 
 
 def _stage_inputs(con, paths: Paths, month: str) -> None:
@@ -275,33 +410,49 @@ _EMPTY = {
 }
 
 
-def _validate(con, paths: Paths, month: str, version: int) -> str | None:
+def _validate(con, paths: Paths, month: str, publication: int) -> str | None:
+    """Run the quality gate over the partition to publish (every version of the month). The
+    report is ``<month>-v<n>``, n the month's publication: 1 for the first close, then one
+    more than the highest bill version published so far for each restatement."""
     from pipelines import quality
 
     res = quality.validate_bills(
-        con, "staged_bills", "staged_lines", paths.quality / "bills" / month, f"{month}-v{version}"
+        con, "pub_bills", "pub_lines", paths.quality / "bills" / month, f"{month}-v{publication}"
     )
     return str(res.report_path)
 
 
-def _diff(con, prev_part: Path, version: int) -> list[str]:
-    """What a restatement changed, component by component, per partner."""
-    old = _rows(
-        con, f"select * from {parquet(prev_part / 'bills.parquet')} where status = 'closed'"
-    )
+def _diff(con, prev_part: Path, changed: list[str]) -> list[str]:
+    """What a restatement changed, component by component, per changed partner."""
+    old = _current(con, prev_part)
     new = _rows(con, "select * from staged_bills")
     by_old = {b["partner_id"]: b for b in old}
+    by_new = {b["partner_id"]: b for b in new}
     out = []
-    for b in new:
-        o = by_old.get(b["partner_id"])
-        if o is None:
-            out.append(f"{b['partner_id']}: new bill (amount due {b['amount_due']})")
+    for pid in changed:
+        o, b = by_old.get(pid), by_new.get(pid)
+        if b is None:
+            out.append(
+                f"{pid}: no longer billed (not in the partner snapshot at the cutoff and no "
+                f"records); version {o['version']} superseded"
+            )
             continue
-        for c in COMPONENTS:
-            if o[c] != b[c]:
-                out.append(f"{b['partner_id']}: {c} {o[c]} -> {b[c]} ({b[c] - o[c]:+})")
-    if not out:
-        out.append(f"no amount changed in version {version}")
+        if o is None:
+            out.append(f"{pid}: new bill v{b['version']} (amount due {b['amount_due']})")
+            continue
+        sup = f"; supersedes {o['invoice_no']}" if o["invoice_no"] else ""
+        amounts = [
+            f"{pid}: {c} {o[c]} -> {b[c]} ({b[c] - o[c]:+})" for c in COMPONENTS if o[c] != b[c]
+        ]
+        out += amounts
+        if not amounts:
+            out.append(
+                f"{pid}: lines changed, amounts unchanged ({o['line_count']} -> "
+                f"{b['line_count']} lines)"
+            )
+        out.append(
+            f"{pid}: v{o['version']} -> v{b['version']} {b['invoice_no'] or ''}{sup}".rstrip()
+        )
     return out
 
 

@@ -28,12 +28,18 @@ where b.status = 'closed'          -- the current version only
 order by l.line_no;"""
 
 AS_OF_QUERY = """\
-set variable koobill_as_of = date '2026-12-04';   -- default: the latest landing date ingested
+set variable koobill_as_of = date '2026-12-04';   -- default: now (see below)
 select partner_id, bill_month, invoice_no, amount_due, paid_amount, unpaid_amount, as_of_date
 from amount_due
 where partner_id = 'P1'
 order by bill_month;
 reset variable koobill_as_of;"""
+
+REASON_QUERY = """\
+select feed, unnest(list_distinct(reason_codes)) as code, count(*) as rows
+from quarantine
+group by all
+order by rows desc;"""
 
 INTRO = """\
 # koobill data dictionary
@@ -47,14 +53,23 @@ renamed.
 
 Conventions:
 
-- Money: `DECIMAL(38,6)` holds exact amounts as landed or rated; `DECIMAL(38,2)` holds
-  published bill components, each `round2` (half away from zero) of an exact sum, so the
+- Money: `DECIMAL(38,6)` holds exact record money (amounts as landed or rated, bill lines,
+  payments); `DECIMAL(38,2)` holds published money (bill components, estimates, the views'
+  amounts, the amount due), each `round2` (half away from zero) of an exact sum, so the
   components of a bill add up to `bill_amount` to the cent.
+- An absent value is NULL, never `''`: a partner-level adjustment has `customer_id` NULL, a
+  coupon line has no customer, product, sku or region, the `OTHERS` rows of
+  `expenditure_by_product` have `region` NULL. A blank optional input value (empty or white
+  space only) is NULL from the ingest on. Use `is null`, not `= ''`.
 - Timestamps are `TIMESTAMPTZ` in UTC; dates and bill months are Beijing (UTC+08:00) calendar
   dates and months.
-- A bill month `M` is `YYYY-MM`; its cutoff is the 4th of M+1 and its bill counts as closed
-  from the 5th of M+1. Restating a month adds version n+1 and marks version n `superseded`:
-  the current bill of a month is the row with `status = 'closed'`.
+- A bill month `M` is `YYYY-MM`; its cutoff is the 4th of M+1 and its bill is published by the
+  close on the 5th of M+1. `koobill close --restate` recomputes the month and makes version
+  n+1 only for the partners whose bill changed (a component or a line); their version n
+  becomes `superseded`, and version n+1 names the invoice it supersedes
+  (`supersedes_invoice_no`). Every other partner keeps its version and invoice. So versions
+  are per partner: the current bill of a partner's month is the row with
+  `status = 'closed'`.
 """
 
 
@@ -96,13 +111,33 @@ def render() -> str:
         "",
         "### Amount Due as of a date",
         "",
-        "`amount_due` is computed as of the latest landing date ingested. Set the session "
-        "variable `koobill_as_of` to see it as of another date: payments paid on or before that "
-        "date settle the bills closed by then, oldest first.",
+        "`amount_due` is computed as of now: the later of today's Beijing date and the latest "
+        "landing date ingested, so every published bill and every landed payment counts. A "
+        "bill counts from its publication (`published_on`: the Beijing date of the first close "
+        "of the partner's month, or the 5th of M+1 if that is earlier, so that a close replayed "
+        "or backfilled later does not move it); a restatement changes the amounts, not that "
+        "date. Set the session variable `koobill_as_of` to see it as of another date: payments "
+        "paid on or before that date (Beijing date of `paid_at`) settle the bills published by "
+        "then, oldest first.",
         "",
         "```sql",
         AS_OF_QUERY,
         "```",
+        "",
+        "### Quarantined rows by broken rule",
+        "",
+        "```sql",
+        REASON_QUERY,
+        "```",
+        "",
+        "## Reason codes",
+        "",
+        "`quarantine.reason_codes` holds one code per rule a row breaks, from this fixed set "
+        "(codes are never renamed; `reason` says the same in words, with the values):",
+        "",
+        "| code | the row ... |",
+        "|---|---|",
+        *(f"| `{k}` | {_cell(v)} |" for k, v in schema.REASON_CODES.items()),
         "",
     ]
     return "\n".join(parts)

@@ -427,6 +427,7 @@ def _write_parquet(bill: Bill, tmp: Path) -> int:
         "version": str(bill.version),
         "bill_status": str(bill.header["status"]),
         "currency": bill.currency,
+        "supersedes_invoice_no": bill.header.get("supersedes_invoice_no"),
     }
     for name, _label in COMPONENTS:
         meta[name] = plain_decimal(bill.header[name])
@@ -506,6 +507,7 @@ def _write_xlsx(bill: Bill, tmp: Path) -> int:
         ("Status", h["status"], None),
         ("Currency", h.get("currency"), None),
         ("Invoice number", h.get("invoice_no") or "", None),
+        ("Supersedes invoice", h.get("supersedes_invoice_no") or "", None),
         ("Closed at (UTC)", _ts(h.get("closed_at")), None),
         ("Cutoff date", str(h.get("cutoff_date") or ""), None),
         ("Tax rate", _percent(h["tax_rate"]) if h.get("tax_rate") is not None else "", None),
@@ -750,6 +752,16 @@ def _write_pdf(bill: Bill, tmp: Path) -> int:
             new_y="NEXT",
         )
         pdf.set_text_color(0)
+    supersedes = h.get("supersedes_invoice_no")
+    if supersedes:
+        pdf.set_font("cjk", "B", 10)
+        pdf.cell(
+            width,
+            6,
+            f"This {title.lower()} (version {bill.version}) supersedes invoice {supersedes}",
+            new_x="LMARGIN",
+            new_y="NEXT",
+        )
     pdf.ln(2)
 
     pdf.set_font("cjk", "", 9)
@@ -759,6 +771,7 @@ def _write_pdf(bill: Bill, tmp: Path) -> int:
         ("Bill month", bill.month),
         ("Version", f"{bill.version} ({status})"),
         ("Invoice number", invoice_no or "none (nothing due)"),
+        *([("Supersedes invoice", supersedes)] if supersedes else []),
         ("Currency", bill.currency),
         ("Closed at", _ts(closed_at)),
         ("Cutoff date", str(h.get("cutoff_date") or "")),
@@ -1014,6 +1027,7 @@ def export_month(
             from pipelines.warehouse import publish
 
             publish(root)
+        mark_superseded(root, month)
     return result
 
 
@@ -1121,9 +1135,121 @@ def list_exports(
             "order by created_at desc, partner_id, bill_month, format",
             params,
         )
-        return _rows(cur)
+        rows = _rows(cur)
+        status = bill_statuses(con, root, sorted({r["bill_month"] for r in rows}))
     finally:
         con.close()
+    for r in rows:
+        # the recorded status is the one the version had when the file was written; what the
+        # file is now follows the published bills (a later restatement supersedes it)
+        r["status_at_export"] = r["bill_status"]
+        now = status.get((r["partner_id"], r["bill_month"], r["version"]))
+        if now is not None:
+            r["bill_status"], r["superseded_by"] = now
+        else:
+            r["superseded_by"] = None
+    return rows
+
+
+def bill_statuses(
+    con, root: Path, months: Sequence[str]
+) -> dict[tuple[str, str, int], tuple[str, str | None]]:
+    """(partner_id, bill_month, version) -> (status now, the invoice, or version, of the
+    partner's current bill when this one is superseded), from the published lake bills."""
+    from pipelines.db import parquet
+
+    out: dict[tuple[str, str, int], tuple[str, str | None]] = {}
+    for m in months:
+        f = Paths(root).bills_dir(m) / "bills.parquet"
+        if not f.exists():
+            continue
+        for pid, ver, st, cur_inv, cur_ver in con.execute(
+            f"""select partner_id, version, status,
+                   max(invoice_no) filter (where status = 'closed')
+                     over (partition by partner_id),
+                   max(version) filter (where status = 'closed') over (partition by partner_id)
+            from {parquet(f)}"""
+        ).fetchall():
+            succ = None
+            if st == "superseded":
+                succ = cur_inv or (f"version {cur_ver}" if cur_ver is not None else None)
+            out[(pid, m, int(ver))] = (st, succ)
+    return out
+
+
+def refresh_export_status(con) -> int:
+    """Set ``export_history.bill_status`` in the warehouse to the status each exported bill
+    version has now (a restatement supersedes it); returns the rows changed. The lake's export
+    records keep the status at export time (``exports list`` shows both)."""
+    row = con.execute(
+        """update export_history as e set bill_status = b.status
+        from bills as b
+        where b.partner_id = e.partner_id and b.bill_month = e.bill_month
+          and b.version = e.version and e.bill_status is distinct from b.status"""
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def mark_superseded(data_dir: str | Path | None, month: str) -> list[Path]:
+    """Mark the exports of superseded bill versions of ``month``: their ``export_history``
+    rows in the warehouse get ``bill_status`` superseded, and each export folder holding such
+    files gets a ``SUPERSEDED.txt`` note naming them and the invoice that supersedes them. The
+    files keep their names (their paths are on record in ``export_history``). Callers hold the
+    writer lock. Returns the notes written or rewritten."""
+    import duckdb
+
+    from pipelines.warehouse import open_warehouse, publish
+
+    root = resolve_data_dir(data_dir)
+    _check_month(month)
+    wh = open_warehouse(root)
+    try:
+        changed = refresh_export_status(wh)
+    finally:
+        wh.close()
+    if changed:
+        publish(root)
+    con = duckdb.connect(":memory:")
+    try:
+        status = bill_statuses(con, root, [month])
+    finally:
+        con.close()
+    by_partner: dict[str, list[tuple[int, str | None]]] = {}
+    for (pid, _m, ver), (st, succ) in status.items():
+        if st == "superseded":
+            by_partner.setdefault(pid, []).append((ver, succ))
+    written = []
+    for pid in sorted(by_partner):
+        try:
+            folder = _safe_target(root, pid, month, "SUPERSEDED.txt").parent
+        except KoobillError:
+            continue
+        if not folder.is_dir():
+            continue
+        lines = []
+        for ver, succ in sorted(by_partner[pid]):
+            present = [n for n in file_names(pid, month, ver).values() if (folder / n).exists()]
+            if present:
+                by = f"superseded by {succ}" if succ else "superseded (no current bill)"
+                lines.append(f"version {ver}: {by}")
+                lines += [f"  {n}" for n in present]
+        if not lines:
+            continue
+        text = (
+            f"Bill {pid} {month}: the files below belong to superseded versions of the bill.\n"
+            "Use the files of the current version; these are kept as issued.\n\n"
+            + "\n".join(lines)
+            + "\n"
+        )
+        note = folder / "SUPERSEDED.txt"
+        if note.exists() and note.read_text(encoding="utf-8") == text:
+            continue
+        from pipelines.lake import atomic_path
+
+        with atomic_path(note) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        written.append(note)
+    return written
 
 
 def print_exports(rows: Sequence[dict[str, Any]], echo: Callable[[str], Any] = print) -> None:
@@ -1151,7 +1277,7 @@ def print_exports(rows: Sequence[dict[str, Any]], echo: Callable[[str], Any] = p
             r["partner_id"],
             r["bill_month"],
             f"v{r['version']}",
-            r["bill_status"],
+            r["bill_status"] + (f" by {r['superseded_by']}" if r.get("superseded_by") else ""),
             r["format"],
             str(r["rows"]),
             _size(int(r["bytes"])),

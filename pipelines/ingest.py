@@ -119,7 +119,8 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
         _price_list(con, earlier)
         con.execute(
             "create temp table quarantine_rows (feed varchar, landing_date date, "
-            "file varchar, row bigint, record_id varchar, reason varchar, raw varchar)"
+            "file varchar, row bigint, record_id varchar, reason_codes varchar[], "
+            "reason varchar, raw varchar)"
         )
         for feed in FEED_ORDER:
             _validate(con, feed, d, earlier)
@@ -233,7 +234,7 @@ def _validate(con, feed: str, d: dt.date, earlier) -> None:
     else:
         con.execute(
             f"create temp table rej_{feed} as select _file, _row, "
-            f"cast(record_id as varchar) as _rid, _reason, _raw from chk_{feed} "
+            f"cast(record_id as varchar) as _rid, _reason, _reason_codes, _raw from chk_{feed} "
             "where _reason is not null"
         )
         _dedupe_records(con, feed, d, earlier)
@@ -242,21 +243,28 @@ def _validate(con, feed: str, d: dt.date, earlier) -> None:
 
 def _checked(feed: str, d: dt.date, source: str) -> str:
     """The SELECT of ``source``'s typed rows (numbered) with every rule applied: the typed
-    columns, the snapshot and price columns, ``_reason`` and, on a failing row, ``_raw``."""
-    extra_cols, extra_reasons = _feed_rules(feed, d)
+    columns, the snapshot and price columns, ``_reason`` (the readable text) and, on a failing
+    row, ``_reason_codes`` (one stable code per broken rule, ``schema.REASON_CODES``) and
+    ``_raw``."""
+    extra_cols, feed_rules = _feed_rules(feed, d)
     joins = _feed_joins(feed)
     cols = [c.name for c in FEEDS[feed]]
     typed = ", ".join(f'"{c}"' for c in cols)
     extra_names = "".join(", " + e.split(" as ")[-1] for e in extra_cols.split(", ")[1:])
-    feed_reason = (
-        f"nullif(concat_ws('; ', {', '.join(extra_reasons)}), '')" if extra_reasons else "null"
-    )
+    reasons = [f"case when {c} then {t} end" for c, t, _k in feed_rules]
+    codes = [f"case when {c} then '{k}' end" for c, _t, k in feed_rules]
+    feed_reason = f"nullif(concat_ws('; ', {', '.join(reasons)}), '')" if reasons else "null"
+    feed_codes = rules.codes_list(codes) if codes else "[]::varchar[]"
     typed_json = "to_json({" + ", ".join(f"'{c}': \"{c}\"" for c in cols) + "})::varchar"
     return f"""select _file, _row, {typed}{extra_names}, _reason,
+               case when _reason is not null then _reason_codes end as _reason_codes,
                case when _reason is not null then coalesce(_raw, {typed_json}) end as _raw
         from (
           select t.*{extra_cols},
-                 nullif(concat_ws('; ', t._type_reason, {feed_reason}), '') as _reason
+                 nullif(concat_ws('; ', t._type_reason, {feed_reason}), '') as _reason,
+                 case when _reason is not null then
+                   list_concat(coalesce(t._type_codes, []::varchar[]), {feed_codes})
+                 end as _reason_codes
           from {source} t {joins}
         )"""
 
@@ -295,39 +303,55 @@ def _feed_joins(feed: str) -> str:
     return snap
 
 
-def _feed_rules(feed: str, d: dt.date) -> tuple[str, list[str]]:
-    """Extra typed columns and the reasons of the feed's own rules (as of landing date d)."""
+def _feed_rules(feed: str, d: dt.date) -> tuple[str, list[rules.Branch]]:
+    """Extra typed columns and the feed's own rules (as of landing date d): one
+    (condition, reason text, reason code) per rule."""
     if feed == "partners":
         return "", []
     if feed == "prices":
         return "", [
-            "case when t.unit_price < 0 then 'unit_price is negative' end",
-            "case when t.effective_to <= t.effective_from then "
-            "'effective_to is not after effective_from' end",
+            ("t.unit_price < 0", "'unit_price is negative'", "sign_rule"),
+            (
+                "t.effective_to <= t.effective_from",
+                "'effective_to is not after effective_from'",
+                "bad_period",
+            ),
         ]
     unknown = (
-        "case when t.partner_id is not null and s.partner_id is null then "
-        "'partner ' || left(t.partner_id, 64) || ' is not in the partner snapshot' end"
+        "t.partner_id is not null and s.partner_id is null",
+        "'partner ' || left(t.partner_id, 64) || ' is not in the partner snapshot'",
+        "unknown_partner",
     )
     cur = (
-        "case when s.partner_id is not null and t.currency <> s.currency then "
-        "'currency ' || t.currency || ' is not the partner''s currency ' || s.currency end"
+        "s.partner_id is not null and t.currency <> s.currency",
+        "'currency ' || t.currency || ' is not the partner''s currency ' || s.currency",
+        "currency_mismatch",
     )
     future = (
-        f"case when {_record_date(feed).replace(chr(34), '')} > "
-        f"'{(d + dt.timedelta(days=1)).isoformat()}'::date then "
+        f"{_record_date(feed).replace(chr(34), '')} > "
+        f"'{(d + dt.timedelta(days=1)).isoformat()}'::date",
         f"'{'bill_month' if feed in ('adjustments', 'coupons') else RECORD_TS[feed].strip(chr(34))}"
-        " is more than 1 day after the landing date (from the future)' end"
+        " is more than 1 day after the landing date (from the future)'",
+        "from_the_future",
     )
     if feed == "orders":
         return "", [
-            "case when t.amount <> t.official_amount - t.discount_amount then "
-            "'amount ' || t.amount || ' is not official_amount - discount_amount (' || "
-            "(t.official_amount - t.discount_amount) || ')' end",
-            "case when t.order_type in ('NEW', 'RENEW', 'AUTO_RENEW') and t.amount < 0 then "
-            "'amount is negative for order_type ' || t.order_type end",
-            "case when t.order_type = 'UNSUBSCRIBE' and t.amount > 0 then "
-            "'amount is positive for order_type UNSUBSCRIBE' end",
+            (
+                "t.amount <> t.official_amount - t.discount_amount",
+                "'amount ' || t.amount || ' is not official_amount - discount_amount (' || "
+                "(t.official_amount - t.discount_amount) || ')'",
+                "amount_mismatch",
+            ),
+            (
+                "t.order_type in ('NEW', 'RENEW', 'AUTO_RENEW') and t.amount < 0",
+                "'amount is negative for order_type ' || t.order_type",
+                "sign_rule",
+            ),
+            (
+                "t.order_type = 'UNSUBSCRIBE' and t.amount > 0",
+                "'amount is positive for order_type UNSUBSCRIBE'",
+                "sign_rule",
+            ),
             unknown,
             cur,
             future,
@@ -339,19 +363,22 @@ def _feed_rules(feed: str, d: dt.date) -> tuple[str, list[str]]:
             "p.source_month as _source_month"
         )
         no_price = (
-            "case when t.sku_code is not null and t.unit is not null and t.usage_start is not null "
-            "and s.partner_id is not null and p.unit_price is null then 'no price for sku ' || "
-            "t.sku_code || ' in ' || t.unit || ' and ' || s.currency || ' effective at usage_start' end"
+            "t.sku_code is not null and t.unit is not null and t.usage_start is not null "
+            "and s.partner_id is not null and p.unit_price is null",
+            "'no price for sku ' || t.sku_code || ' in ' || t.unit || ' and ' || s.currency || "
+            "' effective at usage_start'",
+            "no_price",
         )
         # bound the rated amount before rating: DECIMAL(38,6) * DECIMAL(38,6) overflows past
         # 10^26, which would fail the whole date (the double is only a range check, not money)
         too_big = (
-            "case when p.unit_price is not null and t.quantity is not null and "
-            f"cast(t.quantity as double) * cast(p.unit_price as double) >= {float(MONEY_LIMIT)} "
-            f"then 'quantity * unit_price is out of range (>= {MONEY_LIMIT:.0e})' end"
+            "p.unit_price is not null and t.quantity is not null and "
+            f"cast(t.quantity as double) * cast(p.unit_price as double) >= {float(MONEY_LIMIT)}",
+            f"'quantity * unit_price is out of range (>= {MONEY_LIMIT:.0e})'",
+            "out_of_range",
         )
         return cols, [
-            "case when t.usage_end < t.usage_start then 'usage_end is before usage_start' end",
+            ("t.usage_end < t.usage_start", "'usage_end is before usage_start'", "bad_period"),
             too_big,
             unknown,
             no_price,
@@ -359,7 +386,7 @@ def _feed_rules(feed: str, d: dt.date) -> tuple[str, list[str]]:
         ]
     if feed in ("coupons", "payments"):
         return "", [
-            "case when t.amount <= 0 then 'amount must be > 0' end",
+            ("t.amount <= 0", "'amount must be > 0'", "sign_rule"),
             unknown,
             cur,
             future,
@@ -386,12 +413,15 @@ def _dedupe_partners(con) -> None:
                else 'quarantine' end as _status,
           case when _reason is null and _k > 1 and _hash <> _first then
             'partner_id ' || partner_id || ' is listed twice in the snapshot with different values'
-          else _reason end as _why
+          else _reason end as _why,
+          case when _reason is null and _k > 1 and _hash <> _first then
+            ['conflicting_duplicate']
+          else _reason_codes end as _why_codes
         from ded_partners"""
     )
     con.execute(
-        "create temp table acc_partners as select * exclude (_k, _first, _status, _why, _reason, "
-        "_raw) from res_partners where _status = 'accept'"
+        "create temp table acc_partners as select * exclude (_k, _first, _status, _why, "
+        "_why_codes, _reason, _reason_codes, _raw) from res_partners where _status = 'accept'"
     )
     con.execute(
         "create temp table snapshot as select partner_id, partner_name, currency, tax_rate, "
@@ -415,11 +445,13 @@ def _dedupe_prices(con, day: str) -> None:
                when _k > 1 or exists (select 1 from prev_prices pp where pp._hash = c._hash)
                  then 'duplicate'
                else 'accept' end as _status,
-          _reason as _why
+          _reason as _why,
+          _reason_codes as _why_codes
         from c"""
     )
     con.execute(
-        "create temp table acc_prices as select * exclude (_k, _status, _why, _reason, _raw) "
+        "create temp table acc_prices as select * exclude (_k, _status, _why, _why_codes, "
+        "_reason, _reason_codes, _raw) "
         "from res_prices where _status = 'accept'"
     )
     # The price list in force for the date: for each key the latest landed row wins.
@@ -540,16 +572,23 @@ def _quarantine(con, feed: str, day: str) -> None:
     if feed in RECORD_FEEDS:
         con.execute(
             f"""insert into quarantine_rows
-            select '{feed}', '{day}'::date, _file, _row, _rid, _reason, _raw from rej_{feed}
+            select '{feed}', '{day}'::date, _file, _row,
+                   case when not {rules.blank_sql("_rid")} then _rid end,
+                   _reason_codes, _reason, _raw
+            from rej_{feed}
             union all
-            select '{feed}', '{day}'::date, _file, _row, cast(record_id as varchar), _why, _json
+            select '{feed}', '{day}'::date, _file, _row, cast(record_id as varchar),
+                   ['conflicting_duplicate'], _why, _json
             from dup_{feed} where _status = 'quarantine'"""
         )
         return
     struct = ", ".join(f"'{c}': \"{c}\"" for c in cols)
     con.execute(
         f"""insert into quarantine_rows
-        select '{feed}', '{day}'::date, _file, _row, cast({rid} as varchar), _why,
+        select '{feed}', '{day}'::date, _file, _row,
+               case when not {rules.blank_sql(f"cast({rid} as varchar)")}
+                    then cast({rid} as varchar) end,
+               _why_codes, _why,
                coalesce(_raw, to_json({{{struct}}})::varchar)
         from res_{feed} where _status = 'quarantine'"""
     )

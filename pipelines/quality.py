@@ -164,7 +164,13 @@ joined as (
         || case when b.version >= 2 then '-V' || cast(b.version as varchar) else '' end
             as exp_invoice_no,
         count(*) filter (where b.status = 'closed')
-            over (partition by b.partner_id, b.bill_month) as n_closed
+            over (partition by b.partner_id, b.bill_month) as n_closed,
+        -- versions are per partner: a restatement makes version n+1 only for the partners whose
+        -- bill changed, and it names the invoice of version n it supersedes
+        lag(b.version) over (partition by b.partner_id, b.bill_month order by b.version)
+            as prev_version,
+        lag(b.invoice_no) over (partition by b.partner_id, b.bill_month order by b.version)
+            as prev_invoice_no
     from bills_src as b
     left join line_sums as s
         on b.partner_id = s.partner_id and b.bill_month = s.bill_month and b.version = s.version
@@ -177,6 +183,7 @@ select
     status,
     currency,
     invoice_no,
+    supersedes_invoice_no,
     line_count,
     lines_found,
     lines_unknown_component,
@@ -228,7 +235,12 @@ select
     coalesce(bill_amount = exp_bill_amount, false) as bill_amount_adds_up,
     coalesce(amount_due = greatest(bill_amount, 0), false) as amount_due_ok,
     coalesce((invoice_no is not null) = (amount_due > 0), false) as invoice_no_iff_amount_due,
-    coalesce(invoice_no is null or invoice_no = exp_invoice_no, false) as invoice_no_matches_bill
+    coalesce(invoice_no is null or invoice_no = exp_invoice_no, false) as invoice_no_matches_bill,
+    coalesce(
+        (version = 1 and prev_version is null) or version = prev_version + 1, false
+    ) as versions_contiguous,
+    supersedes_invoice_no is not distinct from prev_invoice_no as supersedes_previous_invoice,
+    cast(prev_invoice_no as varchar) as expected_supersedes_invoice_no
 from joined
 
 union all by name

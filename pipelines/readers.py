@@ -1,7 +1,8 @@
 """Read landing files (CSV, JSONL, Parquet) into one table per feed.
 
 Every record read becomes one staging-shaped row: ``_file``, ``_row`` (1-based record number in
-the file, header excluded), ``_error`` (a parse-level problem: the row is quarantined with it)
+the file, header excluded), ``_error`` (a parse-level problem: the row is quarantined with it),
+``_error_code`` (its reason code: ``unreadable_record``, ``ragged_record`` or ``invalid_utf8``)
 and ``_raw`` (the record's text where the parse failed), plus the feed's columns as VARCHAR.
 Stored as they are, or passed through a ``wrap`` SELECT first: the ingest types the records and
 applies the typing rules as they are read (``rules.typed_rows``), so a day is held once, typed.
@@ -51,7 +52,7 @@ class FileError(KoobillError):
 
 
 def staging_columns(feed: str) -> list[str]:
-    return ["_file", "_row", "_error", "_raw"] + [c.name for c in FEEDS[feed]]
+    return ["_file", "_row", "_error", "_error_code", "_raw"] + [c.name for c in FEEDS[feed]]
 
 
 Wrap = Callable[[str], str]  # a staging-shaped SELECT -> the SELECT whose rows are stored
@@ -59,6 +60,7 @@ Wrap = Callable[[str], str]  # a staging-shaped SELECT -> the SELECT whose rows 
 
 def _empty_source(feed: str) -> str:
     cols = ["null::varchar as _file", "null::bigint as _row", "null::varchar as _error"]
+    cols += ["null::varchar as _error_code"]
     cols += ["null::varchar as _raw"] + [f'null::varchar as "{c.name}"' for c in FEEDS[feed]]
     return f"select {', '.join(cols)} limit 0"
 
@@ -243,6 +245,7 @@ def _load_csv(con, feed, path, into: _Into, progress, src_path: Path) -> int:
     table = into.table
     n = into.insert(
         "select ? as _file, null::bigint as _row, null::varchar as _error, "
+        "null::varchar as _error_code, "
         f"null::varchar as _raw, {_select_list(feed, header)} from {src}",
         [path.name],
     )
@@ -298,7 +301,9 @@ def _load_csv_python(con, feed, path, into: _Into, header) -> int:
                 row += 1
                 raw = "".join(consumed).rstrip("\r\n")
                 raw = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                batch.append(_bad(path, row, f"malformed CSV record: {exc}", raw))
+                batch.append(
+                    _bad(path, row, "unreadable_record", f"malformed CSV record: {exc}", raw)
+                )
                 continue
             row += 1
             if not rec:
@@ -307,12 +312,20 @@ def _load_csv_python(con, feed, path, into: _Into, header) -> int:
             text = ",".join(rec)
             if any("\udc80" <= ch <= "\udcff" for ch in text):
                 raw = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                batch.append(_bad(path, row, "the record is not valid UTF-8", raw))
+                batch.append(_bad(path, row, "invalid_utf8", "the record is not valid UTF-8", raw))
             elif len(rec) != width:
-                batch.append(_bad(path, row, f"expected {width} fields, found {len(rec)}", text))
+                batch.append(
+                    _bad(
+                        path,
+                        row,
+                        "ragged_record",
+                        f"expected {width} fields, found {len(rec)}",
+                        text,
+                    )
+                )
             else:
                 batch.append(
-                    [path.name, row, None, None]
+                    [path.name, row, None, None, None]
                     + [rec[index[n]] if n in index else None for n in names]
                 )
             if len(batch) >= BATCH:
@@ -322,8 +335,9 @@ def _load_csv_python(con, feed, path, into: _Into, header) -> int:
     return total
 
 
-def _bad(path: Path, row: int, reason: str, raw: str) -> list:
-    return [path.name, row, reason, raw[:MAX_RAW]]
+def _bad(path: Path, row: int, code: str, reason: str, raw: str) -> list:
+    """A record that cannot be parsed: quarantined with ``reason`` and its reason ``code``."""
+    return [path.name, row, reason, code, raw[:MAX_RAW]]
 
 
 def _flush(con, feed, into: _Into, batch) -> int:
@@ -382,6 +396,7 @@ def _load_jsonl(con, feed, path, into: _Into) -> int:
                 _bad(
                     path,
                     row,
+                    "invalid_utf8",
                     "the line is not valid UTF-8",
                     raw.decode("utf-8", "replace").rstrip("\r\n"),
                 )
@@ -394,17 +409,26 @@ def _load_jsonl(con, feed, path, into: _Into) -> int:
                 _bad(
                     path,
                     row,
+                    "unreadable_record",
                     f"not valid JSON ({exc.msg} at column {exc.colno})",
                     text.rstrip("\r\n"),
                 )
             )
             continue
         if not isinstance(obj, dict):
-            batch.append(_bad(path, row, "the line is not a JSON object", text.rstrip("\r\n")))
+            batch.append(
+                _bad(
+                    path,
+                    row,
+                    "unreadable_record",
+                    "the line is not a JSON object",
+                    text.rstrip("\r\n"),
+                )
+            )
             continue
         objects += 1
         seen_keys.update(obj.keys())
-        batch.append([path.name, row, None, None] + [_json_value(obj.get(n)) for n in names])
+        batch.append([path.name, row, None, None, None] + [_json_value(obj.get(n)) for n in names])
         if len(batch) >= BATCH:
             total += _flush(con, feed, into, batch)
             batch = []
@@ -445,6 +469,7 @@ def _load_parquet(con, feed, path, into: _Into, src_path: Path) -> int:
             select.append(f'cast("{c.name}" as varchar) as "{c.name}"')
     return into.insert(
         "select ? as _file, file_row_number + 1 as _row, null::varchar as _error, "
+        "null::varchar as _error_code, "
         f"null::varchar as _raw, {', '.join(select)} from {src}",
         [path.name],
     )

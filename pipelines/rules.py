@@ -49,35 +49,65 @@ def _frac_digits(t: str) -> str:
     return f"(case when strpos({t}, '.') = 0 then 0 else length(rtrim({t}, '0')) - strpos({t}, '.') end)"
 
 
-def _column(col) -> tuple[str, str | None]:
-    """(typed expression over the raw column, reason expression or None).
+Branch = tuple[str, str, str | None]  # (condition, reason text expression, reason code)
 
-    The reason reads the raw text as ``t."_s_<col>"`` and the typed value as ``t."<col>"``. It is a
-    CASE that looks at the raw text only when the typed value is missing, so a valid row pays
-    for one parse per column and no more."""
+
+def case_text(branches: list[Branch]) -> str:
+    """The reason text of the first branch whose condition holds, else NULL."""
+    return "case " + " ".join(f"when {c} then {t}" for c, t, _k in branches) + " end"
+
+
+def case_code(branches: list[Branch]) -> str:
+    """The reason code of the same branch (``case_text``), else NULL."""
+    return (
+        "case "
+        + " ".join(f"when {c} then {_lit(k) if k else 'null'}" for c, _t, k in branches)
+        + " end"
+    )
+
+
+def codes_list(exprs: list[str]) -> str:
+    """A VARCHAR[] of the non-NULL codes among ``exprs`` (one per rule, in rule order)."""
+    return f"list_filter([{', '.join(exprs)}]::varchar[], lambda x: x is not null)"
+
+
+def _column(col) -> tuple[str, list[Branch] | None]:
+    """(typed expression over the raw column, the reason branches or None).
+
+    Each branch is (condition, reason text, reason code), tried in order. The reason reads the
+    raw text as ``t."_s_<col>"`` and the typed value as ``t."<col>"``; it looks at the raw text
+    only when the typed value is missing, so a valid row pays for one parse per column and no
+    more."""
     c, kind = col.name, col.kind
     raw_name = f'"{c}"'  # in the staging table
     raw = f't."_s_{c}"'  # in the reason's scope (the staging subquery is aliased t)
     typed = f't."{c}"'
     t = f"trim({raw_name})"
     rt = f"trim({raw})"
-    missing = f"'{c} is missing'" if col.required else "null"
-    blank = f"when {blank_sql(raw)} then {missing}"
+    is_blank = blank_sql(raw)
+    missing = (is_blank, f"'{c} is missing'", "blank_required")
     show = _show(raw)
+    bad = f"{typed} is null"
     if kind in ("id", "text"):
-        value = raw_name if col.required else f"nullif({raw_name}, '')"
-        return value, (f"case {blank} end" if col.required else None)
+        if col.required:
+            return raw_name, [missing]
+        # a blank optional value (empty or white space only) is absent: NULL
+        return f"case when not {blank_sql(raw_name)} then {raw_name} end", None
     if kind == "partner":
         return (
             f"case when regexp_full_match({raw_name}, {_lit(PARTNER_RE)}) then {raw_name} end",
-            f"case {blank} when {typed} is null then '{c} is not a valid partner id (' || "
-            f"{show} || ')' end",
+            [
+                missing,
+                (bad, f"'{c} is not a valid partner id (' || {show} || ')'", "bad_partner_id"),
+            ],
         )
     if kind == "currency":
         return (
             f"case when regexp_full_match(upper({t}), '[A-Z]{{3}}') then upper({t}) end",
-            f"case {blank} when {typed} is null then '{c} is not a 3-letter currency code (' || "
-            f"{show} || ')' end",
+            [
+                missing,
+                (bad, f"'{c} is not a 3-letter currency code (' || {show} || ')'", "bad_currency"),
+            ],
         )
     if kind in ("money", "qty", "rate"):
         value = (
@@ -85,47 +115,71 @@ def _column(col) -> tuple[str, str | None]:
             f"then try_cast({t} as {MONEY}) end"
         )
         limit = {"money": 10**15, "qty": 10**12, "rate": 1}[kind]
-        extra = (
-            f" when abs({typed}) >= {limit}::{MONEY} then '{c} is out of range (' || {show} || ')'"
-        )
-        if kind == "qty":
-            extra += f" when {typed} < 0 then '{c} is negative (' || {show} || ')'"
+        branches = [
+            missing,
+            (
+                f"{bad} and not regexp_full_match({rt}, {_lit(DEC_RE)})",
+                f"'{c} is not a plain decimal number (' || {show} || ')'",
+                "bad_decimal",
+            ),
+            (
+                f"{bad} and {_frac_digits(rt)} > 6",
+                f"'{c} has more than 6 decimal places (' || {show} || ')'",
+                "too_many_decimals",
+            ),
+            (bad, f"'{c} is out of range (' || {show} || ')'", "out_of_range"),
+        ]
         if kind == "rate":
-            extra = f" when {typed} < 0 or {typed} >= 1 then '{c} must be >= 0 and < 1'"
-        reason = (
-            f"case {blank} when {typed} is null then (case"
-            f" when not regexp_full_match({rt}, {_lit(DEC_RE)}) then "
-            f"'{c} is not a plain decimal number (' || {show} || ')'"
-            f" when {_frac_digits(rt)} > 6 then '{c} has more than 6 decimal places (' || {show} || ')'"
-            f" else '{c} is out of range (' || {show} || ')' end){extra} end"
-        )
-        return f"case when not {blank_sql(raw_name)} then {value} end", reason
+            branches.append(
+                (f"{typed} < 0 or {typed} >= 1", f"'{c} must be >= 0 and < 1'", "out_of_range")
+            )
+        else:
+            branches.append(
+                (
+                    f"abs({typed}) >= {limit}::{MONEY}",
+                    f"'{c} is out of range (' || {show} || ')'",
+                    "out_of_range",
+                )
+            )
+        if kind == "qty":
+            branches.append((f"{typed} < 0", f"'{c} is negative (' || {show} || ')'", "sign_rule"))
+        return f"case when not {blank_sql(raw_name)} then {value} end", branches
     if kind == "ts":
         value = (
             f"case when regexp_full_match({t}, {_lit(TS_RE)}) then try_cast({t} as TIMESTAMPTZ) end"
         )
-        reason = (
-            f"case {blank} when {typed} is null then (case"
-            f" when regexp_full_match({rt}, {_lit(TS_NAIVE_RE)}) then '{c} has no UTC offset (' || {show} || ')'"
-            f" else '{c} is not a valid ISO 8601 timestamp (' || {show} || ')' end) end"
-        )
-        return value, reason
+        if not col.required:
+            # an optional timestamp left blank is absent (NULL); a value must be valid
+            missing = (is_blank, "null", None)
+        branches = [
+            missing,
+            (
+                f"{bad} and regexp_full_match({rt}, {_lit(TS_NAIVE_RE)})",
+                f"'{c} has no UTC offset (' || {show} || ')'",
+                "missing_offset",
+            ),
+            (bad, f"'{c} is not a valid ISO 8601 timestamp (' || {show} || ')'", "bad_timestamp"),
+        ]
+        return value, branches
     if kind == "month":
         return (
             f"case when regexp_full_match({t}, {_lit(MONTH_RE)}) then {t} end",
-            f"case {blank} when {typed} is null then '{c} is not a month YYYY-MM (' || {show} "
-            "|| ')' end",
+            [missing, (bad, f"'{c} is not a month YYYY-MM (' || {show} || ')'", "bad_month")],
         )
     if kind == "order_type":
         cases = " ".join(f"when {_lit(k)} then {_lit(v)}" for k, v in ORDER_TYPE_ALIASES.items())
         names = ", ".join(_lit(v) for v in ORDER_TYPES)
         norm = f"case upper({t}) {cases} else upper({t}) end"
         value = f"case when {norm} in ({names}) then {norm} end"
-        return value, (
-            f"case {blank} when {typed} is null then "
-            f"'{c} is not one of NEW, RENEW, AUTO_RENEW, CHANGE, UNSUBSCRIBE or a bill_type "
-            f"code (' || {show} || ')' end"
-        )
+        return value, [
+            missing,
+            (
+                bad,
+                f"'{c} is not one of NEW, RENEW, AUTO_RENEW, CHANGE, UNSUBSCRIBE or a bill_type "
+                f"code (' || {show} || ')'",
+                "bad_enum",
+            ),
+        ]
     raise ValueError(kind)
 
 
@@ -155,7 +209,7 @@ def type_guard(feed: str) -> str:
 def typed_select(feed: str) -> str:
     """SELECT list over the staging table: the typed columns, and the raw text of each column
     as ``_s_<col>`` for the reasons and the quarantine."""
-    out = ['"_file"', '"_row"', '"_error"', '"_raw"']
+    out = ['"_file"', '"_row"', '"_error"', '"_error_code"', '"_raw"']
     for col in FEEDS[feed]:
         value, _reason = _column(col)
         out.append(f'{value} as "{col.name}"')
@@ -165,24 +219,35 @@ def typed_select(feed: str) -> str:
 
 def type_reasons(feed: str) -> list[str]:
     """One reason expression per typed column (over ``_s_<col>`` and ``<col>``)."""
-    return [r for r in (_column(c)[1] for c in FEEDS[feed]) if r]
+    return [case_text(b) for b in (_column(c)[1] for c in FEEDS[feed]) if b]
+
+
+def type_codes(feed: str) -> list[str]:
+    """One reason-code expression per typed column, aligned with ``type_reasons``."""
+    return [case_code(b) for b in (_column(c)[1] for c in FEEDS[feed]) if b]
 
 
 def typed_rows(feed: str, source: str) -> str:
     """The staging-shaped rows of ``source`` typed: ``_file``, ``_row``, the typed columns,
-    ``_type_reason`` (the parse error, or every typing rule broken) and ``_raw`` (the record's
-    text, kept only for a row that failed). Evaluated as records are read, so the text
-    columns of a valid row are never stored."""
+    ``_type_reason`` (the parse error, or every typing rule broken), ``_type_codes`` (their
+    reason codes, one per broken rule) and ``_raw`` (the record's text, kept only for a row
+    that failed). Evaluated as records are read, so the text columns of a valid row are never
+    stored."""
     typed = ", ".join(f'"{c.name}"' for c in FEEDS[feed])
     reasons = f"nullif(concat_ws('; ', {', '.join(type_reasons(feed))}), '')"
+    codes = codes_list(type_codes(feed))
+    guard = type_guard(feed)
     # a record that could not be parsed (ragged, broken JSON) gets its parse error alone, not
     # one "is missing" per column on top of it
-    return f"""select _file, _row, {typed}, _type_reason,
+    return f"""select _file, _row, {typed}, _type_reason, _type_codes,
       case when _type_reason is not null then coalesce(_raw, {raw_json(feed)}) end as _raw
     from (
       select t.*,
-             coalesce(t._error, case when {type_guard(feed)} then null else {reasons} end)
-               as _type_reason
+             coalesce(t._error, case when {guard} then null else {reasons} end)
+               as _type_reason,
+             case when t._error is not null then [t._error_code]
+                  when {guard} then null
+                  else {codes} end as _type_codes
       from (select {typed_select(feed)} from ({source}) as s) t
     )"""
 

@@ -34,7 +34,11 @@ BILLS = Table(
         ("partner_id", "VARCHAR", "Partner (seller) id"),
         ("partner_name", "VARCHAR", "Partner name from the snapshot applicable at the cutoff"),
         ("bill_month", "VARCHAR", "Bill cycle YYYY-MM (Beijing calendar month)"),
-        ("version", "INTEGER", "1 for the first close; n+1 for each restatement"),
+        (
+            "version",
+            "INTEGER",
+            "1 for the first close; n+1 for each restatement that changed this partner's bill",
+        ),
         ("currency", "VARCHAR", "ISO currency of the partner"),
         ("consume_amount", M2, "Expenditures: orders with amount > 0 plus rated usage"),
         ("refunds", M2, "Unsubscriptions and specification changes, as a positive number"),
@@ -46,12 +50,18 @@ BILLS = Table(
         ("bill_amount", M2, "consume - refunds + adjustments - coupon + tax (initial amount due)"),
         ("amount_due", M2, "max(bill_amount, 0)"),
         ("invoice_no", "VARCHAR", "INV-<partner_id>-<YYYYMM>[-V<n>] when amount_due > 0"),
-        ("status", "VARCHAR", "closed, or superseded by a later version"),
+        ("status", "VARCHAR", "closed, or superseded by a later version of the partner's bill"),
         ("closed_at", "TIMESTAMPTZ", "When this version was generated (UTC)"),
         ("cutoff_date", "DATE", "Last landing date included (the 4th of the next month)"),
         ("forced", "BOOLEAN", "Closed with --force while landing dates were missing"),
         ("missing_dates", "VARCHAR", "Landing dates not ingested at close time (forced closes)"),
         ("line_count", "BIGINT", "Number of bill_lines behind this bill"),
+        (
+            "supersedes_invoice_no",
+            "VARCHAR",
+            "Invoice number of the version this one restates (NULL for version 1, or when the "
+            "restated version had nothing due and so no invoice)",
+        ),
     ),
 )
 
@@ -71,15 +81,19 @@ BILL_LINES = Table(
             "VARCHAR",
             "NEW, RENEW, AUTO_RENEW, CHANGE, UNSUBSCRIBE, USAGE, ADJUSTMENT or COUPON",
         ),
-        ("customer_id", "VARCHAR", "Customer id (may be empty for adjustments and coupons)"),
-        ("customer_name", "VARCHAR", "Latest customer name seen in the month"),
-        ("product_id", "VARCHAR", "Product id (may be empty for adjustments and coupons)"),
-        ("product_name", "VARCHAR", "Latest product name seen in the month"),
-        ("sku_code", "VARCHAR", "SKU code"),
-        ("region", "VARCHAR", "Region"),
+        (
+            "customer_id",
+            "VARCHAR",
+            "Customer id; NULL for coupons and partner-level adjustments",
+        ),
+        ("customer_name", "VARCHAR", "Latest customer name seen in the month; NULL if none"),
+        ("product_id", "VARCHAR", "Product id; NULL for coupons and adjustments without one"),
+        ("product_name", "VARCHAR", "Latest product name seen in the month; NULL if none"),
+        ("sku_code", "VARCHAR", "SKU code; NULL for adjustments, coupons and orders without one"),
+        ("region", "VARCHAR", "Region; NULL for adjustments and coupons"),
         ("source_month", "VARCHAR", "Month the records are dated in (differs when late)"),
         ("late", "BOOLEAN", "Records landed after the cutoff of their own month"),
-        ("description", "VARCHAR", "Adjustment reason or coupon id; empty otherwise"),
+        ("description", "VARCHAR", "Adjustment reason or coupon id; NULL otherwise"),
         ("currency", "VARCHAR", "Currency"),
         ("quantity", M6, "Metered quantity (usage lines)"),
         ("official_amount", M6, "List amount before discount"),
@@ -116,7 +130,14 @@ QUARANTINE = Table(
         ("file", "VARCHAR", "File name inside the landing folder"),
         ("row", "BIGINT", "1-based record number in the file (header excluded)"),
         ("record_id", "VARCHAR", "record_id when it could be read"),
-        ("reason", "VARCHAR", "Every rule the row breaks, separated by '; '"),
+        (
+            "reason_codes",
+            "VARCHAR[]",
+            "One code per reason in reason, in the same order (a rule broken by two columns "
+            "appears twice); the fixed set is listed under Reason codes. Count rows per code "
+            "with count(distinct (file, row)) or list_distinct(reason_codes)",
+        ),
+        ("reason", "VARCHAR", "Every rule the row breaks, readable, separated by '; '"),
         ("raw", "VARCHAR", "The raw record as JSON text"),
     ),
 )
@@ -156,8 +177,8 @@ PAYMENTS = Table(
 AMOUNT_DUE = Table(
     "amount_due",
     "view",
-    "one row per partner_id, bill_month of the current closed bills, as of the latest landing "
-    "date ingested",
+    "one row per partner_id, bill_month of the current bills published on or before the as-of "
+    "date (default now: the later of today's Beijing date and the latest landing date)",
     (
         ("partner_id", "VARCHAR", "Partner id"),
         ("bill_month", "VARCHAR", "Bill month"),
@@ -165,9 +186,24 @@ AMOUNT_DUE = Table(
         ("currency", "VARCHAR", "Currency"),
         ("invoice_no", "VARCHAR", "Invoice number"),
         ("amount_due", M2, "Amount due of the bill"),
-        ("paid_amount", M6, "Paid by the partner's payments, oldest bill first"),
-        ("unpaid_amount", M6, "amount_due - paid_amount"),
-        ("as_of_date", "DATE", "Latest landing date ingested"),
+        (
+            "paid_amount",
+            M2,
+            "Settled by the partner's payments paid on or before as_of_date, oldest bill first",
+        ),
+        ("unpaid_amount", M2, "amount_due - paid_amount"),
+        (
+            "published_on",
+            "DATE",
+            "Date the bill counts from: Beijing date of the first close of the partner's month "
+            "(version 1), or the 5th of M+1 if earlier",
+        ),
+        (
+            "as_of_date",
+            "DATE",
+            "The as-of date: variable koobill_as_of, else the later of today (Beijing) and the "
+            "latest landing date ingested",
+        ),
     ),
 )
 
@@ -181,7 +217,7 @@ EXPENDITURE_BY_PRODUCT = Table(
         ("bill_month", "VARCHAR", "Bill month"),
         ("product_id", "VARCHAR", "Product id, or OTHERS"),
         ("product_name", "VARCHAR", "Product name, or Refunds / Adjustments under OTHERS"),
-        ("region", "VARCHAR", "Region (filter on it); empty under OTHERS"),
+        ("region", "VARCHAR", "Region (filter on it); NULL under OTHERS"),
         ("currency", "VARCHAR", "Currency"),
         ("consume_amount", M2, "Expenditures of the product (round2 of exact sum)"),
         ("refunds", M2, "Refunds (OTHERS rows only)"),
@@ -196,8 +232,8 @@ EXPENDITURE_BY_CUSTOMER = Table(
     (
         ("partner_id", "VARCHAR", "Partner id"),
         ("bill_month", "VARCHAR", "Bill month"),
-        ("customer_id", "VARCHAR", "Customer id (empty for partner-level adjustments)"),
-        ("customer_name", "VARCHAR", "Customer name"),
+        ("customer_id", "VARCHAR", "Customer id; NULL for partner-level adjustments"),
+        ("customer_name", "VARCHAR", "Customer name; NULL if none"),
         ("currency", "VARCHAR", "Currency"),
         ("consume_amount", M2, "Expenditures"),
         ("refunds", M2, "Refunds (positive)"),
@@ -215,7 +251,12 @@ EXPORT_HISTORY = Table(
         ("partner_id", "VARCHAR", "Partner id"),
         ("bill_month", "VARCHAR", "Bill month"),
         ("version", "INTEGER", "Bill version exported"),
-        ("bill_status", "VARCHAR", "Status of that version when exported (closed/superseded)"),
+        (
+            "bill_status",
+            "VARCHAR",
+            "Status of the exported bill version: closed, or superseded once a restatement "
+            "replaced it (the lake record keeps the status at export time)",
+        ),
         ("kind", "VARCHAR", "summary (the invoice PDF) or details"),
         ("format", "VARCHAR", "pdf | xlsx | csv | parquet"),
         ("path", "VARCHAR", "Path relative to the data dir"),
@@ -225,6 +266,38 @@ EXPORT_HISTORY = Table(
         ("created_at", "TIMESTAMPTZ", "When the file was written (UTC)"),
     ),
 )
+
+# quarantine.reason_codes: the fixed set, one code per broken rule (pipelines/rules.py for the
+# typing rules, pipelines/ingest.py for the rules that need the snapshot, the price list or the
+# history, pipelines/readers.py for records that cannot be parsed). Codes are never renamed.
+REASON_CODES: dict[str, str] = {
+    "blank_required": "A required column is missing, empty or white space only",
+    "bad_partner_id": "partner_id does not match ^[A-Za-z0-9_-]{1,64}$",
+    "bad_currency": "currency is not a 3-letter code",
+    "bad_decimal": "An amount, quantity or rate is not a plain decimal number (NaN, Infinity, "
+    "exponent, text)",
+    "too_many_decimals": "An amount, quantity or rate has more than 6 decimal places",
+    "out_of_range": "A number is out of its range (|amount| >= 10^15, quantity >= 10^12, a "
+    "rate not in [0, 1), a rated usage amount too large)",
+    "sign_rule": "The sign is wrong: a negative quantity or unit price, a negative NEW/RENEW/"
+    "AUTO_RENEW or positive UNSUBSCRIBE amount, a coupon or payment amount not > 0",
+    "bad_timestamp": "A timestamp is not valid ISO 8601 (or an impossible date or offset)",
+    "missing_offset": "A timestamp has no UTC offset",
+    "bad_month": "bill_month is not YYYY-MM",
+    "bad_enum": "order_type is not NEW, RENEW, AUTO_RENEW, CHANGE, UNSUBSCRIBE or a bill_type code",
+    "bad_period": "usage_end is before usage_start, or effective_to is not after effective_from",
+    "amount_mismatch": "An order's amount is not official_amount - discount_amount",
+    "unknown_partner": "The partner is not in the partner snapshot applicable to the record",
+    "currency_mismatch": "The currency is not the partner's currency",
+    "no_price": "No price of the usage's sku, unit and currency is in force at usage_start",
+    "from_the_future": "The record is dated more than 1 day after its landing date",
+    "conflicting_duplicate": "The record_id (partner_id in a snapshot) was accepted before "
+    "with different content",
+    "unreadable_record": "The record cannot be parsed (malformed CSV quoting, invalid JSON, "
+    "a JSON line that is not an object)",
+    "ragged_record": "A CSV record with more or fewer fields than the header",
+    "invalid_utf8": "The record is not valid UTF-8",
+}
 
 PUBLIC = (
     BILLS,

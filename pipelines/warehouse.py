@@ -61,8 +61,24 @@ def open_warehouse(root: Path, read_only: bool = False) -> duckdb.DuckDBPyConnec
     if not work.exists():
         _rebuild_work(Path(root))
     con = _connect_waiting(work, False)
+    if not _schema_is_current(con):  # written by an older koobill: the lake has it all
+        con.close()
+        _rebuild_work(Path(root))
+        con = _connect_waiting(work, False)
     ensure_schema(con)
     return con
+
+
+def _schema_is_current(con: duckdb.DuckDBPyConnection) -> bool:
+    """Every public table exists with exactly the columns of ``schema``."""
+    have: dict[str, list[str]] = {}
+    for table, column in con.execute(
+        "select table_name, column_name from duckdb_columns() "
+        "where database_name = current_database() and schema_name = 'main' "
+        "order by table_name, column_index"
+    ).fetchall():
+        have.setdefault(table, []).append(column)
+    return all(have.get(t.name) == t.column_names for t in TABLES)
 
 
 def connect_published(root: Path) -> duckdb.DuckDBPyConnection:
@@ -182,11 +198,23 @@ def replace_partition(
 
     Runs inside the caller's transaction; columns are matched by name so the lake may carry
     extra columns."""
-    cols = ", ".join(f'"{c}"' for c in schema_of(table).column_names)
     con.execute(f"delete from {table} where {key}::varchar = ?", [value])
     files = [f for f in files if f.exists()]
     if files:
-        con.execute(f"insert into {table} ({cols}) select {cols} from {parquet(files)}")
+        insert_from_lake(con, table, files)
+
+
+def insert_from_lake(con: duckdb.DuckDBPyConnection, table: str, files: list[Path]) -> None:
+    """Insert the rows of lake ``files`` into ``table``, matching columns by name. A column the
+    files do not have (written before the column existed) is NULL, so older lakes still load."""
+    t = schema_of(table)
+    src = parquet(files, union_by_name=True)
+    present = {r[0] for r in con.execute(f"describe select * from {src}").fetchall()}
+    select = ", ".join(
+        f'"{n}"' if n in present else f'null::{typ} as "{n}"' for n, typ, _ in t.columns
+    )
+    cols = ", ".join(f'"{c}"' for c in t.column_names)
+    con.execute(f"insert into {table} ({cols}) select {select} from {src}")
 
 
 def schema_of(table: str) -> schema.Table:
@@ -275,12 +303,13 @@ def _rebuild_work(root: Path) -> None:
                 p / fname for _, p in partitions(paths.lake / lt, prefix) if (p / fname).exists()
             ]
             if files:
-                cols = ", ".join(f'"{c}"' for c in schema_of(table).column_names)
-                con.execute(f"insert into {table} ({cols}) select {cols} from {parquet(files)}")
+                insert_from_lake(con, table, files)
         hist = sorted((paths.lake / "export_history").glob("*.parquet"))
         if hist:
-            cols = ", ".join(f'"{c}"' for c in schema.EXPORT_HISTORY.column_names)
-            con.execute(f"insert into export_history ({cols}) select {cols} from {parquet(hist)}")
+            from pipelines.exports import refresh_export_status
+
+            insert_from_lake(con, "export_history", hist)
+            refresh_export_status(con)  # a restatement superseded some exported versions
         _set_latest_landing_date(con, root)
         con.execute("checkpoint")
     finally:

@@ -1,6 +1,7 @@
 -- The detail behind the bills of one month: the accepted records billed in $month (late ones
 -- included), summed per line key. Reads the temp views orders_m, usage_m, adjustments_m and
--- coupons_m (the month's landing partitions) and bill_partners.
+-- coupons_m (the month's landing partitions) and bill_partners (with each partner's version).
+-- An absent value (a coupon's customer, an adjustment's region, ...) is NULL, never ''.
 with
 
 orders_src as (
@@ -12,11 +13,11 @@ orders_src as (
         customer_name,
         product_id,
         product_name,
-        coalesce(sku_code, '') as sku_code,
+        sku_code,
         region,
         source_month,
         late,
-        '' as description,
+        null::varchar as description,
         currency,
         null::decimal(38, 6) as quantity,
         official_amount,
@@ -40,7 +41,7 @@ usage_src as (
         region,
         source_month,
         late,
-        '' as description,
+        null::varchar as description,
         currency,
         quantity,
         official_amount,
@@ -56,12 +57,12 @@ adjustments_src as (
         partner_id,
         'adjustment' as component,
         'ADJUSTMENT' as charge_type,
-        coalesce(customer_id, '') as customer_id,
-        null as customer_name,
-        coalesce(product_id, '') as product_id,
-        null as product_name,
-        '' as sku_code,
-        '' as region,
+        customer_id,
+        null::varchar as customer_name,
+        product_id,
+        null::varchar as product_name,
+        null::varchar as sku_code,
+        null::varchar as region,
         source_month,
         late,
         reason as description,
@@ -80,12 +81,12 @@ coupons_src as (
         partner_id,
         'coupon' as component,
         'COUPON' as charge_type,
-        '' as customer_id,
-        null as customer_name,
-        '' as product_id,
-        null as product_name,
-        '' as sku_code,
-        '' as region,
+        null::varchar as customer_id,
+        null::varchar as customer_name,
+        null::varchar as product_id,
+        null::varchar as product_name,
+        null::varchar as sku_code,
+        null::varchar as region,
         source_month,
         late,
         coupon_id as description,
@@ -161,22 +162,28 @@ product_names as (
 select
     s.partner_id,
     $month as bill_month,
-    $version::integer as version,
+    bp.version::integer as version,
     row_number() over (
         partition by s.partner_id
         order by
             case s.component
                 when 'consume' then 1 when 'refund' then 2 when 'adjustment' then 3 else 4
             end,
-            s.charge_type, s.customer_id, s.product_id, s.sku_code, s.region,
-            s.source_month, s.late, s.description
+            s.charge_type,
+            s.customer_id nulls first,
+            s.product_id nulls first,
+            s.sku_code nulls first,
+            s.region nulls first,
+            s.source_month,
+            s.late,
+            s.description nulls first
     )::integer as line_no,
     s.component,
     s.charge_type,
     s.customer_id,
-    coalesce(c.customer_name, '') as customer_name,
+    c.customer_name,
     s.product_id,
-    coalesce(p.product_name, '') as product_name,
+    p.product_name,
     s.sku_code,
     s.region,
     s.source_month,

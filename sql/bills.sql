@@ -1,4 +1,5 @@
--- One bill per partner of the month (zero bills included) from its staged bill lines.
+-- One bill per partner of the month (zero bills included) from its staged bill lines, at the
+-- version bill_partners gives it (1, or n+1 when a restatement changes the partner's bill).
 -- Each component is round2 (half away from zero) of the exact sum of its lines, so the
 -- published components add up to bill_amount to the cent.
 with
@@ -21,6 +22,8 @@ netted as (
         bp.partner_name,
         bp.currency,
         bp.tax_rate,
+        bp.version,
+        bp.supersedes_invoice_no,
         coalesce(c.consume_amount, 0) as consume_amount,
         coalesce(c.refunds, 0) as refunds,
         coalesce(c.adjustments, 0) as adjustments,
@@ -57,7 +60,7 @@ select
     partner_id,
     partner_name,
     $month as bill_month,
-    $version::integer as version,
+    version::integer as version,
     currency,
     consume_amount::decimal(38, 2) as consume_amount,
     refunds::decimal(38, 2) as refunds,
@@ -72,13 +75,14 @@ select
         when bill_amount > 0
             then
                 'INV-' || partner_id || '-' || replace($month, '-', '')
-                || case when $version > 1 then '-V' || $version else '' end
+                || case when version > 1 then '-V' || version else '' end
     end as invoice_no,
     'closed' as status,
     $closed_at::timestamptz as closed_at,
     $cutoff::date as cutoff_date,
     $forced::boolean as forced,
     $missing::varchar as missing_dates,
-    line_count::bigint as line_count
+    line_count::bigint as line_count,
+    supersedes_invoice_no::varchar as supersedes_invoice_no
 from final
 order by partner_id

@@ -1,5 +1,6 @@
 -- The page's "By Product" tab: expenditures per product and region of the current bills;
--- refunds and adjustments are shown under product_id OTHERS (the "Others" area).
+-- refunds and adjustments are shown under product_id OTHERS (the "Others" area), whose region
+-- is NULL.
 with
 
 current_lines as (
@@ -35,7 +36,7 @@ others as (
         bill_month,
         'OTHERS' as product_id,
         'Refunds and adjustments' as product_name,
-        '' as region,
+        null::varchar as region,
         any_value(currency) as currency,
         0::decimal(38, 2) as consume_amount,
         round(-coalesce(sum(amount) filter (where component = 'refund'), 0), 2)::decimal(38, 2)

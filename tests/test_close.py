@@ -369,11 +369,13 @@ def test_bill_lines_carry_the_detail(closed):
     assert len(use) == 1 and use[0]["quantity"] == D("3") and use[0]["amount"] == D("6.75")
     assert use[0]["customer_name"] == "Customer Two" and use[0]["product_id"] == "PR3"
     adj = sorted(
-        (x["customer_id"], x["amount"], x["description"])
+        (x["customer_id"] or "", x["amount"], x["description"])
         for x in ls
         if x["component"] == "adjustment"
     )
+    # the partner-level adjustment has no customer: NULL, never ''
     assert adj == [("", D("2.5"), "late fee"), ("C1", D("-5"), "compensation")]
+    assert [x["customer_id"] for x in ls if x["description"] == "late fee"] == [None]
     cp = sorted(x["description"] for x in ls if x["component"] == "coupon")
     assert cp == ["cp-c1", "cp-c2"]
     assert all(x["source_month"] == MONTH and x["late"] is False for x in ls)
@@ -437,14 +439,14 @@ def test_expenditure_by_customer_totals(closed):
     for r in rs:
         assert r["total_amount"] == r["consume_amount"] - r["refunds"] + r["adjustments"]
     p1 = {r["customer_id"]: r for r in rs if r["partner_id"] == "P1"}
-    assert set(p1) == {"C1", "C2", "C3", ""}  # "" = the partner-level adjustment
+    assert set(p1) == {"C1", "C2", "C3", None}  # None = the partner-level adjustment
     assert p1["C1"]["consume_amount"] == D("110.00")
     assert p1["C1"]["refunds"] == D("30.00")
     assert p1["C1"]["adjustments"] == D("-5.00")
     assert p1["C1"]["total_amount"] == D("75.00")
     assert p1["C2"]["customer_name"] == "Customer Two"
     assert p1["C2"]["total_amount"] == D("51.25")  # 50 + 6.75 - 5.5
-    assert p1[""]["adjustments"] == D("2.50")
+    assert p1[None]["adjustments"] == D("2.50")
     for pid, b in bills(closed).items():
         got = [r for r in rs if r["partner_id"] == pid]
         net = b["consume_amount"] - b["refunds"] + b["adjustments"]
@@ -513,26 +515,61 @@ def land_more(d: Path) -> None:
     assert any(MONTH in w for w in res.closed_month_warnings)
 
 
-def test_restatement_makes_version_2_and_supersedes_version_1(closed, tmp_path):
+def lake_bytes(d: Path) -> dict[str, bytes]:
+    """Every file under the month's bills partition and the version store, by path."""
+    base = d / "lake" / "bills"
+    return {
+        str(p.relative_to(base)): p.read_bytes()
+        for p in sorted(base.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    } | {
+        str(p.relative_to(base)): os.readlink(p).encode() for p in base.rglob("*") if p.is_symlink()
+    }
+
+
+def test_a_restatement_with_nothing_changed_changes_nothing(closed, tmp_path):
+    d = copy_of(closed, tmp_path / "data")
+    before, lake_before = snapshot(d), lake_bytes(d)
+    invoices = {p: b["invoice_no"] for p, b in bills(d).items()}
+    res = CliRunner().invoke(cli, ["--data-dir", str(d), "close", "--month", MONTH, "--restate"])
+    assert res.exit_code == 0, res.output
+    assert "nothing changed" in res.output
+    assert "version 2" not in res.output and "-V2" not in res.output
+    r = close_month(d, MONTH, restate=True)
+    assert r.changed is False and r.version == 1 and r.changes == []
+    assert {p: b["invoice_no"] for p, b in bills(d).items()} == invoices
+    assert bills(d, status="superseded") == {}
+    assert snapshot(d) == before
+    assert lake_bytes(d) == lake_before  # no commit: the same files, the same bytes
+
+
+def test_a_restatement_makes_a_new_version_only_for_the_changed_partner(closed, tmp_path):
     d = copy_of(closed, tmp_path / "data")
     land_more(d)
     assert close_month(d, MONTH).changed is False  # not without --restate
     assert bills(d)["P1"]["consume_amount"] == D("166.76")
+    unchanged = {p: b for p, b in bills(d).items() if p != "P1"}
     out: list[str] = []
     r2 = close_month(d, MONTH, restate=True, echo=out.append)
     print_close_result(r2, out.append)
     assert r2.changed and r2.version == 2
+    assert [b["partner_id"] for b in r2.bills] == ["P1"]
     v2 = bills(d)["P1"]
     assert v2["version"] == 2
     assert v2["consume_amount"] == D("216.76")
     assert v2["invoice_no"] == "INV-P1-202611-V2"
+    assert v2["supersedes_invoice_no"] == "INV-P1-202611"
     v1 = bills(d, status="superseded")["P1"]
     assert v1["version"] == 1 and v1["consume_amount"] == D("166.76")
-    assert v1["invoice_no"] == "INV-P1-202611"
-    assert len(bills(d)) == len(PARTNERS) and len(bills(d, status="superseded")) == len(PARTNERS)
-    assert {b["version"] for b in bills(d).values()} == {2}
-    # the printed changes name the changed component
-    assert "changed: P1: consume_amount 166.76 -> 216.76" in "\n".join(out)
+    assert v1["invoice_no"] == "INV-P1-202611" and v1["supersedes_invoice_no"] is None
+    # every other partner keeps its version 1 and its invoice, untouched
+    assert list(bills(d, status="superseded")) == ["P1"]
+    assert {p: b for p, b in bills(d).items() if p != "P1"} == unchanged
+    assert all(b["version"] == 1 for b in unchanged.values())
+    # the printed changes name the changed component and the superseded invoice
+    text = "\n".join(out)
+    assert "changed: P1: consume_amount 166.76 -> 216.76" in text
+    assert "INV-P1-202611-V2" in text and "supersedes INV-P1-202611" in text
     assert not any(c.startswith("P1: refunds") or c.startswith("Z:") for c in r2.changes)
     # the lake keeps every version, lines included
     lake = lake_bill_rows(d)
@@ -540,12 +577,90 @@ def test_restatement_makes_version_2_and_supersedes_version_1(closed, tmp_path):
         (1, "superseded"),
         (2, "closed"),
     ]
-    assert {x["version"] for x in lake_bill_rows(d, name="bill_lines")} == {1, 2}
+    assert len(lake) == len(PARTNERS) + 1
+    assert {(x["partner_id"], x["version"]) for x in lake_bill_rows(d, name="bill_lines")} >= {
+        ("P1", 1),
+        ("P1", 2),
+    }
+    assert {
+        x["version"] for x in lake_bill_rows(d, name="bill_lines") if x["partner_id"] != "P1"
+    } == {1}
     # the views follow the current version only
     cust = rows(
         d, "select * from expenditure_by_customer where partner_id = 'P1' and customer_id = 'C1'"
     )
     assert [c["consume_amount"] for c in cust] == [D("160.00")]
+    # the amount due counts the restated amount from the first publication (version 1)
+    due = rows(d, "select * from amount_due where partner_id = 'P1'")
+    v1_day = (v1["closed_at"] + dt.timedelta(hours=8)).date()
+    assert [(x["version"], x["amount_due"], x["published_on"]) for x in due] == [
+        (2, v2["amount_due"], min(v1_day, dt.date(2026, 12, 5)))
+    ]
+    # a second restatement with nothing new changes nothing
+    assert close_month(d, MONTH, restate=True).changed is False
+    assert bills(d)["P1"]["version"] == 2
+
+
+def test_a_restatement_marks_the_superseded_exports(closed, tmp_path):
+    """Finance exports version 1, a change lands, the month is restated and exported again:
+    only P1 gets version 2, its PDF names the invoice it supersedes, and `exports list` and the
+    export folder mark P1's version-1 files superseded (their paths stay as recorded)."""
+    from pypdf import PdfReader
+
+    d = copy_of(closed, tmp_path / "data")
+    runner = CliRunner()
+    base = ["--data-dir", str(d)]
+    res = runner.invoke(cli, [*base, "export", "--month", MONTH, "--format", "pdf,csv"])
+    assert res.exit_code == 0, res.output
+    folder = d / "exports" / "P1" / MONTH
+    v1_files = sorted(p.name for p in folder.iterdir())
+    assert v1_files == [f"bill-P1-{MONTH}-v1.pdf", f"bill-details-P1-{MONTH}-v1.csv"]
+    land_more(d)
+    res = runner.invoke(cli, [*base, "close", "--month", MONTH, "--restate"])
+    assert res.exit_code == 0, res.output
+    assert "INV-P1-202611-V2" in res.output
+    # the folder says which files are superseded, and by which invoice
+    note = (folder / "SUPERSEDED.txt").read_text(encoding="utf-8")
+    assert "version 1: superseded by INV-P1-202611-V2" in note
+    assert all(n in note for n in v1_files)
+    assert not (d / "exports" / "P2" / MONTH / "SUPERSEDED.txt").exists()  # P2 unchanged
+    res = runner.invoke(cli, [*base, "export", "--month", MONTH, "--format", "pdf,csv"])
+    assert res.exit_code == 0, res.output
+    pdf = folder / f"bill-P1-{MONTH}-v2.pdf"
+    text = "\n".join(p.extract_text() for p in PdfReader(pdf).pages)
+    assert "INV-P1-202611-V2" in text and "supersedes invoice INV-P1-202611" in text
+    assert (d / "exports" / "P2" / MONTH / f"bill-P2-{MONTH}-v1.pdf").exists()
+    assert not (d / "exports" / "P2" / MONTH / f"bill-P2-{MONTH}-v2.pdf").exists()
+    res = runner.invoke(cli, [*base, "exports", "list", "--partner", "P1"])
+    assert res.exit_code == 0, res.output
+    listed = [ln for ln in res.output.splitlines() if f"-{MONTH}-v" in ln]
+    v1 = [ln for ln in listed if ln.split()[-2].endswith(("-v1.pdf", "-v1.csv"))]
+    v2 = [ln for ln in listed if ln.split()[-2].endswith(("-v2.pdf", "-v2.csv"))]
+    assert len(v1) == 2 and len(v2) == 2  # P1 v1 before the restatement, v2 after
+    assert all("superseded by INV-P1-202611-V2" in ln for ln in v1), v1
+    assert all(" closed " in ln for ln in v2), v2
+    from pipelines.exports import list_exports
+
+    hist = list_exports(d, partner="P1")
+    first = [r for r in hist if r["version"] == 1]
+    assert {r["bill_status"] for r in first} == {"superseded"}
+    assert {r["superseded_by"] for r in first} == {"INV-P1-202611-V2"}
+    assert all((d / r["path"]).exists() for r in hist)  # recorded paths still hold the files
+    # P2's files stay current
+    assert {r["bill_status"] for r in list_exports(d, partner="P2")} == {"closed"}
+    # the analysts' export_history says the same
+    assert rows(
+        d,
+        "select partner_id, version, bill_status, count(*) n from export_history "
+        "group by all order by all",
+    ) == sorted(
+        (
+            {"partner_id": p, "version": v, "bill_status": st, "n": n}
+            for p, v, st, n in [("P1", 1, "superseded", 2), ("P1", 2, "closed", 2)]
+            + [(x["partner_id"], 1, "closed", 4) for x in PARTNERS if x["partner_id"] != "P1"]
+        ),
+        key=lambda r: (r["partner_id"], r["version"], r["bill_status"]),
+    )
 
 
 # --- section 7: the cutoff refusal and --force -------------------------------------------------
@@ -655,7 +770,7 @@ def test_a_crash_after_the_lake_commit_is_repaired_by_a_rerun(closed, tmp_path):
     r = close_month(d, MONTH)
     assert r.changed is False and r.version == 2
     s = snapshot(d)
-    assert len(s["bills"]) == 2 * len(PARTNERS)
+    assert len(s["bills"]) == len(PARTNERS) + 1  # only P1 changed: P1 v1 and v2
     assert s["bills"] == s["lake_bills"] and s["bill_lines"] == s["lake_lines"]
     assert bills(d)["P1"]["version"] == 2
     assert bills(d)["P1"]["consume_amount"] == D("216.76")

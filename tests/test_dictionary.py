@@ -32,9 +32,20 @@ def dd(tmp_path_factory) -> Path:
     land(d, "prices", DAY, [price()])
     land(d, "orders", DAY, [order("o1"), order("o2", partner_id="NOBODY")])  # o2 quarantined
     land(d, "usage", DAY, [usage("u1")])
-    land(d, "adjustments", DAY, [adjustment("a1")])
+    land(
+        d,
+        "adjustments",
+        DAY,
+        [
+            adjustment("a1"),
+            # a partner-level adjustment: no customer, no product (blank and white space)
+            adjustment("a2", customer_id="", product_id="  ", amount="3", reason="late fee"),
+        ],
+    )
+    land(d, "orders", DAY, [order("o3", sku_code="", customer_name=" ")], name="blank.csv")
+    land(d, "orders", DAY, [order(" ", amount="x")], name="bad.csv")  # quarantined, no id
     land(d, "coupons", DAY, [coupon("c1")])
-    land(d, "payments", DAY, [payment("pay1")])
+    land(d, "payments", DAY, [payment("pay1", method="", reference="\t")])
     ingest(d, DAY)
     close_month(d, "2026-11", force=True)
     return d
@@ -108,5 +119,38 @@ def test_the_example_queries_run(dd):
             con.execute("select count(*) from amount_due where partner_id = 'P1'").fetchone()[0]
             == 1
         )
+    finally:
+        con.close()
+
+
+def test_absent_values_are_null_never_empty_text(dd):
+    """Spec section 6: an absent value is NULL in every public table and view, never ''."""
+    con = duckdb.connect(str(dd / "warehouse.duckdb"), read_only=True)
+    try:
+        assert con.execute("select count(*) from bill_lines where customer_id = ''").fetchone() == (
+            0,
+        )
+        adj = con.execute(
+            "select description, product_id, region, sku_code from bill_lines "
+            "where customer_id is null and component = 'adjustment'"
+        ).fetchall()
+        assert adj == [("late fee", None, None, None)]
+        assert con.execute(
+            "select count(*) from expenditure_by_customer where customer_id is null"
+        ).fetchone() == (1,)
+        assert con.execute(
+            "select count(*) from expenditure_by_product where product_id = 'OTHERS' and region is null"
+        ).fetchone() == (1,)
+        assert con.execute("select method, reference from payments").fetchall() == [(None, None)]
+        for t in schema.PUBLIC:
+            for n, ty, _m in t.columns:
+                if ty == "VARCHAR":
+                    blank = con.execute(
+                        f"select count(*) from {t.name} where trim(\"{n}\") = ''"
+                    ).fetchone()[0]
+                    assert blank == 0, (t.name, n)
+        assert con.execute(
+            "select count(*) from quarantine where record_id is null"
+        ).fetchone() == (1,)
     finally:
         con.close()

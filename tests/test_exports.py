@@ -153,6 +153,8 @@ def insert_bill(
         "forced": False,
         "missing_dates": "",
         "line_count": len(lines),
+        # version 2 restates version 1 and names its invoice
+        "supersedes_invoice_no": f"INV-{partner}-202601" if version > 1 else None,
     }
     cols = schema.BILLS.column_names
     con.execute(
@@ -294,6 +296,9 @@ def test_pdf_is_the_invoice_with_cjk_text(exported):
     ):
         assert needle in text, needle
     assert "SUPERSEDED" not in text
+    # version 2 names the invoice it supersedes
+    assert f"supersedes invoice INV-{CN}-202601" in text
+    assert f"Supersedes invoice INV-{CN}-202601\n" in text or f"INV-{CN}-202601\n" in text
     reader = PdfReader(path)
     images = [img for page in reader.pages for img in page.images]
     assert len(images) >= 2  # top products and daily estimate charts
@@ -303,6 +308,7 @@ def test_pdf_is_the_invoice_with_cjk_text(exported):
     assert "Rounding" in text and "0.01" in text and "Total consumption" in text
     us_text = pdf_text(files_of(root, result, US)["pdf"])
     assert "Bill statement" in us_text and "-100.00" in us_text and "none (nothing due)" in us_text
+    assert "upersedes" not in us_text  # a version 1 supersedes nothing
 
 
 def test_xlsx_sheets_formats_and_amounts(exported):

@@ -211,6 +211,28 @@ TAMPERS = [
         "P003",
         id="negative-amount-due",
     ),
+    # versions are per partner (P003 has v1 and v2, the others v1), but never skip one
+    pytest.param(
+        "update stg_bills set version = 3, invoice_no = 'INV-P003-202503-V3' "
+        "where partner_id = 'P003' and version = 2; "
+        "update stg_bill_lines set version = 3 where partner_id = 'P003' and version = 2",
+        "versions_contiguous",
+        "P003",
+        id="version-gap",
+    ),
+    pytest.param(
+        "update stg_bills set supersedes_invoice_no = 'INV-P001-202503' "
+        "where partner_id = 'P003' and version = 2",
+        "supersedes_previous_invoice",
+        "P003",
+        id="supersedes-another-invoice",
+    ),
+    pytest.param(
+        "update stg_bills set supersedes_invoice_no = 'INV-P001-202503' where partner_id = 'P001'",
+        "supersedes_previous_invoice",
+        "P001",
+        id="version-1-supersedes-nothing",
+    ),
 ]
 
 

@@ -389,6 +389,67 @@ def test_corpus_row_problems(all_rows, name: str):
     _check_values(case_dir, name)
 
 
+# (file, row) -> the reason codes of that quarantined row, in rule order
+REASON_CODE_CASES = {
+    ("orders__nan_inf_exp.csv", 1): ["bad_decimal"],
+    ("orders__seven_places.csv", 1): ["too_many_decimals", "too_many_decimals"],  # 2 columns
+    ("coupons__negative_zero.csv", 1): ["sign_rule"],
+    ("orders__offsets.csv", 1): ["missing_offset"],
+    ("orders__offsets.csv", 8): ["bad_timestamp"],
+    ("orders__feb29_2026.csv", 1): ["bad_timestamp"],
+    ("orders__partner_traversal.csv", 1): ["bad_partner_id"],
+    ("partners__traversal.csv", 3): ["bad_partner_id"],
+    ("orders__currency.csv", 1): ["currency_mismatch"],
+    ("orders__currency.csv", 3): ["bad_currency"],
+    ("orders__unknown_partner.csv", 1): ["unknown_partner"],
+    ("orders__duplicate_ids.csv", 4): ["conflicting_duplicate"],
+    ("orders__invalid_utf8.csv", 2): ["invalid_utf8"],
+    ("orders__invalid_utf8.jsonl", 2): ["invalid_utf8"],
+    ("orders__broken_json.jsonl", 2): ["unreadable_record"],
+    ("orders__broken_json.jsonl", 3): ["unreadable_record"],
+    ("orders__stray_quote.csv", 2): ["unreadable_record"],
+    ("orders__ragged.csv", 1): ["ragged_record"],
+}
+
+
+def test_quarantine_reason_codes_are_the_documented_set(all_rows):
+    """`group by unnest(reason_codes)` over the bad-input corpus: every code is one of the
+    documented set (schema.REASON_CODES, docs/data-dictionary.md), every quarantined row has
+    at least one, one per rule it breaks."""
+    from pipelines import schema
+
+    case_dir, _ = all_rows
+    counts = dict(
+        warehouse(
+            case_dir,
+            "select unnest(reason_codes) as code, count(*) from quarantine group by 1 order by 1",
+        )
+    )
+    assert counts and set(counts) <= set(schema.REASON_CODES), counts
+    assert {"bad_decimal", "bad_partner_id", "unreadable_record", "conflicting_duplicate"} <= set(
+        counts
+    )
+    assert warehouse(
+        case_dir,
+        "select count(*) from quarantine where reason_codes is null or len(reason_codes) = 0 "
+        "or reason is null",
+    ) == [(0,)]
+    got = {
+        (f, r): c
+        for f, r, c in warehouse(case_dir, "select file, row, reason_codes from quarantine")
+    }
+    for key, codes in REASON_CODE_CASES.items():
+        assert got[key] == codes, (key, got[key])
+    # a row breaking two rules has two codes, in the order of its reason text
+    two = warehouse(
+        case_dir,
+        "select reason_codes, reason from quarantine where len(reason_codes) > 1 limit 1",
+    )
+    if two:
+        codes, reason = two[0]
+        assert len(codes) == len(reason.split("; ")), two
+
+
 OUT_OF_RANGE = "orders__offset_out_of_range.csv"
 
 
