@@ -81,6 +81,7 @@ def test_closed_month_amount_due_area_with_versions(alice, site):
     assert b["coupon_amount"] == Decimal("30.00")
     assert 'href="/invoices/INV-pa-cn-202610-V2"' in html
     assert "Versions" in page and "superseded" in page and "INV-pa-cn-202610 " in page
+    assert "Supersedes INV-pa-cn-202610 " in page
     assert "(UTC+08:00)" in page
 
 

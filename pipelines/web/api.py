@@ -146,6 +146,7 @@ def _bill(b: dict) -> dict:
         "initial_amount_due": m2(b["bill_amount"]),
         "amount_due": m2(b["amount_due"]),
         "invoice_no": b["invoice_no"],
+        "supersedes_invoice_no": b.get("supersedes_invoice_no"),
         "closed_at": _iso(b["closed_at"]),
     }
 
