@@ -100,6 +100,8 @@ class SnapshotCache:
                 self._data.move_to_end(key)
                 return self._data[key]
         value = compute()
+        if _rows_in(value) > MAX_CACHED_ROWS:
+            return value  # big API pages are read again rather than held
         with self._lock:
             self._data[key] = value
             while len(self._data) > self.size:
@@ -107,7 +109,18 @@ class SnapshotCache:
         return value
 
 
-CACHE = SnapshotCache()
+MAX_CACHED_ROWS = 200
+
+
+def _rows_in(value: Any) -> int:
+    if isinstance(value, Page):
+        return len(value.rows)
+    if isinstance(value, (list, tuple)):
+        return sum(_rows_in(v) if isinstance(v, (Page, list, tuple)) else 1 for v in value)
+    return 1
+
+
+CACHE = SnapshotCache(size=2048)
 
 
 def snapshot(method):
