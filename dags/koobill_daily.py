@@ -1,6 +1,7 @@
-"""koobill_daily: ingest yesterday's landing date (Beijing time) and refresh the estimates.
+"""koobill_daily: wait for yesterday's landing date (Beijing time), ingest it, refresh the
+estimates.
 
-Only wiring lives here: the work is ``pipelines.ingest.ingest_date``, imported inside the task
+Only wiring lives here: the work is ``pipelines.ingest.ingest_date``, imported inside the tasks
 so that parsing this file never loads pandas, DuckDB, pyarrow or Great Expectations.
 """
 
@@ -10,7 +11,7 @@ import datetime as dt
 import os
 
 import pendulum
-from airflow.sdk import Asset, CronTriggerTimetable, dag, task
+from airflow.sdk import Asset, CronTriggerTimetable, PokeReturnValue, dag, task
 
 TIMEZONE = "Asia/Shanghai"
 ESTIMATES = Asset(name="koobill_estimates", uri="koobill://estimates")
@@ -19,6 +20,9 @@ ESTIMATES = Asset(name="koobill_estimates", uri="koobill://estimates")
 # read inside the task.
 START_DATE = pendulum.parse(os.environ.get("KOOBILL_START_DATE", "2026-01-01"), tz=TIMEZONE)
 RETRIES = int(os.environ.get("KOOBILL_RETRIES", "3"))
+# How long the run waits for its landing date to arrive, and how often it looks.
+LANDING_WAIT = dt.timedelta(hours=float(os.environ.get("KOOBILL_LANDING_WAIT_H", "6")))
+LANDING_POKE = dt.timedelta(seconds=float(os.environ.get("KOOBILL_LANDING_POKE_S", "300")))
 
 DOC_MD = """
 ### koobill_daily
@@ -30,6 +34,17 @@ every month open on that date (`estimates` table in `warehouse.duckdb`).
 * Landing date = `calendar.previous_beijing_day(logical_date)`: the run of 2025-02-05 01:30
   Beijing ingests 2025-02-04, which is also the cutoff of January: the month close (02:00 on
   the 5th) finds it ingested.
+* `wait_for_landing_date` (a sensor in reschedule mode: it frees its worker slot between
+  looks) waits until the date is *present*, i.e. at least one feed has a folder
+  `<data-dir>/landing/<feed>/<date>/`: the upstream export may arrive after 01:30. It looks
+  every `$KOOBILL_LANDING_POKE_S` seconds (default 300) for up to `$KOOBILL_LANDING_WAIT_H`
+  hours (default 6, so until about 07:30 Beijing), then **fails** (sensor timeout, no retry):
+  the run is red, `ingest` does not run, and nothing is recorded for the date; the month
+  close then lists it as missing. When the files land late, clear the run; a date that truly
+  had no data is recorded by hand with `koobill ingest --date D --allow-empty` (the failed run
+  can then be marked success: clearing it would wait for a folder again).
+* `ingest` runs `pipelines.ingest.ingest_date` on the date. A misconfigured data dir (no
+  `landing/`) fails both tasks at once, with the path.
 * Idempotent: rerunning (clearing) a run replaces the landing date's partition, so the
   warehouse ends up the same. `catchup=True` backfills missed days in order
   (`max_active_runs=1`: one DuckDB writer at a time).
@@ -56,17 +71,36 @@ every month open on that date (`estimates` table in `warehouse.duckdb`).
     doc_md=DOC_MD,
 )
 def koobill_daily():
-    @task(outlets=[ESTIMATES])
-    def ingest(*, logical_date=None, outlet_events=None) -> dict:
-        """Ingest the previous Beijing day of the run and refresh the open months' estimates."""
+    @task.sensor(poke_interval=LANDING_POKE, timeout=LANDING_WAIT, mode="reschedule")
+    def wait_for_landing_date(*, logical_date=None) -> PokeReturnValue:
+        """Done when the run's landing date is present (a feed has a folder for it)."""
         from pipelines.calendar import previous_beijing_day
-        from pipelines.config import resolve_data_dir
-        from pipelines.ingest import ingest_date, print_ingest_result
+        from pipelines.config import require_data_dir
+        from pipelines.ingest import landing_date_present
 
         if logical_date is None:
             raise ValueError("koobill_daily needs a logical date: trigger it with one")
         day = previous_beijing_day(logical_date).isoformat()
-        data_dir = resolve_data_dir(None)
+        data_dir = require_data_dir(None)  # a wrong data dir fails now, not after hours
+        if landing_date_present(data_dir, day):
+            print(f"koobill: landing date {day} is present under {data_dir / 'landing'}")
+            return PokeReturnValue(is_done=True, xcom_value=day)
+        hours = LANDING_WAIT.total_seconds() / 3600
+        print(
+            f"koobill: landing date {day} is not present yet: no feed has a folder "
+            f"{data_dir / 'landing'}/<feed>/{day}/. Looking again in "
+            f"{LANDING_POKE.total_seconds():.0f} s; the run fails once it has waited "
+            f"{hours:g} h ($KOOBILL_LANDING_WAIT_H)."
+        )
+        return PokeReturnValue(is_done=False)
+
+    @task(outlets=[ESTIMATES])
+    def ingest(day: str, *, outlet_events=None) -> dict:
+        """Ingest the landing date and refresh the open months' estimates."""
+        from pipelines.config import require_data_dir
+        from pipelines.ingest import ingest_date, print_ingest_result
+
+        data_dir = require_data_dir(None)
         print(f"koobill: ingesting landing date {day} of {data_dir}")
         result = ingest_date(data_dir, day, progress=print)
         print_ingest_result(result, echo=print)
@@ -78,7 +112,7 @@ def koobill_daily():
             "estimates": len(result.estimates),
         }
 
-    ingest()
+    ingest(wait_for_landing_date())
 
 
 koobill_daily()

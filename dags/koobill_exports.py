@@ -103,7 +103,7 @@ def koobill_exports():
         outlet_events=None,
     ) -> list[str]:
         """Export every partner's bill of the month(s) just published."""
-        from pipelines.config import resolve_data_dir
+        from pipelines.config import require_data_dir
         from pipelines.exports import export_month, print_export_result
 
         params = params or {}
@@ -117,7 +117,7 @@ def koobill_exports():
             params.get("month"), [dict(e.extra or {}) for e in triggering], latest, run_date
         )
 
-        data_dir = resolve_data_dir(None)
+        data_dir = require_data_dir(None)
         kwargs = {}
         if raw_formats := os.environ.get("KOOBILL_EXPORT_FORMATS", "").strip():
             kwargs["formats"] = [f.strip() for f in raw_formats.split(",") if f.strip()]

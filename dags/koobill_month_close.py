@@ -102,8 +102,12 @@ def close_deadline_missed(context: dict | None = None, **kwargs) -> None:
         alert["deadline_time"],
         alert["run_id"],
     )
-    alerts_dir = resolve_data_dir(None) / "alerts"
-    alerts_dir.mkdir(parents=True, exist_ok=True)
+    root = resolve_data_dir(None)
+    if not (root / "landing").is_dir():  # never create folders outside a data dir
+        log.error("koobill: %s is not a data dir; alert not written there: %s", root, alert)
+        return
+    alerts_dir = root / "alerts"
+    alerts_dir.mkdir(exist_ok=True)
     with open(alerts_dir / "close_deadline_missed.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(alert, sort_keys=True) + "\n")
 
@@ -156,9 +160,9 @@ def koobill_month_close():
         """Fail (and retry) while a landing date through the cutoff has not been ingested."""
         from pipelines.calendar import cutoff, format_date_ranges
         from pipelines.close import missing_dates
-        from pipelines.config import resolve_data_dir
+        from pipelines.config import require_data_dir
 
-        missing = missing_dates(resolve_data_dir(None), month)
+        missing = missing_dates(require_data_dir(None), month)
         if missing:
             raise RuntimeError(
                 f"cannot close {month}: {len(missing)} landing date(s) through the cutoff "
@@ -173,9 +177,9 @@ def koobill_month_close():
     def close(month: str, *, outlet_events=None) -> dict:
         """Stage, validate (Great Expectations) and publish the bills of the month."""
         from pipelines.close import close_month, print_close_result
-        from pipelines.config import resolve_data_dir
+        from pipelines.config import require_data_dir
 
-        result = close_month(resolve_data_dir(None), month, echo=print)
+        result = close_month(require_data_dir(None), month, echo=print)
         print_close_result(result, echo=print)
         extra = {"month": month, "version": result.version, "changed": result.changed}
         outlet_events[BILLS].extra = extra

@@ -15,10 +15,37 @@ from pipelines.cli_web import register as register_web
 
 
 class _Ctx:
-    def __init__(self, data_dir: str | None):
+    """The data dir a command works on, resolved once, checked when a command asks for it."""
+
+    def __init__(self, data_dir: str | None, source: str):
         from pipelines.config import resolve_data_dir
 
-        self.data_dir = resolve_data_dir(data_dir)
+        self.source = source
+        self._path = resolve_data_dir(data_dir)
+        self._said = False
+
+    def _say(self) -> None:
+        """One line on stderr: which data dir the command used, and why that one."""
+        if not self._said:
+            click.echo(f"koobill: data dir {self._path} (from {self.source})", err=True)
+            self._said = True
+
+    @property
+    def data_dir(self):
+        """The data dir, refused (error, exit 1) unless it exists and has ``landing/``."""
+        from pipelines.config import require_data_dir
+
+        self._say()
+        return _run(require_data_dir, self._path, source=self.source)
+
+    def to_create(self, path: str | None = None):
+        """For ``init`` and ``generate``, which create the data dir: its path, unchecked."""
+        from pipelines.config import resolve_data_dir
+
+        if path is not None:
+            self._path, self.source = resolve_data_dir(path), "argument"
+        self._say()
+        return self._path
 
 
 def _run(fn, *args, **kwargs):
@@ -44,8 +71,33 @@ def _run(fn, *args, **kwargs):
 )
 @click.pass_context
 def cli(ctx: click.Context, data_dir: str | None) -> None:
-    """koobill: KooGallery partner bills from raw order and usage data."""
-    ctx.obj = _Ctx(data_dir)
+    """koobill: KooGallery partner bills from raw order and usage data.
+
+    Every command works on one data dir (landing/, lake/, warehouse.duckdb, exports/), named
+    on stderr when the command starts. Only `init` and `generate` create one; the others refuse
+    a path that does not exist or has no landing/ folder."""
+    from click.core import ParameterSource
+
+    source = {
+        ParameterSource.COMMANDLINE: "--data-dir",
+        ParameterSource.ENVIRONMENT: "$KOOBILL_DATA_DIR",
+    }.get(ctx.get_parameter_source("data_dir"), "default ./data")
+    ctx.obj = _Ctx(data_dir, source)
+
+
+@cli.command()
+@click.argument("directory", required=False)
+@click.pass_obj
+def init(obj: _Ctx, directory: str | None) -> None:
+    """Create a data dir: DIRECTORY (default: --data-dir, $KOOBILL_DATA_DIR, then ./data) with
+    landing/<feed>/ for every feed. Idempotent; refuses a non-empty folder that is no data dir."""
+    from pipelines.config import init_data_dir
+
+    root = _run(init_data_dir, obj.to_create(directory))
+    click.echo(f"data dir ready: {root}")
+    click.echo(f"  land files under {root / 'landing'}/<feed>/<YYYY-MM-DD>/, then:")
+    click.echo(f"  export KOOBILL_DATA_DIR={root}")
+    click.echo("  koobill ingest --date YYYY-MM-DD")
 
 
 @cli.command()
@@ -58,17 +110,31 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
     help="Fail a feed whose quarantined share of the day's rows exceeds this "
     "(default $KOOBILL_MAX_QUARANTINE_SHARE, then 0.05).",
 )
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Record the date even if no feed has a folder for it (a day that truly had no "
+    "data); it then counts as ingested for the month close.",
+)
 @click.pass_obj
-def ingest(obj: _Ctx, day: str, quiet: bool, max_quarantine_share: float | None) -> None:
-    """Ingest every feed of one landing date and refresh the estimates as of that date."""
+def ingest(
+    obj: _Ctx, day: str, quiet: bool, max_quarantine_share: float | None, allow_empty: bool
+) -> None:
+    """Ingest every feed of one landing date and refresh the estimates as of that date.
+
+    A date no feed has a folder for is an error (its files may not have arrived yet), unless
+    --allow-empty."""
+    from pipelines.calendar import parse_date
     from pipelines.ingest import ingest_date, print_ingest_result
 
+    _run(parse_date, day)  # a mistyped date is named before the data dir is looked at
     result = _run(
         ingest_date,
         obj.data_dir,
         day,
         progress=None if quiet else click.echo,
         max_quarantine_share=max_quarantine_share,
+        allow_empty=allow_empty,
     )
     print_ingest_result(result, echo=click.echo, quiet=quiet)
 
@@ -167,12 +233,12 @@ def generate(
     n_partners: int,
     bad_rows: bool,
 ) -> None:
-    """Generate a realistic landing zone for a span of dates (seeded)."""
+    """Generate a realistic landing zone for a span of dates (seeded); creates the data dir."""
     from pipelines.generate import generate as gen
 
     summary = _run(
         gen,
-        obj.data_dir,
+        obj.to_create(),
         start,
         end,
         seed=seed,

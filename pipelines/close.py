@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipelines import calendar as cal
 from pipelines import quality
-from pipelines.config import Paths, resolve_data_dir
+from pipelines.config import Paths, require_data_dir, resolve_data_dir
 from pipelines.db import connect, parquet, quote_path, sql
 from pipelines.lake import KoobillError, commit_version, data_dir_lock, new_version_dir, partitions
 
@@ -62,7 +62,7 @@ def ingested_dates(root: Path) -> list[str]:
 def missing_dates(data_dir: str | Path | None, month: str) -> list[str]:
     """Landing dates from the 1st of ``month`` (or the first date ever ingested, if later)
     through its cutoff that have not been ingested."""
-    root = resolve_data_dir(data_dir)
+    root = require_data_dir(data_dir)
     cal.parse_month(month)
     done = ingested_dates(root)
     start = cal.first_day(month)

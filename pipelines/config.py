@@ -87,10 +87,71 @@ def required_columns(feed: str) -> list[str]:
     return [c.name for c in FEEDS[feed] if c.required]
 
 
+def data_dir_source(data_dir: str | os.PathLike | None = None) -> str:
+    """Where :func:`resolve_data_dir` takes the data dir from, in words."""
+    if data_dir:
+        return "argument"
+    if os.environ.get("KOOBILL_DATA_DIR"):
+        return "$KOOBILL_DATA_DIR"
+    return "default ./data"
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``--data-dir``, else ``$KOOBILL_DATA_DIR``, else ``./data``."""
+    """``--data-dir``, else ``$KOOBILL_DATA_DIR``, else ``./data``; not checked (see
+    :func:`require_data_dir`)."""
     raw = data_dir or os.environ.get("KOOBILL_DATA_DIR") or "data"
     return Path(raw).expanduser().resolve()
+
+
+def require_data_dir(
+    data_dir: str | os.PathLike | None = None, *, source: str | None = None
+) -> Path:
+    """The resolved data dir, refused unless it exists and looks like one (has ``landing/``).
+
+    Every command but ``init`` and ``generate`` (which create one) goes through this before
+    it writes or locks anything, so a mistyped path never grows a lake, a warehouse or a lock
+    file (spec section 2)."""
+    from pipelines.lake import DataDirError
+
+    root = resolve_data_dir(data_dir)
+    source = source or data_dir_source(data_dir)
+    how = (
+        f"create one with `koobill init {root}` (or `koobill generate` for sample data), "
+        "or point --data-dir / $KOOBILL_DATA_DIR at an existing one"
+    )
+    if not root.exists():
+        raise DataDirError(f"data dir {root} does not exist (from {source}): {how}")
+    if not root.is_dir():
+        raise DataDirError(f"data dir {root} is not a folder (from {source})")
+    if not (root / "landing").is_dir():
+        raise DataDirError(
+            f"{root} is not a koobill data dir: it has no landing/ folder (from {source}); {how}"
+        )
+    return root
+
+
+def init_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Create a data dir: ``landing/<feed>/`` for every feed. Idempotent.
+
+    Refuses a folder that exists, holds something, and is not a data dir already: turning a
+    folder of other files into a data dir is never what a typo wanted."""
+    from pipelines.lake import DataDirError
+
+    root = resolve_data_dir(data_dir)
+    if root.exists() and not root.is_dir():
+        raise DataDirError(f"cannot create a data dir at {root}: it exists and is not a folder")
+    landing = root / "landing"
+    if root.is_dir() and not landing.is_dir() and any(root.iterdir()):
+        raise DataDirError(
+            f"{root} is not empty and is not a koobill data dir (no landing/ folder); "
+            "refusing to turn it into one: pick a new or empty folder"
+        )
+    try:
+        for feed in FEEDS:
+            (landing / feed).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirError(f"cannot create the data dir {root}: {exc.strerror or exc}") from None
+    return root
 
 
 def check_partner_id(partner_id: str) -> str:

@@ -2,15 +2,16 @@
 
 What it does, on embedded defaults (``make demo``):
 
-1. wipes and recreates DIR (only if it is empty or an earlier demo made it);
+1. wipes DIR (only if it is empty or an earlier demo made it) and makes it a data dir;
 2. points Airflow at ``DIR/airflow`` (SQLite metadata database, no example DAGs) and runs
    ``airflow db migrate``;
-3. generates a small landing zone: every landing date of the previous Beijing month through
-   its cutoff (the 4th of the next month);
+3. generates a small landing zone: every landing date of the bill month (``DEMO_MONTH``,
+   2026-10, unless ``--month``) through its cutoff (the 4th of the next month);
 4. runs ``koobill_daily`` with ``dag.test()`` once per landing date, with the logical date of
    its scheduled run (01:30 Beijing the day after), then ``koobill_month_close`` for the month
    (02:00 Beijing on the 5th), then ``koobill_exports``;
-5. prints the bills and where the exports are.
+5. prints the bills, where the exports are, and how to point the CLI, DuckDB and the page at
+   the data.
 
 Airflow's own log output goes to ``DIR/airflow/logs/demo.log``; on a failure its tail is
 printed. Rerunning starts from scratch and gives the same bills.
@@ -43,14 +44,16 @@ def _say(msg: str = "") -> None:
     print(msg, flush=True)
 
 
-def _default_month(today: dt.date | None = None) -> str:
-    """The previous full Beijing month."""
-    today = today or dt.datetime.now(cal.BEIJING).date()
-    return cal.add_months(cal.month_of(today), -1)
+# The demo bills one fixed month, so that the README's examples (partner ptn-haina, month
+# 2026-10) run as written on the demo data whenever the demo is run.
+DEMO_MONTH = "2026-10"
 
 
 def _prepare_dir(root: Path) -> None:
-    """Empty ``root`` for a fresh run, refusing to wipe a folder the demo did not make."""
+    """Empty ``root`` for a fresh run, refusing to wipe a folder the demo did not make, and
+    make it a data dir."""
+    from pipelines.config import init_data_dir
+
     if root.exists():
         if not root.is_dir():
             raise DemoError(f"{root} exists and is not a folder")
@@ -62,7 +65,7 @@ def _prepare_dir(root: Path) -> None:
                 "refusing to wipe it; pass another --data-dir"
             )
         shutil.rmtree(root)
-    root.mkdir(parents=True)
+    init_data_dir(root)
     (root / MARKER).write_text("made by `python -m pipelines.demo`; wiped on every demo run\n")
 
 
@@ -261,6 +264,26 @@ def run_demo(
         )
     _say(f"demo finished in {time.monotonic() - t_start:.0f} s")
     _say(f"Browse the same DAGs and runs in Airflow's UI: make airflow DATA_DIR={root}")
+    _print_how_to_look(root, month)
+
+
+def how_to_look(root: Path, month: str) -> list[str]:
+    """How to point the CLI, DuckDB and the page at the demo data (printed last)."""
+    make = "make serve" if root == REPO / "data" / "demo" else f"make serve DATA_DIR={root}"
+    return [
+        "Look at the demo data:",
+        f'  export PATH="{REPO / ".venv" / "bin"}:$PATH"   # koobill on PATH',
+        f"  export KOOBILL_DATA_DIR={root}",
+        f"  koobill amount-due --partner ptn-haina; koobill exports list --month {month}",
+        f"  duckdb -readonly {root / 'warehouse.duckdb'}   # the analysts' tables (README, Analysts)",
+        f"  {make}   # the Partner Bills page",
+    ]
+
+
+def _print_how_to_look(root: Path, month: str) -> None:
+    _say()
+    for line in how_to_look(root, month):
+        _say(line)
 
 
 def _print_summary(root: Path, month: str) -> None:
@@ -319,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Generate a month of sample data and bill it through the real Airflow DAGs.",
     )
     parser.add_argument("--data-dir", required=True, help="Folder for the demo (wiped first).")
-    parser.add_argument("--month", default=None, help="Bill month YYYY-MM (default: last month).")
+    parser.add_argument(
+        "--month", default=DEMO_MONTH, help=f"Bill month YYYY-MM (default: {DEMO_MONTH})."
+    )
     parser.add_argument("--usage-rows-per-day", type=int, default=200)
     parser.add_argument("--partners", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
@@ -330,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_demo(
             Path(args.data_dir).expanduser().resolve(),
-            args.month or _default_month(),
+            args.month,
             usage_rows_per_day=args.usage_rows_per_day,
             n_partners=args.partners,
             seed=args.seed,

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import schema
-from pipelines.config import Paths, check_partner_id, resolve_data_dir
+from pipelines.config import Paths, check_partner_id, require_data_dir, resolve_data_dir
 from pipelines.lake import KoobillError
 
 FORMATS = ("pdf", "xlsx", "csv", "parquet")
@@ -966,7 +966,7 @@ def export_month(
     from pipelines.lake import atomic_path, data_dir_lock
     from pipelines.warehouse import open_warehouse
 
-    root = resolve_data_dir(data_dir)
+    root = require_data_dir(data_dir)
     _check_month(month)
     fmts = _check_formats(formats)
     if partner is not None:

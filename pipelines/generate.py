@@ -82,7 +82,7 @@ from pipelines.calendar import (
     month_of,
     parse_date,
 )
-from pipelines.config import FEEDS, Paths, resolve_data_dir
+from pipelines.config import FEEDS, Paths, init_data_dir
 from pipelines.lake import KoobillError
 
 MICRO = 10**6
@@ -998,12 +998,13 @@ def generate(
     """Write landing/<feed>/<YYYY-MM-DD>/<file> for every landing date start..end; return a
     short human summary.
 
-    Each landing folder of the span (every feed) is replaced: files left there by an earlier
-    run are removed first, so the same arguments always leave the same files.
+    Creates the data dir if need be (``config.init_data_dir``). Each landing folder of the
+    span (every feed) is replaced: files left there by an earlier run are removed first, so the
+    same arguments always leave the same files.
     """
     d0, d1 = _parse_args(start, end, usage_rows_per_day, n_partners)
     n_usage = int(usage_rows_per_day)
-    root = resolve_data_dir(data_dir)
+    root = init_data_dir(data_dir)  # generate makes its data dir (spec section 2)
     paths = Paths(root)
     t0 = time.monotonic()
     w = _build_world(int(seed), int(n_partners))

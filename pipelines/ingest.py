@@ -24,6 +24,7 @@ from pipelines.config import (
     MONEY_LIMIT,
     RECORD_FEEDS,
     Paths,
+    require_data_dir,
     resolve_data_dir,
 )
 from pipelines.db import connect, parquet, quote_path
@@ -67,6 +68,7 @@ class IngestResult:
     ignored_files: list[str]
     late_records: int
     closed_month_warnings: list[str]
+    empty: bool = False  # recorded with --allow-empty: no feed had a folder for the date
 
 
 def _beijing_date(expr: str) -> str:
@@ -85,14 +87,35 @@ def ingest_date(
     *,
     progress: Echo | None = None,
     max_quarantine_share: float | None = None,
+    allow_empty: bool = False,
 ) -> IngestResult:
-    """Ingest landing date ``day`` of every feed and refresh the estimates as of ``day``."""
-    root = resolve_data_dir(data_dir)
+    """Ingest landing date ``day`` of every feed and refresh the estimates as of ``day``.
+
+    The date must be *present* (at least one feed has a folder for it), else KoobillError:
+    the upstream export may not have arrived yet. ``allow_empty`` records a date that truly
+    had no data; it then counts as ingested for the month close (spec section 2)."""
+    root = require_data_dir(data_dir)
     d = cal.parse_date(day) if isinstance(day, str) else day
+    present = landing_date_present(root, d)
+    if not present and not allow_empty:
+        raise KoobillError(
+            f"landing date {d} is not present: no feed has a folder "
+            f"{Paths(root).landing}/<feed>/{d}/. Its files may not have arrived yet; if the "
+            "date truly had no data, record it with --allow-empty. Nothing was written."
+        )
     with data_dir_lock(
         root, wait_s=float(os.environ.get("KOOBILL_LOCK_WAIT_S", "600")), what=f"ingest {d}"
     ):
-        return _ingest(root, d, progress or (lambda _m: None), max_quarantine_share)
+        result = _ingest(root, d, progress or (lambda _m: None), max_quarantine_share)
+    result.empty = not present
+    return result
+
+
+def landing_date_present(data_dir: str | Path | None, day: str | dt.date) -> bool:
+    """True when at least one feed has a folder for landing date ``day`` (spec section 2)."""
+    paths = Paths(resolve_data_dir(data_dir))
+    d = day if isinstance(day, str) else day.isoformat()
+    return any(paths.landing_dir(feed, d).is_dir() for feed in FEEDS)
 
 
 def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> IngestResult:
@@ -109,7 +132,7 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
     tmp.mkdir(parents=True, exist_ok=True)
     con.execute(f"set temp_directory = {quote_path(tmp)}")
     con.execute(f"set memory_limit = '{os.environ.get('KOOBILL_MEMORY_LIMIT', '2GB')}'")
-    vdir = new_version_dir(part)
+    vdir: Path | None = None
     try:
         stats: dict[str, FeedStats] = {}
         ignored: list[str] = []
@@ -122,8 +145,15 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
             "file varchar, row bigint, record_id varchar, reason_codes varchar[], "
             "reason varchar, raw varchar)"
         )
-        for feed in FEED_ORDER:
+        # the reference feeds first: a date whose records have no snapshot or price list at
+        # all stops here, before anything is written
+        for feed in ("partners", "prices"):
             _validate(con, feed, d, earlier)
+            _require_reference(con, paths, feed, d, earlier, stats)
+        vdir = new_version_dir(part)
+        for feed in FEED_ORDER:
+            if feed in RECORD_FEEDS:
+                _validate(con, feed, d, earlier)
             _accept(con, feed, d, vdir)
             _count(con, stats[feed], feed)
             _drop_work(con, feed)
@@ -142,7 +172,8 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
         con.close()
         import shutil
 
-        shutil.rmtree(vdir, ignore_errors=True)
+        if vdir is not None:
+            shutil.rmtree(vdir, ignore_errors=True)
         if isinstance(exc, duckdb.IOException | OSError) and not isinstance(exc, KoobillError):
             raise KoobillError(
                 f"ingest of {day} failed while writing under {root}: "
@@ -210,6 +241,66 @@ def _price_list(con, earlier) -> None:
             "currency varchar, effective_from timestamptz, effective_to timestamptz, "
             "landing_date date, _file varchar, _row bigint, _hash varchar)"
         )
+
+
+def _is_date(name: str) -> bool:
+    try:
+        return cal.parse_date(name).isoformat() == name
+    except (ValueError, cal.DateError):
+        return False
+
+
+def _require_reference(con, paths: Paths, feed: str, d: dt.date, earlier, stats) -> None:
+    """Stop the date when its records have no partner snapshot (or its usage no price list) at
+    all: every row would be quarantined for a reason that is not the row's fault (the date
+    was ingested before the one that brings the snapshot). Name the missing earlier data."""
+    day = d.isoformat()
+    if feed == "partners":
+        needy = sum(stats[f].total("rows_read") for f in RECORD_FEEDS)
+        have = con.execute("select count(*) from snapshot").fetchone()[0]
+        what = "partner snapshot"
+        why = f"its {needy:,} record row(s) cannot be checked against a partner"
+    else:
+        needy = stats["usage"].total("rows_read")
+        have = con.execute("select count(*) from price_list").fetchone()[0]
+        what = "price list"
+        why = f"its {needy:,} usage row(s) cannot be rated"
+    if not needy or have:
+        return
+    landing = paths.landing / feed
+    folders = sorted(
+        p.name
+        for p in (landing.iterdir() if landing.is_dir() else [])
+        if p.is_dir() and _is_date(p.name)
+    )
+    ingested = {v for v, _p in earlier}
+    before = [f for f in folders if f < day]
+    pending = [f for f in before if f not in ingested]
+    if pending:
+        hint = (
+            f"the first landing date with a {feed} folder is {pending[0]} "
+            f"({landing / pending[0]}), not ingested yet: ingest {pending[0]} first, then "
+            "the dates after it in order"
+        )
+    elif day in folders:
+        q, top = con.execute(
+            f"select count(*), mode(_why) from res_{feed} where _status = 'quarantine'"
+        ).fetchone()
+        hint = (
+            f"the {feed} folder of {day} has no valid row ({q:,} quarantined"
+            f"{': ' + top if top else ''}) and no earlier date brought one"
+        )
+    elif before:
+        hint = f"the {feed} landed on {', '.join(before)} accepted no row (see their quarantine)"
+    else:
+        later = [f for f in folders if f > day]
+        hint = f"no landing date on or before {day} has a {feed} folder under {landing}" + (
+            f" (the first is {later[0]})" if later else ""
+        )
+    raise KoobillError(
+        f"cannot ingest {day}: no {what} has been ingested on or before {day}, so {why}; "
+        f"{hint}. Nothing was written."
+    )
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -837,6 +928,8 @@ def _closed_month_warnings(paths: Paths, con) -> list[str]:
 def print_ingest_result(r: IngestResult, echo: Echo, quiet: bool = False) -> None:
     if not quiet:
         echo(f"landing date {r.landing_date}")
+        if r.empty:
+            echo("  no feed had a folder for it: recorded as an empty day (--allow-empty)")
         echo(
             f"  {'feed':<12} {'files':>5} {'read':>12} {'accepted':>12} {'quarantined':>12} {'duplicates':>11}"
         )
@@ -863,7 +956,11 @@ def print_ingest_result(r: IngestResult, echo: Echo, quiet: bool = False) -> Non
             )
     read = sum(st.total("rows_read") for st in r.feeds.values())
     q = sum(st.total("quarantined") for st in r.feeds.values())
-    echo(f"ingested {r.landing_date}: {read:,} rows read, {q:,} quarantined, in {r.seconds:.1f} s")
+    empty = " (empty day)" if r.empty else ""
+    echo(
+        f"ingested {r.landing_date}{empty}: {read:,} rows read, {q:,} quarantined, "
+        f"in {r.seconds:.1f} s"
+    )
 
 
-__all__ = ["IngestResult", "ingest_date", "print_ingest_result"]
+__all__ = ["IngestResult", "ingest_date", "landing_date_present", "print_ingest_result"]

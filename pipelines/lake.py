@@ -29,12 +29,21 @@ class LockBusy(KoobillError):
     pass
 
 
+class DataDirError(KoobillError):
+    """The data dir does not exist or is not one (no ``landing/``)."""
+
+
 @contextlib.contextmanager
 def data_dir_lock(root: Path, *, wait_s: float = 0.0, what: str = "a command") -> Iterator[None]:
-    """Hold the data dir's writer lock; wait up to ``wait_s`` seconds, then fail clearly."""
+    """Hold the data dir's writer lock; wait up to ``wait_s`` seconds, then fail clearly.
+
+    ``root`` must be a data dir (:func:`pipelines.config.require_data_dir`): the lock file is
+    never created anywhere else, and the root is never created here."""
+    from pipelines.config import require_data_dir
+
+    root = require_data_dir(root)
     path = root / ".koobill.lock"
     try:
-        root.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise KoobillError(f"cannot open the lock file {path}: {exc.strerror or exc}") from None

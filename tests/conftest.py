@@ -15,9 +15,11 @@ for p in (str(_TESTS), str(_TESTS.parent)):  # `import helpers` and `import test
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty koobill data dir; $KOOBILL_DATA_DIR points at it and the lock never waits."""
-    d = tmp_path / "data"
-    d.mkdir()
+    """An empty koobill data dir, as `koobill init` makes it (landing/<feed>/ for every feed);
+    $KOOBILL_DATA_DIR points at it and the lock never waits."""
+    from pipelines.config import init_data_dir
+
+    d = init_data_dir(tmp_path / "data")
     monkeypatch.setenv("KOOBILL_DATA_DIR", str(d))
     monkeypatch.setenv("KOOBILL_LOCK_WAIT_S", "0")
     return d

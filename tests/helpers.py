@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -234,12 +235,13 @@ def land_reference(
 # --- running and reading back ------------------------------------------------------------------
 
 
-def ingest(data_dir: Path, day: str = DAY, share: float | None = 1.0):
+def ingest(data_dir: Path, day: str = DAY, share: float | None = 1.0, allow_empty: bool = False):
     """Run the ingest of ``day``; ``share`` is passed as max_quarantine_share (1.0: tests with
-    many bad rows are not stopped by the quarantine-share gate)."""
+    many bad rows are not stopped by the quarantine-share gate); ``allow_empty`` records a date
+    no feed has a folder for."""
     from pipelines.ingest import ingest_date
 
-    return ingest_date(data_dir, day, max_quarantine_share=share)
+    return ingest_date(data_dir, day, max_quarantine_share=share, allow_empty=allow_empty)
 
 
 def lake_path(data_dir: Path, day: str, name: str) -> Path:
@@ -290,3 +292,18 @@ def file_digest(p: Path) -> str:
             w.write_table(t)
         return "rows:" + hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
     return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+# --- the command line --------------------------------------------------------------------------
+
+DATA_DIR_LINE = re.compile(
+    r"koobill: data dir (/[^\n]*) \(from (--data-dir|\$KOOBILL_DATA_DIR|default \./data|argument)\)\n"
+)
+
+
+def after_data_dir_line(out: str) -> str:
+    """A command's output after the line naming its data dir, which every command that uses a
+    data dir prints first (on stderr); fails if that line is not there."""
+    m = DATA_DIR_LINE.match(out)
+    assert m, f"no 'koobill: data dir ...' line first:\n{out}"
+    return out[m.end() :]

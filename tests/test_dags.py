@@ -246,6 +246,13 @@ def test_dag_integrity(production_dagbag) -> None:
             assert task.retry_delay >= dt.timedelta(minutes=5), (dag_id, task.task_id)
     assert bag.dags["koobill_daily"].catchup is True
     assert bag.dags["koobill_month_close"].catchup is False
+    # the daily run waits for its landing date: a sensor that frees its worker slot between
+    # looks, every 5 minutes for 6 hours, then fails; the ingest runs after it
+    daily = bag.dags["koobill_daily"]
+    sensor = daily.task_dict["wait_for_landing_date"]
+    assert sensor.mode == "reschedule"
+    assert sensor.poke_interval == 300 and sensor.timeout == 6 * 3600
+    assert daily.task_dict["ingest"].upstream_task_ids == {"wait_for_landing_date"}
     # the check waits for the cutoff date with patience; a failing close surfaces quickly
     close = bag.dags["koobill_month_close"]
     assert close.task_dict["check_landing_dates"].retries >= 5
@@ -254,7 +261,7 @@ def test_dag_integrity(production_dagbag) -> None:
 
 def test_assets_wire_close_to_exports(production_dagbag) -> None:
     bag = production_dagbag
-    (ingest,) = bag.dags["koobill_daily"].tasks
+    ingest = bag.dags["koobill_daily"].task_dict["ingest"]
     assert [a.uri for a in ingest.outlets] == ["koobill://estimates/"]
     close = bag.dags["koobill_month_close"].task_dict["close"]
     assert [a.uri for a in close.outlets] == ["koobill://bills/"]
@@ -456,7 +463,9 @@ def test_deadline_alert_fires_when_the_close_is_late(airflow_env, tmp_path, monk
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    monkeypatch.setenv("KOOBILL_DATA_DIR", str(tmp_path))
+    from pipelines.config import init_data_dir
+
+    monkeypatch.setenv("KOOBILL_DATA_DIR", str(init_data_dir(tmp_path / "data")))
     late = _utc(2024, 3, 4, 18, 0)  # 2024-03-05 02:00 Beijing: closes the leap February
     due = _utc(2024, 3, 5, 4, 0)  # 12:00 Beijing
     with _locked(airflow_env["lock"]):
@@ -482,7 +491,9 @@ def test_deadline_alert_fires_when_the_close_is_late(airflow_env, tmp_path, monk
         structlog.get_logger(),
     )
     assert ok, error
-    (line,) = (tmp_path / "alerts" / "close_deadline_missed.jsonl").read_text().splitlines()
+    (line,) = (
+        (tmp_path / "data" / "alerts" / "close_deadline_missed.jsonl").read_text().splitlines()
+    )
     alert = json.loads(line)
     assert alert["alert"] == "close_deadline_missed"
     assert alert["month"] == "2024-02"
@@ -622,3 +633,79 @@ def test_close_check_lists_the_missing_landing_dates(pipeline, dagbag, airflow_e
 def test_months_to_export(airflow_env, param, triggering, latest, run_date, expected) -> None:
     months_to_export = runpy.run_path(str(DAGS / "koobill_exports.py"))["months_to_export"]
     assert months_to_export(param, triggering, latest, run_date) == expected
+
+
+# --- waiting for the landing date -------------------------------------------------------------
+
+
+def test_landing_sensor_looks_for_a_feed_folder_of_the_date(
+    pipeline, dagbag, airflow_env, tmp_path, monkeypatch
+) -> None:
+    """The sensor's poke: done (handing the date to the ingest) once a feed has a folder for
+    the run's landing date; not yet before; a data dir that is no data dir fails at once."""
+    from pipelines.lake import DataDirError
+
+    poke = dagbag.dags["koobill_daily"].task_dict["wait_for_landing_date"].python_callable
+    monkeypatch.setenv("KOOBILL_DATA_DIR", str(airflow_env["data"]))
+    done = poke(logical_date=DAILY_LOGICAL)
+    assert done.is_done and done.xcom_value == CUTOFF.isoformat()
+    later = DAILY_LOGICAL + dt.timedelta(days=30)  # ingests 2025-03-06: nothing landed
+    assert not poke(logical_date=later).is_done
+    monkeypatch.setenv("KOOBILL_DATA_DIR", str(tmp_path / "typo"))
+    with pytest.raises(DataDirError, match="does not exist"):
+        poke(logical_date=DAILY_LOGICAL)
+    assert not (tmp_path / "typo").exists()
+
+
+def _reschedules(ti_id) -> int:
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        return session.scalar(
+            select(func.count()).select_from(TaskReschedule).where(TaskReschedule.ti_id == ti_id)
+        )
+
+
+def test_daily_run_fails_when_its_landing_date_never_arrives(pipeline, airflow_env) -> None:
+    """A real run of koobill_daily (dag.test) for a landing date that never lands, parsed with
+    a 2-second wait: the sensor reschedules itself, times out and fails the run; the ingest
+    never runs and nothing is recorded for the date, so the close still sees it missing."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from pipelines.close import missing_dates
+
+    data: Path = airflow_env["data"]
+    logical = _utc(2025, 2, 9, 17, 30)  # 2025-02-10 01:30 Beijing: ingests 2025-02-09
+    day = "2025-02-09"
+    impatient = {
+        "KOOBILL_LANDING_WAIT_H": str(2 / 3600),
+        "KOOBILL_LANDING_POKE_S": "1",
+        "KOOBILL_DATA_DIR": str(data),
+    }
+    with _locked(airflow_env["lock"]), mock.patch.dict(os.environ, impatient):
+        bag = DagBag(dag_folder=str(DAGS / "koobill_daily.py"))
+        dag = bag.dags["koobill_daily"]
+        assert dag.task_dict["wait_for_landing_date"].timeout == 2
+        from pipelines.demo import dag_test_deadline_fix
+
+        with dag_test_deadline_fix():
+            dr = dag.test(logical_date=logical)
+        states = _ti_states(dr)
+        tis = {ti.task_id: ti for ti in dr.get_task_instances()}
+        tries = {task_id: ti.try_number for task_id, ti in tis.items()}
+        reschedules = _reschedules(tis["wait_for_landing_date"].id)
+    assert str(dr.state) == "failed"
+    assert reschedules >= 1  # it gave its slot back between looks before timing out
+    assert states == {"wait_for_landing_date": "failed", "ingest": "upstream_failed"}
+    assert tries["wait_for_landing_date"] == 1  # a timeout is not retried
+    assert not (data / "lake" / "ingest" / f"landing_date={day}").exists()
+    assert day in missing_dates(data, "2025-02")
+
+
+def test_deadline_alert_writes_nothing_outside_a_data_dir(airflow_env, tmp_path, monkeypatch):
+    callback = runpy.run_path(str(DAGS / "koobill_month_close.py"))["close_deadline_missed"]
+    monkeypatch.setenv("KOOBILL_DATA_DIR", str(tmp_path / "typo"))
+    callback({"dag_run": {"dag_id": "koobill_month_close", "conf": {"month": "2025-01"}}})
+    assert list(tmp_path.iterdir()) == []

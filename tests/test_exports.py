@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import schema
+from pipelines.config import init_data_dir
 from pipelines.exports import export_month, list_exports, print_export_result, print_exports
 from pipelines.lake import KoobillError, LockBusy, data_dir_lock
 from pipelines.warehouse import open_warehouse, publish, rebuild
@@ -177,7 +178,7 @@ def insert_bill(
 
 
 def make_data_dir(root: Path) -> Path:
-    root.mkdir(parents=True)
+    init_data_dir(root)
     con = open_warehouse(root)
     try:
         insert_bill(

@@ -26,7 +26,17 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import file_digest, land, order, partner, payment, price, usage, warehouse
+from helpers import (
+    after_data_dir_line,
+    file_digest,
+    land,
+    order,
+    partner,
+    payment,
+    price,
+    usage,
+    warehouse,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 MONTH = "2026-11"
@@ -425,7 +435,9 @@ def test_two_closes_at_once_never_make_two_bills(reference: dict, tmp_path: Path
     results = sorted(r.wait() for r in runs)
     codes = [c for c, _ in results]
     if wait == "0" and codes == [0, 1]:  # the loser fails fast with a clear message
-        assert results[1][1].startswith("error: another koobill command holds the lock")
+        assert after_data_dir_line(results[1][1]).startswith(
+            "error: another koobill command holds the lock"
+        )
         assert "Traceback" not in results[1][1]
     else:  # the second waited for the lock and found the month closed
         assert codes == [0, 0], results
@@ -444,7 +456,8 @@ def test_lake_that_cannot_be_written_fails_clearly(reference: dict, tmp_path: Pa
     (d / "lake").write_text("not a folder")  # as good as permission denied, even for root
     code, out = Run(d, "ingest", "--date", DAYS[0], "--quiet").wait()
     assert code == 1, out
-    assert out.startswith("error: cannot write under") and "Not a directory" in out, out
+    assert after_data_dir_line(out).startswith("error: cannot write under"), out
+    assert "Not a directory" in out, out
     assert (d / "lake").read_text() == "not a folder"
 
 
@@ -457,7 +470,7 @@ def test_exports_that_cannot_be_written_fail_clearly(reference: dict, tmp_path: 
         else []
     )
     code, out = Run(d, "export", "--month", MONTH).wait()
-    assert code == 1 and out.startswith("error: "), out
+    assert code == 1 and after_data_dir_line(out).startswith("error: "), out
     assert "Traceback" not in out
     assert (
         sorted((d / "lake" / "export_history").glob("*.parquet")) == hist_before
@@ -508,7 +521,8 @@ def test_full_disk_keeps_the_previous_state(full_disk: Path):
 
 def test_full_disk_error_is_clear(full_disk: Path):
     code, out = Run(full_disk, "ingest", "--date", DAYS[1], "--quiet").wait()
-    assert code == 1 and out.startswith("error: ") and "No space left" in out, out
+    assert code == 1 and after_data_dir_line(out).startswith("error: "), out
+    assert "No space left" in out, out
     assert "Traceback" not in out
 
 
@@ -583,7 +597,8 @@ def test_nothing_is_written_outside_the_data_dir(tmp_path: Path):
             ["amount-due", "--partner", bad],
         ):
             code, out = Run(d, *args, env=env).wait()
-            assert code == 1 and out.startswith("error: ") and "invalid partner id" in out, out
+            assert code == 1 and after_data_dir_line(out).startswith("error: "), out
+            assert "invalid partner id" in out, out
     assert sorted(p.name for p in sandbox.iterdir()) == ["data", "home", "tmp"]
     assert list(home.iterdir()) == [] and list(tmp.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sandbox"]

@@ -375,7 +375,9 @@ def test_rating_across_price_and_discount_changes(data_dir):
 
 def test_price_landed_after_the_usage_does_not_rate_it(data_dir):
     d1, d2 = "2026-11-10", "2026-11-11"
-    land(data_dir, "partners", d1, [partner()])
+    # d1 has a price list, without S1 (with no price list at all the date would be refused:
+    # test_usage_before_any_price_list_names_the_missing_date)
+    land_reference(data_dir, d1, prices=[price("S0")])
     land(data_dir, "usage", d1, [usage("u1")])
     land(data_dir, "prices", d2, [price("S1")])
     land(data_dir, "usage", d2, [usage("u2")])
@@ -704,8 +706,11 @@ def test_header_only_and_no_files_are_valid_empty_ingests(data_dir):
     assert file_counts(data_dir, day)[("usage", "empty.jsonl")] == (0, 0, 0, 0)
     assert lake_rows(data_dir, day, "orders") == []
     assert r.estimates and r.estimates[0]["estimate_amount"] == 0
-    # a date with no files at all
+    # a date whose only folder holds no file is present (the upstream made its folder): an
+    # empty ingest. A date with no folder at all is refused: tests/test_landing.py
+    (data_dir / "landing" / "payments" / "2026-11-11").mkdir(parents=True)
     r = ingest(data_dir, "2026-11-11", share=None)
+    assert not r.empty
     assert all(st.files == [] for st in r.feeds.values())
     for name in (
         "orders",

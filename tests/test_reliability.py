@@ -27,6 +27,7 @@ from click.testing import CliRunner
 from helpers import (
     DAY,
     adjustment,
+    after_data_dir_line,
     coupon,
     file_counts,
     file_digest,
@@ -151,7 +152,7 @@ FILE_ERRORS = {
 def assert_clean_failure(data_dir: Path, before: dict, result, fragments: list[str]) -> None:
     out = result.output
     assert result.exit_code == 1, out
-    assert out.startswith("error: "), out
+    assert after_data_dir_line(out).startswith("error: "), out
     assert "Traceback" not in out
     for f in fragments:
         assert f in out, (f, out)
@@ -582,10 +583,13 @@ def test_leap_day_2028_is_valid_and_2026_02_29_is_refused(tmp_path: Path, monkey
     o = {r["record_id"]: r for r in lake_rows(d, day, "orders")}
     assert o["leap"]["bill_month_assigned"] == "2028-02"  # 03-01 is before the cutoff 03-04
     assert o["leap_utc"]["bill_month_assigned"] == "2028-03"  # 16:00Z is 03-01 00:00 Beijing
-    assert (
-        CliRunner().invoke(cli, ["--data-dir", str(d), "ingest", "--date", "2028-02-29"]).exit_code
-        == 0
-    )
+    # 2028-02-29 is a real date: without landing data it is "not present", not an invalid
+    # date, and --allow-empty records it
+    args = ["--data-dir", str(d), "ingest", "--date", "2028-02-29"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1 and "landing date 2028-02-29 is not present" in res.output
+    assert "invalid date" not in res.output
+    assert CliRunner().invoke(cli, [*args, "--allow-empty"]).exit_code == 0
 
 
 @pytest.mark.parametrize("bad", ["2026-02-29", "2026-13-01", "yesterday"])
