@@ -217,7 +217,7 @@ def build(root: Path, *, exports: bool = True) -> dict:
     from pipelines.exports import export_month
     from pipelines.warehouse import open_warehouse, publish, set_meta
 
-    root.mkdir(parents=True, exist_ok=True)
+    (root / "landing").mkdir(parents=True, exist_ok=True)  # a koobill data dir
     bills, lines = [], []
 
     def add(bill, blines):
