@@ -253,7 +253,7 @@ def test_users_commands(site, tmp_path):
     from pipelines.cli import cli
 
     root = tmp_path / "d"
-    root.mkdir()
+    (root / "landing").mkdir(parents=True)
     run = CliRunner().invoke
     r = run(
         cli,
