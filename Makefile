@@ -5,12 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= $(CURDIR)/data/demo
+HOST ?= 127.0.0.1
+PORT ?= 8000
+CHROMIUM ?= /usr/bin/chromium
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 # Byte-code caching cuts Airflow's and Great Expectations' import time from tens of seconds to a
 # few: keep it on even where the environment turns it off.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install demo test lint lock bench airflow clean
+.PHONY: install demo test lint lock bench airflow clean serve chromium
 
 install: $(STAMP)
 
@@ -25,8 +28,23 @@ $(STAMP): requirements/lock.txt requirements/bootstrap.txt pyproject.toml
 demo: install
 	$(BIN)/python -m pipelines.demo --data-dir "$(DATA_DIR)"
 
-test: install
-	$(BIN)/python -m pytest -n 2 -q
+test: install chromium
+	KOOBILL_CHROMIUM="$(CHROMIUM)" $(BIN)/python -m pytest -n 2 -q
+
+# The browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	  echo "koobill: installing Chromium for the browser tests (apt-get install chromium)"; \
+	  apt-get update -q > /dev/null && apt-get install -y -q chromium > /dev/null; \
+	else \
+	  echo "koobill: Chromium is missing, so the browser tests will be skipped. Install it with"; \
+	  echo "         sudo apt-get install -y chromium   (or set CHROMIUM / KOOBILL_CHROMIUM)"; \
+	fi
+
+# The Partner Bills page on DATA_DIR (the demo's by default: run `make demo` first).
+serve: install
+	$(BIN)/koobill --data-dir "$(DATA_DIR)" serve --host "$(HOST)" --port "$(PORT)"
 
 lint: install
 	$(BIN)/ruff check .
@@ -59,6 +77,7 @@ lock:
 
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/page.py
 
 clean:
 	rm -rf data/demo .pytest_cache

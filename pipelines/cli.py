@@ -11,6 +11,7 @@ import sys
 import click
 
 from pipelines import __version__
+from pipelines.cli_web import register as register_web
 
 
 class _Ctx:
@@ -261,6 +262,9 @@ def rebuild_warehouse(obj: _Ctx) -> None:
 
 def main() -> None:
     cli(prog_name="koobill")
+
+
+register_web(cli)
 
 
 if __name__ == "__main__":

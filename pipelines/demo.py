@@ -254,6 +254,7 @@ def run_demo(
     _say(f"      done in {time.monotonic() - t:.1f} s")
 
     _print_summary(root, month)
+    _print_page_users(root, month)
     noon = _at_beijing(cal.close_date(month), 12, 0)
     if dt.datetime.now(dt.UTC) > noon:
         _say(
@@ -317,6 +318,22 @@ def _print_summary(root: Path, month: str) -> None:
         names = ", ".join(sorted(p.name for p in folder.iterdir() if p.is_file()))
         _say(f"  {folder}: {names}")
     _say(f"Warehouse for analysts: {root / 'warehouse.duckdb'}")
+
+
+def _print_page_users(root: Path, month: str) -> None:
+    """Accounts of the Partner Bills page: finance and one user per demo partner."""
+    from pipelines.accounts import create_demo_users
+    from pipelines.web.data import reader
+
+    with reader(root) as db:
+        partners = [p["partner_id"] for p in db.partners()]
+    users = create_demo_users(root, partners)
+    _say()
+    _say("Partner Bills page: `make serve`, then open http://127.0.0.1:8000/ and sign in as")
+    for username, role, pid, password in users:
+        scope = f"sees partner {pid}" if pid else "sees every partner"
+        _say(f"  {username:<20} password {password:<14} ({role}: {scope})")
+    _say(f"  (shown once; reset one with: koobill --data-dir {root} users reset-password ...)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,9 +89,16 @@ def connect_published(root: Path) -> duckdb.DuckDBPyConnection:
     in-memory database with every public table and view."""
     path = Paths(Path(root)).warehouse
     if path.exists():
+        # Attached into a fresh in-memory database rather than opened by path: DuckDB caches
+        # database instances by path within a process, so while any connection to the old file
+        # is open in this process (a long-lived page), connect(path) would hand back the old file.
+        con = connect(":memory:")
         try:
-            return connect(path, read_only=True)
+            con.execute(f"attach {quote_path(path)} as published (read_only)")
+            con.execute("use published")
+            return con
         except duckdb.IOException:
+            con.close()
             if path.exists():
                 raise
     con = connect(":memory:")
