@@ -813,8 +813,10 @@ def _write_schema_report(report_dir: Path, name: str, title: str, exc: QualityEr
     _atomic_write(
         path,
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"</head><body><h2>{html.escape(title)}: FAILED</h2><p>{html.escape(str(exc))}</p>"
-        "</body></html>",
+        f"<style>{reports.stylesheet()}</style></head><body><div class='container-fluid p-3'>"
+        f"<p><a href='{html.escape(reports.index_href(report_dir))}'>Home</a></p>"
+        f"<h2>{html.escape(title)}: FAILED</h2><p>{html.escape(str(exc))}</p>"
+        "</div></body></html>",
     )
     reports.write_index(reports.quality_root(report_dir), _atomic_write, path, False)
     return path

@@ -70,9 +70,19 @@ def quality_root(report_dir: Path) -> Path:
     return report_dir
 
 
+def stylesheet() -> str:
+    """The bundled stylesheet of the reports."""
+    return _css()
+
+
+def index_href(report_dir: Path) -> str:
+    """The relative link from a report in ``report_dir`` to ``quality/index.html``."""
+    return os.path.relpath(quality_root(report_dir) / "index.html", report_dir)
+
+
 def make_offline(page: str, report_dir: Path) -> str:
     """The GX page rewritten to open with no network (see the module docstring)."""
-    index = os.path.relpath(quality_root(report_dir) / "index.html", report_dir)
+    index = index_href(report_dir)
     page = _REMOTE_TAG.sub("", page)
     page = _SCRIPT.sub("", page)
     page = _FOOTER.sub("", page)
