@@ -5,7 +5,9 @@ Sheets ``summary``, ``by product``, ``by customer`` and ``details``:
 - amounts are numbers with the places they carry: 2 for the published components and the
   views' rows (``#,##0.00``), 6 for the bill lines (``#,##0.000000``);
 - the documents' sign convention: refunds and coupons are negative amounts, so every amount
-  column adds up across and down (the views and tables keep the spec's positive ``refunds``);
+  column of ``summary``, ``by product`` and ``by customer`` adds up across and down (the views
+  and tables keep the spec's positive ``refunds``); ``details`` lists the lines as stored
+  (coupon lines positive, before the cap) with the exact total of each component;
 - ``by product`` and ``by customer`` are the rows of the analysts' views
   ``expenditure_by_product`` and ``expenditure_by_customer`` for the bill, in the views' order;
 - every sheet ends with a totals row that equals the bill (with a rounding row when rows
