@@ -378,3 +378,44 @@ def test_finance_names_the_partner_in_the_api(site):
         assert r.status_code == 400 and "partner_id" in r.json()["error_msg"]
         r = c.get(f"/v2/bills/partner-bills/amount-due?partner_id={B}", headers=h)
         assert r.status_code == 200 and r.json()["partner_id"] == B
+
+
+def test_by_customer_total_is_the_bills_figure_when_rows_round_apart(tmp_path):
+    """Three customers of 0.005 each round to 0.01 apiece (0.03 summed), while the bill's
+    expenditures round their exact sum, 0.015, to 0.02: the Total Amount area shows the bill."""
+    from fastapi.testclient import TestClient
+    from web_helpers import _insert, _line, bill_of
+
+    from pipelines import accounts, schema
+    from pipelines.config import init_data_dir
+    from pipelines.web.app import create_app
+    from pipelines.warehouse import open_warehouse, publish
+
+    root = init_data_dir(tmp_path / "data")
+    lines = [
+        {
+            **_line(i, "consume", "USAGE", f"c{i}", f"C{i}", "p1", "P1", "r1", "0.005"),
+            "partner_id": "pr",
+            "bill_month": "2026-10",
+            "version": 1,
+            "currency": "CNY",
+        }
+        for i in (1, 2, 3)
+    ]
+    bill = bill_of("pr", "Rounding Co", "CNY", "0", "2026-10", 1, "closed", lines)
+    assert bill["consume_amount"] == Decimal("0.02")
+    con = open_warehouse(root)
+    try:
+        _insert(con, schema.BILLS, [bill])
+        _insert(con, schema.BILL_LINES, lines)
+    finally:
+        con.close()
+    publish(root)
+    accounts.add_user(root, "rita", "partner", "a long password", "pr")
+    client = TestClient(create_app(root))
+    answer = client.get(
+        "/v2/bills/partner-bills/by-customer?bill_cycle=2026-10",
+        auth=("rita", "a long password"),
+    ).json()
+    assert [c["total_amount"] for c in answer["customers"]] == ["0.01", "0.01", "0.01"]
+    assert answer["total_amount"] == "0.02"

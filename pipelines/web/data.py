@@ -302,17 +302,25 @@ class Reader:
             " coalesce(sum(consume_amount), 0) as sum_consume,"
             " any_value(currency) as sum_currency,"
             " count(*) filter (where $z or total_amount <> 0) as shown from c),"
+            # the Total Amount area shows the bill's own figures: the customers' rows are each
+            # rounded to the cent and may sum to a few cents more or less
+            " b as (select consume_amount as bill_consume,"
+            " consume_amount - refunds + adjustments as bill_total from bills"
+            " where partner_id = $p and bill_month = $m and status = 'closed'),"
             " page as (select * from c where $z or total_amount <> 0"
             " order by pos limit $limit offset $offset)"
-            " select s.*, page.* from s left join page on true order by page.pos",
+            " select s.*, b.*, page.* from s left join b on true left join page on true"
+            " order by page.pos",
             {"p": partner_id, "m": month, "z": show_zero, "limit": size, "offset": offset},
         )
         head = rows[0]
         summary = {
             "customers": head["customers"],
             "zero": head["zero"],
-            "total_amount": head["sum_total"],
-            "consume_amount": head["sum_consume"],
+            "total_amount": head["sum_total"] if head["bill_total"] is None else head["bill_total"],
+            "consume_amount": (
+                head["sum_consume"] if head["bill_consume"] is None else head["bill_consume"]
+            ),
             "currency": head["sum_currency"],
         }
         total = head["shown"]
