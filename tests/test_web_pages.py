@@ -388,8 +388,8 @@ def test_by_customer_total_is_the_bills_figure_when_rows_round_apart(tmp_path):
 
     from pipelines import accounts, schema
     from pipelines.config import init_data_dir
-    from pipelines.web.app import create_app
     from pipelines.warehouse import open_warehouse, publish
+    from pipelines.web.app import create_app
 
     root = init_data_dir(tmp_path / "data")
     lines = [
