@@ -76,7 +76,7 @@ def install() -> None:
         "commit_version",
     ):
         setattr(ingest, name, _timed(name, getattr(ingest, name)))
-    for name in ("sync_partition", "set_latest_landing_date"):
+    for name in ("sync_partition", "publish"):
         setattr(warehouse, name, _timed(name, getattr(warehouse, name)))
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from pipelines import schema
 from pipelines.config import Paths, check_partner_id, require_data_dir, resolve_data_dir
+from pipelines.demo import MARKER as DEMO_MARKER
 from pipelines.lake import KoobillError
 from pipelines.lake import lock_wait_s as env_lock_wait_s
 from pipelines.settings import DEFAULT_PATH as DEFAULT_SETTINGS
@@ -541,7 +542,7 @@ def export_month(
             if (
                 documents
                 and settings.source == DEFAULT_SETTINGS
-                and not (root / ".koobill-demo").exists()
+                and not (root / DEMO_MARKER).exists()
             ):
                 result.warnings.append(
                     f"no {root / 'settings.toml'}: the invoices carry the demo issuer and bank "

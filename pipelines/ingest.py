@@ -179,10 +179,9 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
                 f"{str(exc).splitlines()[0]}; the previous state is unchanged"
             ) from exc
         raise
-    from pipelines.warehouse import set_latest_landing_date, sync_partition
+    from pipelines.warehouse import sync_partition
 
-    sync_partition(root, "ingest", day)
-    set_latest_landing_date(root)
+    sync_partition(root, "ingest", day)  # also moves the latest landing date, then publishes
     return IngestResult(day, stats, estimates, time.monotonic() - t0, ignored, int(late), warnings)
 
 

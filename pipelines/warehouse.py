@@ -263,18 +263,6 @@ def _set_latest_landing_date(con: duckdb.DuckDBPyConnection, root: Path) -> bool
     return True
 
 
-def set_latest_landing_date(root: Path) -> None:
-    """Record the latest committed landing date (the as-of date of ``amount_due``); publish
-    if it changed."""
-    con = open_warehouse(root)
-    try:
-        changed = _set_latest_landing_date(con, root)
-    finally:
-        con.close()
-    if changed:
-        publish(root)
-
-
 def rebuild(data_dir: str | Path | None = None) -> None:
     """Recreate the working copy from the lake and publish it, holding the data dir's writer
     lock. Sessions open on the published database are not disturbed."""

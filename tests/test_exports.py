@@ -896,3 +896,15 @@ def test_charts_never_sit_small_and_alone_on_a_page(exported, tmp_path, start_y,
         float(m.split()[0]) * 25.4 / 72 for m in re.findall(r"q ([\d.]+ 0 0 [\d.]+)", content)
     ]
     assert len(widths) == 2 and all(abs(w - width_mm) < 3 for w in widths), widths
+
+
+def test_invoices_outside_the_demo_without_settings_warn(fresh):
+    """Demo issuer and bank details must not reach a real partner unnoticed: an export of
+    documents from a data dir with no settings.toml (and not made by the demo) warns."""
+    assert export_month(fresh, MONTH, formats=["pdf"]).warnings == []  # its own settings
+    (fresh / "settings.toml").unlink()
+    warned = export_month(fresh, MONTH, formats=["pdf"]).warnings
+    assert len(warned) == 1 and "settings.toml" in warned[0], warned
+    assert export_month(fresh, MONTH, formats=["csv"]).warnings == []  # no document, no issuer
+    (fresh / ".koobill-demo").touch()
+    assert export_month(fresh, MONTH, formats=["pdf"]).warnings == []

@@ -4,31 +4,15 @@ names, and its "Home" link leads to an index that lists it."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
+from chromium import ARGS, CHROMIUM, require_chromium
 from helpers import ingest, land, land_reference, order, payment
 
 from pipelines.close import close_month
 
-CHROMIUM = os.environ.get("KOOBILL_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-    pytest.skip(
-        f"Chromium not found at {CHROMIUM}: run `apt-get install -y chromium` (as root) "
-        "or set KOOBILL_CHROMIUM, then rerun",
-        allow_module_level=True,
-    )
+require_chromium()
 
 DAYS = ["2026-10-31", "2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
 

@@ -5,32 +5,17 @@ download the invoice and an export; a screenshot of each page goes to test-outpu
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from pathlib import Path
 
 import pytest
+from chromium import ARGS, CHROMIUM, require_chromium
 from web_helpers import CLOSED, OPEN, PASSWORDS, RESTATED, A, B, build
 
 from pipelines.web.app import create_app
 
-CHROMIUM = os.environ.get("KOOBILL_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 OUT = Path(__file__).resolve().parent.parent / "test-output" / "browser"
 
-if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-    pytest.skip(
-        f"Chromium not found at {CHROMIUM}: run `apt-get install -y chromium` (as root) "
-        "or set KOOBILL_CHROMIUM, then rerun",
-        allow_module_level=True,
-    )
+require_chromium()
 
 
 @pytest.fixture(scope="module")
