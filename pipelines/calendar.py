@@ -7,13 +7,12 @@ Timestamps are stored in UTC; every day and month boundary is computed in UTC+08
 from __future__ import annotations
 
 import datetime as dt
-import re
+
+from pipelines.patterns import DATE_RE, MONTH_RE
 
 BEIJING = dt.timezone(dt.timedelta(hours=8), name="Asia/Shanghai")
 CUTOFF_DAY = 4  # the cutoff of month M is the 4th day of M+1
 CLOSE_DAY = 5  # bills of M are generated on the 5th of M+1
-
-_MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
 class DateError(ValueError):
@@ -26,7 +25,7 @@ def parse_date(value: str | dt.date) -> dt.date:
         raise DateError(f"expected a date, got a datetime: {value!r}")
     if isinstance(value, dt.date):
         return value
-    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+    if not isinstance(value, str) or not DATE_RE.fullmatch(value):
         raise DateError(f"invalid date {value!r}: expected YYYY-MM-DD")
     try:
         return dt.date.fromisoformat(value)
@@ -36,7 +35,7 @@ def parse_date(value: str | dt.date) -> dt.date:
 
 def parse_month(value: str) -> str:
     """Validate ``YYYY-MM`` and return it."""
-    if not isinstance(value, str) or not _MONTH_RE.match(value):
+    if not isinstance(value, str) or not MONTH_RE.fullmatch(value):
         raise DateError(f"invalid month {value!r}: expected YYYY-MM")
     return value
 

@@ -7,51 +7,62 @@ that need them, so ``koobill --help`` starts fast.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from pipelines import __version__
 from pipelines.cli_web import register as register_web
+from pipelines.schema import EXPORT_FORMATS
 
 
 class _Ctx:
-    """The data dir a command works on, resolved once, checked when a command asks for it."""
+    """The data dir a command works on: resolved when a command first asks for it (so that
+    ``koobill CMD --help`` reads no setting), named once on stderr, checked on demand."""
 
-    def __init__(self, data_dir: str | None, source: str):
-        from pipelines.config import resolve_data_dir
-
-        self.source = source
-        self._path = resolve_data_dir(data_dir)
+    def __init__(self, data_dir: str | None):
+        self._arg = data_dir
+        self._where: tuple[Path, str] | None = None  # (path, where it came from)
         self._said = False
+
+    def _resolve(self) -> tuple[Path, str]:
+        if self._where is None:
+            from pipelines.config import data_dir_source, resolve_data_dir
+
+            source = "--data-dir" if self._arg else _run(data_dir_source)
+            self._where = (_run(resolve_data_dir, self._arg), source)
+        return self._where
 
     def _say(self) -> None:
         """One line on stderr: which data dir the command used, and why that one."""
         if not self._said:
-            click.echo(f"koobill: data dir {self._path} (from {self.source})", err=True)
+            path, source = self._resolve()
+            click.echo(f"koobill: data dir {path} (from {source})", err=True)
             self._said = True
 
     @property
-    def data_dir(self):
+    def data_dir(self) -> Path:
         """The data dir, refused (error, exit 1) unless it exists and has ``landing/``."""
         from pipelines.config import require_data_dir
 
         self._say()
-        return _run(require_data_dir, self._path, source=self.source)
+        path, source = self._resolve()
+        return _run(require_data_dir, path, source=source)
 
-    def to_create(self, path: str | None = None):
+    def to_create(self, path: str | None = None) -> Path:
         """For ``init`` and ``generate``, which create the data dir: its path, unchecked."""
         from pipelines.config import resolve_data_dir
 
         if path is not None:
-            self._path, self.source = resolve_data_dir(path), "argument"
+            self._where = (_run(resolve_data_dir, path), "argument")
         self._say()
-        return self._path
+        return self._resolve()[0]
 
 
 def _run(fn, *args, **kwargs):
     """Call a pipeline function; turn user-actionable errors into a clean message + exit 1."""
     from pipelines.calendar import DateError
-    from pipelines.lake import KoobillError
+    from pipelines.errors import KoobillError
 
     try:
         return fn(*args, **kwargs)
@@ -64,7 +75,6 @@ def _run(fn, *args, **kwargs):
 @click.version_option(__version__, prog_name="koobill")
 @click.option(
     "--data-dir",
-    envvar="KOOBILL_DATA_DIR",
     default=None,
     help="Data dir (landing/, lake/, warehouse.duckdb, exports/). "
     "Default: $KOOBILL_DATA_DIR, then ./data",
@@ -76,13 +86,7 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
     Every command works on one data dir (landing/, lake/, warehouse.duckdb, exports/), named
     on stderr when the command starts. Only `init` and `generate` create one; the others refuse
     a path that does not exist or has no landing/ folder."""
-    from click.core import ParameterSource
-
-    source = {
-        ParameterSource.COMMANDLINE: "--data-dir",
-        ParameterSource.ENVIRONMENT: "$KOOBILL_DATA_DIR",
-    }.get(ctx.get_parameter_source("data_dir"), "default ./data")
-    ctx.obj = _Ctx(data_dir, source)
+    ctx.obj = _Ctx(data_dir)
 
 
 @cli.command()
@@ -180,7 +184,7 @@ def amount_due_cmd(obj: _Ctx, partner: str, as_of: str | None) -> None:
 @click.option(
     "--format",
     "formats",
-    default="pdf,xlsx,csv,parquet",
+    default=",".join(EXPORT_FORMATS),
     show_default=True,
     help="Comma-separated formats.",
 )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-PARTNER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+from pipelines.errors import DataDirError
+from pipelines.patterns import PARTNER_ID_RE  # re-exported: accounts.py imports it from here
 
 # Money and quantities: exact decimals with 6 places, stored as decimal128.
 MONEY = "DECIMAL(38,6)"
@@ -91,15 +91,21 @@ def data_dir_source(data_dir: str | os.PathLike | None = None) -> str:
     """Where :func:`resolve_data_dir` takes the data dir from, in words."""
     if data_dir:
         return "argument"
-    if os.environ.get("KOOBILL_DATA_DIR"):
+    if _env_data_dir() is not None:
         return "$KOOBILL_DATA_DIR"
     return "default ./data"
+
+
+def _env_data_dir() -> Path | None:
+    from pipelines.env import settings
+
+    return settings().data_dir
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """``--data-dir``, else ``$KOOBILL_DATA_DIR``, else ``./data``; not checked (see
     :func:`require_data_dir`)."""
-    raw = data_dir or os.environ.get("KOOBILL_DATA_DIR") or "data"
+    raw = data_dir or _env_data_dir() or "data"
     return Path(raw).expanduser().resolve()
 
 
@@ -111,8 +117,6 @@ def require_data_dir(
     Every command but ``init`` and ``generate`` (which create one) goes through this before
     it writes or locks anything, so a mistyped path never grows a lake, a warehouse or a lock
     file (spec section 2)."""
-    from pipelines.lake import DataDirError
-
     root = resolve_data_dir(data_dir)
     source = source or data_dir_source(data_dir)
     how = (
@@ -140,8 +144,6 @@ def init_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
     Refuses a folder that exists, holds something, and is not a data dir already: turning a
     folder of other files into a data dir is never what a typo wanted."""
-    from pipelines.lake import DataDirError
-
     root = resolve_data_dir(data_dir)
     if root.exists() and not root.is_dir():
         raise DataDirError(f"cannot create a data dir at {root}: it exists and is not a folder")
@@ -161,7 +163,7 @@ def init_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 def check_partner_id(partner_id: str) -> str:
     """Refuse a partner id that could not safely name a folder."""
-    if not isinstance(partner_id, str) or not PARTNER_ID_RE.match(partner_id):
+    if not isinstance(partner_id, str) or not PARTNER_ID_RE.fullmatch(partner_id):
         raise ValueError(
             f"invalid partner id {partner_id!r}: expected 1-64 characters of A-Z a-z 0-9 _ -"
         )

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipelines import calendar as cal
+from pipelines.files import write_text
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = ".koobill-demo"
@@ -66,7 +67,7 @@ def _prepare_dir(root: Path) -> None:
             )
         shutil.rmtree(root)
     init_data_dir(root)
-    (root / MARKER).write_text("made by `python -m pipelines.demo`; wiped on every demo run\n")
+    write_text(root / MARKER, "made by `python -m pipelines.demo`; wiped on every demo run\n")
 
 
 def _airflow_env(root: Path, dags_folder: Path, start_date: dt.date) -> dict[str, str]:
@@ -350,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dags-folder", default=str(REPO / "dags"))
     args = parser.parse_args(argv)
-    from pipelines.lake import KoobillError
+    from pipelines.errors import KoobillError
 
     try:
         run_demo(

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from pipelines import schema
+from pipelines.files import write_text
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "data-dictionary.md"
 
@@ -144,8 +145,7 @@ def render() -> str:
 
 
 def write(path: Path = DOC_PATH) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(), encoding="utf-8")
+    write_text(path, render())
     return path
 
 

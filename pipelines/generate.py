@@ -58,7 +58,6 @@ import csv
 import datetime as dt
 import io
 import json
-import os
 import random
 import shutil
 import time
@@ -83,7 +82,8 @@ from pipelines.calendar import (
     parse_date,
 )
 from pipelines.config import FEEDS, Paths, init_data_dir
-from pipelines.lake import KoobillError
+from pipelines.errors import KoobillError
+from pipelines.files import atomic_path, write_bytes
 
 MICRO = 10**6
 CHUNK_ROWS = 500_000  # usage rows generated and written at a time
@@ -272,12 +272,6 @@ def _usd_from_cny(micro: int) -> int:
     return _round_half_up(Decimal(micro) / Decimal("7.2"))
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _money_cols(feed: str) -> set[str]:
     return {c.name for c in FEEDS[feed] if c.kind == "money"}
 
@@ -322,7 +316,7 @@ def _write_rows(path: Path, feed: str, rows: list[dict], *, bom: bool = False) -
         sink = pa.BufferOutputStream()
         pq.write_table(pa.table(arrays), sink, compression="snappy")
         data = sink.getvalue().to_pybytes()
-    _write_atomic(path, data)
+    write_bytes(path, data)
 
 
 # ---------------------------------------------------------------------------- the world
@@ -869,34 +863,33 @@ def _usage_day(
         lo, hi = bounds[k], bounds[k + 1]
         ext = (second or "csv") if k == 1 else "csv"
         path = folder / f"part-{k + 1:04d}.{ext}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tables: list[pa.Table] = []
-        writer = pacsv.CSVWriter(str(tmp), _USAGE_SCHEMA) if ext == "csv" else None
-        for a in range(lo, hi, CHUNK_ROWS):
-            b = min(hi, a + CHUNK_ROWS)
-            pos = np.arange(a, b, dtype=np.int64)
-            t = _usage_table(w, rng, hours, prefix, pos, pos * 32 // n + 16)
-            if first_sample is None:
-                first_sample = t.take(pa.array([0, 1, 2][: len(t)]))
-            done += len(t)
-            if k == n_parts - 1 and b == hi and bad_rows:
-                extra = _usage_extras(w, st, day, n, t, late_month)
-                if extra is not None:
-                    st.rows["usage"] += len(extra)
-                    t = pa.concat_tables([t, extra])
+        with atomic_path(path) as tmp:
+            tables: list[pa.Table] = []
+            writer = pacsv.CSVWriter(str(tmp), _USAGE_SCHEMA) if ext == "csv" else None
+            for a in range(lo, hi, CHUNK_ROWS):
+                b = min(hi, a + CHUNK_ROWS)
+                pos = np.arange(a, b, dtype=np.int64)
+                t = _usage_table(w, rng, hours, prefix, pos, pos * 32 // n + 16)
+                if first_sample is None:
+                    first_sample = t.take(pa.array([0, 1, 2][: len(t)]))
+                done += len(t)
+                if k == n_parts - 1 and b == hi and bad_rows:
+                    extra = _usage_extras(w, st, day, n, t, late_month)
+                    if extra is not None:
+                        st.rows["usage"] += len(extra)
+                        t = pa.concat_tables([t, extra])
+                if writer is not None:
+                    writer.write_table(t)
+                else:
+                    tables.append(t)
+                if big and progress:
+                    progress(f"  {day} usage {done:,}/{n:,} rows")
             if writer is not None:
-                writer.write_table(t)
+                writer.close()
+            elif ext == "parquet":
+                pq.write_table(pa.concat_tables(tables), str(tmp), compression="snappy")
             else:
-                tables.append(t)
-            if big and progress:
-                progress(f"  {day} usage {done:,}/{n:,} rows")
-        if writer is not None:
-            writer.close()
-        elif ext == "parquet":
-            pq.write_table(pa.concat_tables(tables), str(tmp), compression="snappy")
-        else:
-            tmp.write_bytes(_jsonl_bytes(pa.concat_tables(tables)))
-        os.replace(tmp, path)
+                tmp.write_bytes(_jsonl_bytes(pa.concat_tables(tables)))
     st.rows["usage"] += n
     st.usage_regular += n
     st.prev_usage = first_sample if first_sample is not None and len(first_sample) == 3 else None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import glob
 import os
 import shutil
 import time
@@ -20,44 +19,39 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+# Re-exported: the errors live in pipelines.errors, the atomic file writes in pipelines.files.
+from pipelines.errors import DataDirError, KoobillError, LockBusy
+from pipelines.files import atomic_path as _atomic_path
+from pipelines.files import fsync_dir, fsync_file
 
-class KoobillError(Exception):
-    """An error a user can act on; the CLI prints it without a traceback."""
-
-
-class LockBusy(KoobillError):
-    pass
+__all__ = [
+    "DataDirError",
+    "KoobillError",
+    "LockBusy",
+    "atomic_path",
+    "clean_orphans",
+    "commit_version",
+    "data_dir_lock",
+    "fsync_dir",
+    "lock_wait_s",
+    "memory_limit",
+    "new_version_dir",
+    "partitions",
+]
 
 
 def lock_wait_s() -> float:
     """``$KOOBILL_LOCK_WAIT_S``: how long a command waits for the writer lock (default 600)."""
-    raw = os.environ.get("KOOBILL_LOCK_WAIT_S", "600")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise KoobillError(
-            f"KOOBILL_LOCK_WAIT_S={raw!r} is not a number of seconds (e.g. 600); fix or unset it"
-        )
-    return value
+    from pipelines.env import settings
+
+    return settings().lock_wait_s
 
 
 def memory_limit() -> str:
     """``$KOOBILL_MEMORY_LIMIT``: DuckDB's memory limit of an ingest (default 2GB)."""
-    import re
+    from pipelines.env import settings
 
-    raw = os.environ.get("KOOBILL_MEMORY_LIMIT", "2GB").strip()
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", raw, re.I):
-        raise KoobillError(
-            f"KOOBILL_MEMORY_LIMIT={raw!r} is not an amount of memory (e.g. 2GB, 512MB); "
-            "fix or unset it"
-        )
-    return raw
-
-
-class DataDirError(KoobillError):
-    """The data dir does not exist or is not one (no ``landing/``)."""
+    return settings().memory_limit
 
 
 @contextlib.contextmanager
@@ -100,15 +94,6 @@ def data_dir_lock(root: Path, *, wait_s: float = 0.0, what: str = "a command") -
         os.close(fd)  # closing the descriptor releases the flock
 
 
-def fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def new_version_dir(partition: Path) -> Path:
     """A fresh, empty folder to write the next version of ``partition`` into."""
     versions = partition.parent / ".versions"
@@ -131,8 +116,7 @@ def commit_version(partition: Path, version_dir: Path) -> None:
     old = Path(os.readlink(partition)) if partition.is_symlink() else None
     try:
         for f in version_dir.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+            fsync_file(f)
         final = version_dir.with_suffix("")  # strip ".tmp": the folder is complete
         os.rename(version_dir, final)
         fsync_dir(final.parent)
@@ -180,20 +164,7 @@ def partitions(table_dir: Path, prefix: str) -> list[tuple[str, Path]]:
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write ``path`` through; renamed into place on success."""
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    """:func:`pipelines.files.atomic_path` for a file under a data dir whose lock the caller
+    holds: temp files of the same target left by a killed run are removed."""
+    with _atomic_path(path, clean_stale=True) as tmp:
         yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as exc:  # no space, permission denied: a clear error, the old file stays
-        raise KoobillError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    # temp files of this target left by a killed run (callers hold the data dir lock)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        stale.unlink(missing_ok=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines.patterns import PARTNER_ID
+
 M6 = "DECIMAL(38,6)"  # exact amounts as landed or rated
 M2 = "DECIMAL(38,2)"  # published bill components, rounded half away from zero
 
@@ -67,6 +69,22 @@ BILLS = Table(
             "restated version had nothing due and so no invoice)",
         ),
     ),
+)
+
+# The export formats (export_history.format): the invoice PDF, and the bill's details.
+EXPORT_FORMATS = ("pdf", "xlsx", "csv", "parquet")
+
+# The published components of a bill, in the order every output shows them (spec section 4):
+# bill_amount = consume_amount - refunds + adjustments - coupon_amount + tax_amount, and
+# amount_due = max(bill_amount, 0). Columns of BILLS (tests/test_dictionary.py checks it).
+BILL_COMPONENTS = (
+    "consume_amount",
+    "refunds",
+    "adjustments",
+    "coupon_amount",
+    "tax_amount",
+    "bill_amount",
+    "amount_due",
 )
 
 BILL_LINES = Table(
@@ -262,7 +280,7 @@ EXPORT_HISTORY = Table(
             "replaced it (the lake record keeps the status at export time)",
         ),
         ("kind", "VARCHAR", "summary (the invoice PDF) or details"),
-        ("format", "VARCHAR", "pdf | xlsx | csv | parquet"),
+        ("format", "VARCHAR", " | ".join(EXPORT_FORMATS)),
         ("path", "VARCHAR", "Path relative to the data dir"),
         ("rows", "BIGINT", "Detail rows in the file (bill lines)"),
         ("bytes", "BIGINT", "File size"),
@@ -276,7 +294,7 @@ EXPORT_HISTORY = Table(
 # history, pipelines/readers.py for records that cannot be parsed). Codes are never renamed.
 REASON_CODES: dict[str, str] = {
     "blank_required": "A required column is missing, empty or white space only",
-    "bad_partner_id": "partner_id does not match ^[A-Za-z0-9_-]{1,64}$",
+    "bad_partner_id": f"partner_id does not match ^{PARTNER_ID}$",
     "bad_currency": "currency is not a 3-letter code",
     "bad_decimal": "An amount, quantity or rate is not a plain decimal number (NaN, Infinity, "
     "exponent, text)",

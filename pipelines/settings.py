@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.lake import KoobillError
+from pipelines.errors import KoobillError
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "assets" / "settings.default.toml"
 FILE_NAME = "settings.toml"

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from pipelines import patterns
 from pipelines.accounts import User
 from pipelines.web.auth import Viewer, not_found, resolve_viewer, signed_in_user
 from pipelines.web.data import ID_RE, LINE_SORTS, Reader, reader
@@ -16,8 +17,8 @@ from pipelines.web.views import amount_due_of
 
 router = APIRouter(prefix="/v2/bills/partner-bills", tags=["partner bills"])
 
-MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MONTH_PATTERN = patterns.anchored(patterns.MONTH)
+ID_PATTERN = patterns.anchored(patterns.PARTNER_ID)
 BillCycle = Annotated[str, Query(pattern=MONTH_PATTERN, description="Bill month YYYY-MM")]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 Limit = Annotated[int, Query(ge=1, le=1000)]

@@ -97,7 +97,7 @@ def _openapi(app: FastAPI) -> dict:
 
 def create_app(data_dir: str | Path | None = None, *, https_only: bool = False) -> FastAPI:
     """The app over ``data_dir`` (read-only over the published data)."""
-    from pipelines.lake import KoobillError
+    from pipelines.errors import KoobillError
 
     root = resolve_data_dir(data_dir)
     if not root.is_dir():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import secrets
 import threading
 import time
@@ -22,6 +21,7 @@ from fastapi import HTTPException, Request
 
 from pipelines import accounts
 from pipelines.accounts import User
+from pipelines.files import create_bytes
 from pipelines.web.data import ID_RE, Reader
 
 SESSION_MAX_AGE_S = 8 * 3600
@@ -40,12 +40,8 @@ def secret_key(root: Path) -> str:
     folder = accounts.accounts_dir(root)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = folder / "session-secret"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="ascii").strip()
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(secrets.token_urlsafe(48))
+    if not path.exists():  # whole or absent: a concurrent first request never reads it empty
+        create_bytes(path, secrets.token_urlsafe(48).encode("ascii"), mode=0o600)
     return path.read_text(encoding="ascii").strip()
 
 

@@ -20,10 +20,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # partner and customer ids in paths
-INVOICE_RE = re.compile(r"^INV-[A-Za-z0-9_-]{1,64}-\d{6}(-V\d{1,4})?$")
-EXPORT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+from pipelines import patterns
+
+MONTH_RE = patterns.MONTH_RE
+ID_RE = patterns.PARTNER_ID_RE  # partner and customer ids in paths
+INVOICE_RE = patterns.INVOICE_NO_RE
+EXPORT_ID_RE = re.compile(r"\A[A-Za-z0-9_-]{1,200}\Z")
 # View More sorts by these columns only (name in the URL -> SQL expression)
 LINE_SORTS = {
     "line": "line_no",

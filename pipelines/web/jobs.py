@@ -5,7 +5,6 @@ the child, bounded; other requests go on meanwhile."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -13,8 +12,11 @@ from pathlib import Path
 
 
 def lock_wait_s() -> float:
-    """How long an export asked for from the page waits for the writer lock."""
-    return float(os.environ.get("KOOBILL_WEB_EXPORT_LOCK_WAIT_S", "20"))
+    """How long an export asked for from the page waits for the writer lock
+    (``$KOOBILL_WEB_EXPORT_LOCK_WAIT_S``, default 20 s)."""
+    from pipelines.env import settings
+
+    return settings().web_export_lock_wait_s
 
 
 @dataclass
@@ -57,8 +59,8 @@ def run_export(
 
 
 def _main() -> None:
+    from pipelines.errors import KoobillError, LockBusy
     from pipelines.exports import export_month
-    from pipelines.lake import KoobillError, LockBusy
 
     a = json.loads(sys.stdin.read())
     try:

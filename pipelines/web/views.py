@@ -51,7 +51,7 @@ def amount_due_of(root: Path, db: Reader, partner_id: str):
     """The Amount Due pane of ``pipelines.amount_due`` (one definition of the settlement),
     kept per published file and Beijing day (its default as-of date may be today)."""
     from pipelines.amount_due import amount_due
-    from pipelines.lake import KoobillError
+    from pipelines.errors import KoobillError
 
     def compute():
         try:
