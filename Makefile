@@ -47,10 +47,13 @@ chromium:
 serve: install
 	$(BIN)/koobill --data-dir "$(DATA_DIR)" serve --host "$(HOST)" --port "$(PORT)"
 
+# ruff on the Python, Airflow 3 rules on dags/, sqlfluff on sql/ (its rules, and the ones left
+# out with the reason: .sqlfluff)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check dags/ --select AIR3
+	$(BIN)/sqlfluff lint sql/ --processes 1
 
 # Airflow's UI, scheduler, DAG processor and triggerer (`airflow standalone`) on the DAGs of dags/
 # and the data of DATA_DIR (the demo's by default, whose runs then show in the UI). DAGs start

@@ -202,46 +202,9 @@ def run_demo(
     _migrate(env, log_path)
     _say(f"      done in {time.monotonic() - t:.1f} s")
 
-    t = time.monotonic()
-    _say(
-        f"[2/5] generating landing dates {first}..{last} "
-        f"({n_partners} partners, {usage_rows_per_day} usage rows a day, seed {seed}) ..."
-    )
-    from pipelines.generate import generate
-
-    summary = generate(
-        root,
-        first.isoformat(),
-        last.isoformat(),
-        seed=seed,
-        usage_rows_per_day=usage_rows_per_day,
-        n_partners=n_partners,
-        bad_rows=True,
-    )
-    for line in str(summary or "").splitlines():
-        _say(f"      {line}")
-    _say(f"      done in {time.monotonic() - t:.1f} s")
-
-    with _captured(log_path):
-        from airflow.dag_processing.dagbag import DagBag
-
-        bag = DagBag(dag_folder=str(dags_folder))
-    if bag.import_errors:
-        raise DemoError(f"DAG import errors: {bag.import_errors}")
-    daily = bag.dags["koobill_daily"]
-    close = bag.dags["koobill_month_close"]
-    exports = bag.dags["koobill_exports"]
-
-    t = time.monotonic()
-    _say(f"[3/5] koobill_daily: {len(days)} runs (01:30 Beijing, each ingests the day before)")
-    for day in days:
-        t_day = time.monotonic()
-        logical = _at_beijing(day + dt.timedelta(days=1), 1, 30)
-        _run_dag(daily, log_path, f"koobill_daily for {day}", logical_date=logical)
-        _say(
-            f"      {logical:%Y-%m-%d %H:%M} run ingested {day}  ({time.monotonic() - t_day:.1f} s)"
-        )
-    _say(f"      done in {time.monotonic() - t:.1f} s")
+    _generate_landing(root, days, seed, usage_rows_per_day, n_partners)
+    daily, close, exports = _load_dags(dags_folder, log_path)
+    _run_daily(daily, days, log_path)
 
     t = time.monotonic()
     close_at = _at_beijing(cal.close_date(month), 2, 0)
@@ -266,6 +229,56 @@ def run_demo(
     _say(f"demo finished in {time.monotonic() - t_start:.0f} s")
     _say(f"Browse the same DAGs and runs in Airflow's UI: make airflow DATA_DIR={root}")
     _print_how_to_look(root, month)
+
+
+def _generate_landing(
+    root: Path, days: list[dt.date], seed: int, usage_rows_per_day: int, n_partners: int
+) -> None:
+    """Step 2: the sample landing zone of every date of the demo."""
+    from pipelines.generate import generate
+
+    t = time.monotonic()
+    _say(
+        f"[2/5] generating landing dates {days[0]}..{days[-1]} "
+        f"({n_partners} partners, {usage_rows_per_day} usage rows a day, seed {seed}) ..."
+    )
+    summary = generate(
+        root,
+        days[0].isoformat(),
+        days[-1].isoformat(),
+        seed=seed,
+        usage_rows_per_day=usage_rows_per_day,
+        n_partners=n_partners,
+        bad_rows=True,
+    )
+    for line in str(summary or "").splitlines():
+        _say(f"      {line}")
+    _say(f"      done in {time.monotonic() - t:.1f} s")
+
+
+def _load_dags(dags_folder: Path, log_path: Path):
+    """The three DAGs, parsed as Airflow parses them (its chatter goes to the log)."""
+    with _captured(log_path):
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(dag_folder=str(dags_folder))
+    if bag.import_errors:
+        raise DemoError(f"DAG import errors: {bag.import_errors}")
+    return bag.dags["koobill_daily"], bag.dags["koobill_month_close"], bag.dags["koobill_exports"]
+
+
+def _run_daily(daily, days: list[dt.date], log_path: Path) -> None:
+    """Step 3: one run of koobill_daily per landing date, as the scheduler would make them."""
+    t = time.monotonic()
+    _say(f"[3/5] koobill_daily: {len(days)} runs (01:30 Beijing, each ingests the day before)")
+    for day in days:
+        t_day = time.monotonic()
+        logical = _at_beijing(day + dt.timedelta(days=1), 1, 30)
+        _run_dag(daily, log_path, f"koobill_daily for {day}", logical_date=logical)
+        _say(
+            f"      {logical:%Y-%m-%d %H:%M} run ingested {day}  ({time.monotonic() - t_day:.1f} s)"
+        )
+    _say(f"      done in {time.monotonic() - t:.1f} s")
 
 
 def how_to_look(root: Path, month: str) -> list[str]:

@@ -598,7 +598,21 @@ def _monthly_cents(w: _World, sub: _Sub) -> int:
 
 
 def _orders_day(w: _World, st: _State, day: dt.date, bad_rows: bool, late_month: str | None):
+    """The day's orders: the regular ones (in event order, numbered), the injected ones (late,
+    broken, re-sent from the previous date) and the index of the regular row sent twice (None
+    without bad rows)."""
     rnd = random.Random(f"{w.seed}:orders:{day.isoformat()}")
+    regular = _regular_orders(w, st, rnd, day)
+    extras: list[dict] = []
+    dup_of = None
+    if bad_rows:
+        extras, dup_of = _injected_orders(w, st, rnd, day, regular, late_month)
+    st.prev_orders = [dict(r) for r in regular[:1]] + [dict(r) for r in regular[-1:]]
+    return regular, extras, dup_of
+
+
+def _regular_orders(w: _World, st: _State, rnd: random.Random, day: dt.date) -> list[dict]:
+    """9 to 14 orders per partner over its subscriptions (opened, renewed, changed, closed)."""
     types, weights = zip(*ORDER_WEIGHTS, strict=True)
     rows: list[dict] = []
     for pi in range(len(w.partners)):
@@ -630,62 +644,70 @@ def _orders_day(w: _World, st: _State, day: dt.date, bad_rows: bool, late_month:
     rows.sort(key=lambda r: r["_t"])  # files are in event order; record ids follow it
     for i, r in enumerate(rows):
         r["record_id"] = f"ord-{day:%Y%m%d}-{i:05d}"
-    seq = len(rows)
-    regular = list(rows)
+    return rows
+
+
+def _injected_orders(
+    w: _World,
+    st: _State,
+    rnd: random.Random,
+    day: dt.date,
+    regular: list[dict],
+    late_month: str | None,
+) -> tuple[list[dict], int]:
+    """The bad rows of the day's orders: a late one, every other day a broken one, and
+    duplicates (which regular row is sent twice, and the previous date's last row again)."""
+    seq = len(regular)
     extras: list[dict] = []
-    if bad_rows:
-        if late_month:
+    if late_month:
+        sub = rnd.choice(st.subs)
+        extras.append(
+            _order_row(
+                w,
+                rnd,
+                day,
+                seq,
+                sub,
+                "RENEW",
+                _monthly_cents(w, sub) * sub.mult,
+                last_day(late_month),
+                rnd.randrange(86400),
+            )
+        )
+        seq += 1
+        st.injected["late"] += 1
+    if day.toordinal() % 2 == 0 and len(regular) >= 34:
+        kind = (day.toordinal() // 2) % 5
+        if kind == 4 and not st.prev_orders:
+            kind = 0
+        if kind == 4:
+            bad = dict(st.prev_orders[0])  # same record_id, different amount
+            delta = 1_000_000 if bad["amount"] >= 0 else -1_000_000
+            bad["official_amount"] += delta
+            bad["amount"] += delta
+            st.injected["conflicting_duplicate"] += 1
+        else:
             sub = rnd.choice(st.subs)
-            extras.append(
-                _order_row(
-                    w,
-                    rnd,
-                    day,
-                    seq,
-                    sub,
-                    "RENEW",
-                    _monthly_cents(w, sub) * sub.mult,
-                    last_day(late_month),
-                    rnd.randrange(86400),
-                )
+            bad = _order_row(
+                w, rnd, day, seq, sub, "NEW", _monthly_cents(w, sub), day, rnd.randrange(86400)
             )
             seq += 1
-            st.injected["late"] += 1
-        if day.toordinal() % 2 == 0 and len(regular) >= 34:
-            kind = (day.toordinal() // 2) % 5
-            if kind == 4 and not st.prev_orders:
-                kind = 0
-            if kind == 4:
-                bad = dict(st.prev_orders[0])  # same record_id, different amount
-                delta = 1_000_000 if bad["amount"] >= 0 else -1_000_000
-                bad["official_amount"] += delta
-                bad["amount"] += delta
-                st.injected["conflicting_duplicate"] += 1
+            if kind == 0:
+                bad["amount"] += 10_000  # one cent off official - discount
+            elif kind == 1:
+                bad["event_time"] = _ts(day, rnd.randrange(86400), "naive")
+            elif kind == 2:
+                bad["partner_id"] = UNKNOWN_PARTNER
             else:
-                sub = rnd.choice(st.subs)
-                bad = _order_row(
-                    w, rnd, day, seq, sub, "NEW", _monthly_cents(w, sub), day, rnd.randrange(86400)
-                )
-                seq += 1
-                if kind == 0:
-                    bad["amount"] += 10_000  # one cent off official - discount
-                elif kind == 1:
-                    bad["event_time"] = _ts(day, rnd.randrange(86400), "naive")
-                elif kind == 2:
-                    bad["partner_id"] = UNKNOWN_PARTNER
-                else:
-                    bad["currency"] = "USD" if bad["currency"] == "CNY" else "CNY"
-                st.injected["bad"] += 1
-            extras.append(bad)
+                bad["currency"] = "USD" if bad["currency"] == "CNY" else "CNY"
+            st.injected["bad"] += 1
+        extras.append(bad)
+    st.injected["exact_duplicate"] += 1
+    dup_of = rnd.randrange(len(regular))
+    if st.prev_orders:
+        extras.append(dict(st.prev_orders[-1]))  # re-sent from the previous date
         st.injected["exact_duplicate"] += 1
-        dup_of = rnd.randrange(len(regular))
-        if st.prev_orders:
-            extras.append(dict(st.prev_orders[-1]))  # re-sent from the previous date
-            st.injected["exact_duplicate"] += 1
-    else:
-        dup_of = None
-    st.prev_orders = [dict(r) for r in regular[:1]] + [dict(r) for r in regular[-1:]]
-    return regular, extras, dup_of
+    return extras, dup_of
 
 
 def _write_orders(folder: Path, day: dt.date, regular, extras, dup_of) -> int:
@@ -1053,89 +1075,90 @@ def generate(
     st = _State(subs=[_new_sub(w, init_rnd, pi) for pi in range(len(w.partners)) for _ in range(8)])
     days = date_range(d0, d1)
     change_day = d0 + dt.timedelta(days=len(days) // 2) if len(days) >= 3 else None
-
     for day in days:
-        ds = day.isoformat()
-        for feed in FEEDS:
-            folder = paths.landing_dir(feed, ds)
-            if folder.exists():
-                shutil.rmtree(folder)
-        files = 0
-        late = _late_month(day, d0, bad_rows)
-        ymd = f"{day:%Y%m%d}"
+        _generate_day(w, st, paths, day, (d0, d1, change_day), n_usage, bad_rows, progress)
+    return _summary(st, w, paths, days, seed, bad_rows, time.monotonic() - t0)
 
-        if day == d0 or day.day == 1 or day == change_day:
-            changed = change_day is not None and day >= change_day
-            ext = "csv" if day == d0 else "jsonl" if day == change_day else "parquet"
-            folder = paths.landing_dir("partners", ds)
-            folder.mkdir(parents=True, exist_ok=True)
-            rows = _partners_rows(w, changed)
-            _write_rows(folder / f"partners_snapshot_{ymd}.{ext}", "partners", rows)
-            st.rows["partners"] += len(rows)
-            st.snapshots += 1
-            files += 1
-        if day == d0:
-            folder = paths.landing_dir("prices", ds)
-            folder.mkdir(parents=True, exist_ok=True)
-            rows = _prices_rows(w, d0, d1)
-            _write_rows(folder / f"price_list_{ymd}.csv", "prices", rows)
-            st.rows["prices"] += len(rows)
-            files += 1
 
-        regular, extras, dup_of = _orders_day(w, st, day, bad_rows, late)
-        files += _write_orders(paths.landing_dir("orders", ds), day, regular, extras, dup_of)
-        n_orders = len(regular) + len(extras) + (dup_of is not None)
-        st.rows["orders"] += n_orders
+def _land_rows(
+    paths: Paths, st: _State, feed: str, ds: str, name: str, rows: list[dict], *, bom=False
+) -> int:
+    """Write one file of a small feed into its landing folder of ``ds``; return 1 (a file)."""
+    _write_rows(paths.landing_dir(feed, ds) / name, feed, rows, bom=bom)
+    st.rows[feed] += len(rows)
+    return 1
 
-        files += _usage_day(
-            w, st, paths.landing_dir("usage", ds), day, n_usage, bad_rows, late, progress
-        )
 
-        adj = _adjustments_day(w, st, day, d0, late)
-        if adj:
-            ext = _FORMATS["adjustments"][day.toordinal() % 3]
-            folder = paths.landing_dir("adjustments", ds)
-            folder.mkdir(parents=True, exist_ok=True)
-            _write_rows(folder / f"adjustments_{ymd}.{ext}", "adjustments", adj, bom=True)
-            st.rows["adjustments"] += len(adj)
-            files += 1
-        cpn, resend = _coupons_day(w, st, day, bad_rows)
-        if cpn:
-            ext = "csv" if resend else _FORMATS["coupons"][day.toordinal() % 4]
-            folder = paths.landing_dir("coupons", ds)
-            folder.mkdir(parents=True, exist_ok=True)
-            name = f"coupons_{ymd}_resend.csv" if resend else f"coupons_{ymd}.{ext}"
-            _write_rows(folder / name, "coupons", cpn)
-            st.rows["coupons"] += len(cpn)
-            files += 1
-        pay = _payments_day(w, day)
-        if pay:
-            ext = _FORMATS["payments"][day.toordinal() % 3]
-            folder = paths.landing_dir("payments", ds)
-            folder.mkdir(parents=True, exist_ok=True)
-            _write_rows(folder / f"payments_{ymd}.{ext}", "payments", pay)
-            st.rows["payments"] += len(pay)
-            files += 1
-        st.files += files
-        if progress:
-            bits = [f"orders {n_orders}", f"usage {n_usage:,}"]
-            bits += [
-                f"{f} {n}"
-                for f, n in (
-                    ("adjustments", len(adj)),
-                    ("coupons", len(cpn)),
-                    ("payments", len(pay)),
-                )
-                if n
-            ]
-            progress(f"{ds}: {', '.join(bits)} ({files} files)")
+def _generate_day(
+    w: _World,
+    st: _State,
+    paths: Paths,
+    day: dt.date,
+    span: tuple[dt.date, dt.date, dt.date | None],
+    n_usage: int,
+    bad_rows: bool,
+    progress,
+) -> None:
+    """Replace the landing folders of ``day`` (every feed) with the day's generated files."""
+    d0, d1, change_day = span
+    ds = day.isoformat()
+    for feed in FEEDS:
+        folder = paths.landing_dir(feed, ds)
+        if folder.exists():
+            shutil.rmtree(folder)
+    files = 0
+    late = _late_month(day, d0, bad_rows)
+    ymd = f"{day:%Y%m%d}"
+    if day == d0 or day.day == 1 or day == change_day:
+        changed = change_day is not None and day >= change_day
+        ext = "csv" if day == d0 else "jsonl" if day == change_day else "parquet"
+        rows = _partners_rows(w, changed)
+        files += _land_rows(paths, st, "partners", ds, f"partners_snapshot_{ymd}.{ext}", rows)
+        st.snapshots += 1
+    if day == d0:
+        rows = _prices_rows(w, d0, d1)
+        files += _land_rows(paths, st, "prices", ds, f"price_list_{ymd}.csv", rows)
 
+    regular, extras, dup_of = _orders_day(w, st, day, bad_rows, late)
+    files += _write_orders(paths.landing_dir("orders", ds), day, regular, extras, dup_of)
+    n_orders = len(regular) + len(extras) + (dup_of is not None)
+    st.rows["orders"] += n_orders
+
+    files += _usage_day(
+        w, st, paths.landing_dir("usage", ds), day, n_usage, bad_rows, late, progress
+    )
+
+    adj = _adjustments_day(w, st, day, d0, late)
+    if adj:
+        ext = _FORMATS["adjustments"][day.toordinal() % 3]
+        name = f"adjustments_{ymd}.{ext}"
+        files += _land_rows(paths, st, "adjustments", ds, name, adj, bom=True)
+    cpn, resend = _coupons_day(w, st, day, bad_rows)
+    if cpn:
+        ext = "csv" if resend else _FORMATS["coupons"][day.toordinal() % 4]
+        name = f"coupons_{ymd}_resend.csv" if resend else f"coupons_{ymd}.{ext}"
+        files += _land_rows(paths, st, "coupons", ds, name, cpn)
+    pay = _payments_day(w, day)
+    if pay:
+        ext = _FORMATS["payments"][day.toordinal() % 3]
+        files += _land_rows(paths, st, "payments", ds, f"payments_{ymd}.{ext}", pay)
+    st.files += files
+    if progress:
+        counts = (("adjustments", len(adj)), ("coupons", len(cpn)), ("payments", len(pay)))
+        bits = [f"orders {n_orders}", f"usage {n_usage:,}"] + [f"{f} {n}" for f, n in counts if n]
+        progress(f"{ds}: {', '.join(bits)} ({files} files)")
+
+
+def _summary(
+    st: _State, w: _World, paths: Paths, days: list[dt.date], seed: int, bad_rows: bool, took: float
+) -> str:
+    d0, d1 = days[0], days[-1]
     r, inj = st.rows, st.injected
     usage_extra = r["usage"] - st.usage_regular
     return (
         f"generated {len(days)} landing date(s) {d0}..{d1} in {paths.landing} "
         f"(seed {seed}, {len(w.partners)} partners, bad rows {'on' if bad_rows else 'off'}, "
-        f"{time.monotonic() - t0:.1f}s)\n"
+        f"{took:.1f}s)\n"
         f"  files {st.files}: partners {r['partners']} rows in {st.snapshots} snapshot(s), "
         f"prices {r['prices']}, orders {r['orders']:,}, usage {r['usage']:,} "
         f"({st.usage_regular:,} regular + {usage_extra:,} injected), "

@@ -15,10 +15,14 @@ with
 
 as_of as (
     select coalesce(
-        cast(getvariable('koobill_as_of') as date),
+        getvariable('koobill_as_of')::date,
         greatest(
-            cast(timezone('Asia/Shanghai', now()) as date),
-            (select cast(value as date) from _meta where key = 'latest_landing_date')
+            timezone('Asia/Shanghai', now())::date,
+            (
+                select value::date
+                from _meta
+                where key = 'latest_landing_date'
+            )
         )
     ) as as_of_date
 ),
@@ -28,8 +32,8 @@ first_published as (
         partner_id,
         bill_month,
         least(
-            cast(timezone('Asia/Shanghai', min(closed_at)) as date),
-            cast((bill_month || '-05')::date + interval 1 month as date)
+            timezone('Asia/Shanghai', min(closed_at))::date,
+            ((bill_month || '-05')::date + interval 1 month)::date
         ) as published_on
     from bills
     group by partner_id, bill_month

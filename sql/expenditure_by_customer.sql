@@ -38,4 +38,4 @@ select
     adjustments::decimal(38, 2) as adjustments,
     (consume_amount - refunds + adjustments)::decimal(38, 2) as total_amount
 from sums
-order by partner_id, bill_month, total_amount desc, customer_id
+order by partner_id asc, bill_month asc, total_amount desc, customer_id asc
