@@ -45,24 +45,20 @@ def _temp_name(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(
-    path: Path, *, mode: int | None = None, clean_stale: bool = False
-) -> Iterator[Path]:
+def atomic_path(path: Path, *, clean_stale: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for the caller to write (with any library that
     takes a path); on success it becomes ``path`` atomically and durably.
 
-    ``mode`` sets the file's permissions before it is renamed into place. ``clean_stale``
-    removes temp files of the same target left by a killed run: only for callers that hold a
-    lock over every writer of ``path`` (the data dir's lock). An ``OSError`` (no space,
-    permission denied) becomes a :class:`KoobillError` naming ``path``; the old file stays."""
+    ``clean_stale`` removes temp files of the same target left by a killed run: only for
+    callers that hold a lock over every writer of ``path`` (the data dir's lock). An
+    ``OSError`` (no space, permission denied) becomes a :class:`KoobillError` naming ``path``;
+    the old file stays."""
     path = Path(path)
     tmp = _temp_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         fsync_file(tmp)
-        if mode is not None:
-            os.chmod(tmp, mode)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as exc:

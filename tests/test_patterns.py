@@ -121,3 +121,13 @@ def test_the_patterns_module_imports_only_the_standard_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "target, goes_to",
+    [("/bills?month=2026-10", "/bills?month=2026-10"), ("/", "/"), ("/bills\n", "/")],
+)
+def test_the_sign_in_redirect_takes_a_whole_path_only(target: str, goes_to: str) -> None:
+    from pipelines.web.pages import _safe_next
+
+    assert _safe_next(target) == goes_to

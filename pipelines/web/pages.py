@@ -91,7 +91,8 @@ def _window(page: int, size: int) -> tuple[int, int]:
 # --- signing in and out ---------------------------------------------------------------------------
 
 
-SAFE_NEXT = re.compile(r"^/([^/\\\x00-\x20\x7f][^\\\x00-\x1f\x7f]*)?$")
+# \A..\Z, not ^..$: `$` also matches before a final newline
+SAFE_NEXT = re.compile(r"\A/([^/\\\x00-\x20\x7f][^\\\x00-\x1f\x7f]*)?\Z")
 
 
 def _safe_next(target: str | None) -> str:
