@@ -228,32 +228,20 @@ def _explain(exc: ValidationError) -> str:
 
 # --------------------------------------------------------------------------- documentation
 
-# Read by the tests, the bench and `make`, not by the package.
-TOOLING: tuple[tuple[str, str, str], ...] = (
-    ("KOOBILL_CHROMIUM", "`/usr/bin/chromium`", "the browser tests: the Chromium to drive"),
-    (
-        "KOOBILL_BIG_FILE_BYTES",
-        "2000000000",
-        "`tests/test_reliability.py`: size of the big landing file it ingests",
-    ),
-    ("KOOBILL_BENCH_BIG_ROWS", "5000000", "`make bench`: usage rows of the big landing day"),
-    ("KOOBILL_BENCH_DAY_ROWS", "1000000", "`make bench`: usage rows of each day of the month"),
-    ("KOOBILL_BENCH_DAYS", "30", "`make bench`: landing days in the month (2 or more)"),
-    ("KOOBILL_BENCH_REPEATS", "3", "`make bench`: runs per measurement (the median is reported)"),
-    (
-        "KOOBILL_BENCH_BUDGET_S",
-        "900",
-        "`make bench`: stop repeating a measurement once its runs have taken this long",
-    ),
-    ("KOOBILL_BENCH_OUT", "`bench/out`", "`make bench`: cache of generated and ingested data"),
-    ("KOOBILL_BENCH_RESULTS_DIR", "`bench`", "`make bench`: where results.json and .md go"),
-    (
-        "KOOBILL_BENCH_SKIP",
-        "",
-        "`make bench`: comma list of parts to skip: big, pandas, month, close, cli",
-    ),
-    ("KOOBILL_BENCH_SUBPROCESS", "", "`1`: the tiny bench runs each measure in a subprocess"),
-)
+# Read by the tests and the bench, not by the package: the rows of the second table.
+TOOLING = """\
+| `KOOBILL_CHROMIUM` | `/usr/bin/chromium` | the browser tests: the Chromium to drive |
+| `KOOBILL_BIG_FILE_BYTES` | 2000000000 | tests/test_reliability.py: size of its big landing file |
+| `KOOBILL_BENCH_BIG_ROWS` | 5000000 | `make bench`: usage rows of the big landing day |
+| `KOOBILL_BENCH_DAY_ROWS` | 1000000 | `make bench`: usage rows of each day of the month |
+| `KOOBILL_BENCH_DAYS` | 30 | `make bench`: landing days in the month (2 or more) |
+| `KOOBILL_BENCH_REPEATS` | 3 | `make bench`: runs per measurement (the median is reported) |
+| `KOOBILL_BENCH_BUDGET_S` | 900 | `make bench`: stop repeating a measurement after this long |
+| `KOOBILL_BENCH_OUT` | `bench/out` | `make bench`: cache of generated and ingested data |
+| `KOOBILL_BENCH_RESULTS_DIR` | `bench` | `make bench`: where results.json and .md go |
+| `KOOBILL_BENCH_SKIP` | | `make bench`: parts to skip: big, pandas, month, close, cli |
+| `KOOBILL_BENCH_SUBPROCESS` | | `1`: the tiny bench runs each measure in a subprocess |
+"""
 
 
 def _cell(text: str) -> str:
@@ -281,7 +269,6 @@ def render() -> str:
             f"{_cell(str(extra['example']))} | {_cell(str(extra['read']))} | "
             f"{_cell(field.description or '')} |"
         )
-    tooling = [f"| `{n}` | {_cell(d)} | {_cell(m)} |" for n, d, m in TOOLING]
     return "\n".join(
         [
             "# Configuration",
@@ -308,8 +295,7 @@ def render() -> str:
             "",
             "| variable | default | meaning |",
             "|---|---|---|",
-            *tooling,
-            "",
+            TOOLING,
         ]
     )
 

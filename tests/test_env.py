@@ -57,7 +57,7 @@ def test_every_variable_the_code_names_is_documented() -> None:
     # and the table has a row for each field of the settings class, under its own name
     fields = {env.KoobillSettings.variable(n) for n in env.KoobillSettings.model_fields}
     assert fields <= documented
-    assert documented - fields == {n for n, _, _ in env.TOOLING}
+    assert documented - fields <= named  # no row for a variable nothing reads
 
 
 def test_the_package_reads_the_environment_only_through_the_settings() -> None:
