@@ -442,18 +442,18 @@ def _unique_count(con, frame: str, params: dict, rule: _Rule) -> int:
     return int(con.execute(sql, _used(params, sql)).fetchone()[0])
 
 
-def _flagged(frame: str, rules: list[_Rule]) -> str:
-    """``frame`` with ``_v<i>``: whether the row breaks rule i (a window count for uniqueness)."""
+def _flagged(frame: str, rules: list[_Rule], counts: list[int]) -> str:
+    """``frame`` with ``_v<i>``: whether the row breaks rule i. A uniqueness rule with repeated
+    keys needs a window count over every row; one without is false everywhere."""
     flags, windows = [], []
-    for i, rule in enumerate(rules):
+    for i, (rule, count) in enumerate(zip(rules, counts, strict=True)):
+        pred = rule.predicate
         if rule.unique:
-            windows.append(
-                f"count(*) over (partition by {', '.join(map(_q, rule.columns))}) as _n{i}"
-            )
-            nonnull = " and ".join(f"{_q(c)} is not null" for c in rule.columns[:1])
-            pred = f"_n{i} > 1" + (f" and {nonnull}" if len(rule.columns) == 1 else "")
-        else:
-            pred = rule.predicate
+            cols = ", ".join(_q(c) for c in rule.columns)
+            if count:
+                windows.append(f"count(*) over (partition by {cols}) as _n{i}")
+            not_null = f" and {cols} is not null" if len(rule.columns) == 1 else ""
+            pred = f"_n{i} > 1{not_null}" if count else "false"
         flags.append(f"coalesce({pred}, false) as _v{i}")
     win = "".join(f", {w}" for w in windows)
     return f"select *, {', '.join(flags)} from (select *{win} from ({frame}) as frame) as w"
@@ -519,7 +519,7 @@ def _validate_feed_duckdb(con, feed: str, table: str, day: str, suite: Any, max_
     frame = _quality_sql(f"feed_{feed}")
     try:
         n_rows, counts = _count_violations(con, frame, params, rules)
-        flagged = _flagged(frame, rules)
+        flagged = _flagged(frame, rules, counts)
         df, handed = _gx_frame(con, flagged, params, rules, counts, (n_rows, max_gx_rows))
     finally:
         con.execute(f"drop view if exists {view}")
