@@ -39,6 +39,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,8 @@ def _sql_regex(col: str, kw: dict, p: str) -> tuple[str, dict]:
 
 def _sql_between(col: str, kw: dict, p: str) -> tuple[str, dict]:
     bounds = {f"{p}_min": kw.get("min_value"), f"{p}_max": kw.get("max_value")}
-    params = {k: v for k, v in bounds.items() if v is not None}
+    # a bound as exact decimal (GX stores 1 as 1.0): never a float comparison on an amount
+    params = {k: Decimal(str(v)) for k, v in bounds.items() if v is not None}
     ops = {f"{p}_min": "<", f"{p}_max": ">"}
     if not params:
         raise ValueError("expect_column_values_to_be_between without a bound")
@@ -174,8 +176,9 @@ def _sql_unique(col: str, kw: dict, p: str) -> tuple[str, dict]:
 
 
 # The expectation types the DuckDB engine counts, with GX's semantics (NULLs only fail the
-# not-null check; uniqueness ignores NULL keys). A suite with any other type is refused when
-# it is loaded, before any data is read.
+# not-null check; uniqueness ignores NULL keys), and the arguments it honours. A suite with any
+# other type, or an argument such as ``mostly`` or ``row_condition``, is refused when it is
+# loaded, before any data is read.
 _SQL_FORMS = {
     "expect_column_values_to_not_be_null": _sql_not_null,
     "expect_column_values_to_be_in_set": _sql_in_set,
@@ -184,6 +187,24 @@ _SQL_FORMS = {
     "expect_column_values_to_be_unique": _sql_unique,
     "expect_compound_columns_to_be_unique": _sql_unique,
 }
+_SQL_KWARGS = {"column", "column_list", "value_set", "regex", "min_value", "max_value", "batch_id"}
+
+
+def _sql_form(suite_name: str, rule: _Rule, kw: dict, p: str) -> tuple[str, dict]:
+    """The SQL of ``rule`` for the DuckDB engine, or ValueError naming what it cannot count."""
+    form = _SQL_FORMS.get(rule.type)
+    if form is None:
+        raise ValueError(
+            f"suite {suite_name}: {rule.name} is a {rule.type}, which the DuckDB engine "
+            f"cannot count; supported: {', '.join(sorted(_SQL_FORMS))}"
+        )
+    extra = sorted(set(kw) - _SQL_KWARGS)
+    if extra:
+        raise ValueError(
+            f"suite {suite_name}: {rule.name} sets {', '.join(extra)}, which the DuckDB engine "
+            "does not honour"
+        )
+    return form(rule.columns[0], kw, p)
 
 
 def load_suite(suite: Any, engine: str) -> list[_Rule]:
@@ -202,13 +223,7 @@ def load_suite(suite: Any, engine: str) -> list[_Rule]:
             show=list(meta.get("show", [])),
         )
         if engine == "duckdb":
-            form = _SQL_FORMS.get(rule.type)
-            if form is None:
-                raise ValueError(
-                    f"suite {suite.name}: {rule.name} is a {rule.type}, which the DuckDB engine "
-                    f"cannot count; supported: {', '.join(sorted(_SQL_FORMS))}"
-                )
-            pred, params = form(rule.columns[0], kw, f"r{i}")
+            pred, params = _sql_form(suite.name, rule, kw, f"r{i}")
             rule = replace(rule, predicate=pred, params=params)
         rules.append(rule)
     names = [r.name for r in rules]

@@ -519,6 +519,19 @@ def test_a_type_duckdb_cannot_count_is_refused_when_the_suite_loads(tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_argument_duckdb_does_not_honour_is_refused_when_the_suite_loads():
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    suite = gx.ExpectationSuite(
+        name="odd",
+        expectations=[gxe.ExpectColumnValuesToNotBeNull(column="amount", mostly=0.9)],
+    )
+    with pytest.raises(ValueError, match="sets mostly, which the DuckDB engine does not honour"):
+        quality.load_suite(suite, "duckdb")
+    assert quality.load_suite(suite, "gx")  # GX honours it itself
+
+
 def test_a_missing_quality_sql_file_fails_loudly():
     with pytest.raises(RuntimeError, match="missing"):
         quality._quality_sql("no_such_frame")
