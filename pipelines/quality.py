@@ -393,10 +393,13 @@ def _failure(rule: _Rule, count: int | None, rows: list[dict], error: str = "") 
 
 def _feed_view(con, feed: str, table: str) -> str:
     """A temp view of ``table`` with the spec's columns of ``feed``: blank ids as NULL (as the
-    ingest's rules.blank_sql), missing optional columns as NULL. Returns its name."""
+    ingest's rules.blank_sql), amounts as DECIMAL, missing optional columns as NULL. Returns
+    its name."""
     from pipelines.config import FEEDS
 
-    have = set(con.sql("select * from query_table($t) limit 0", params={"t": table}).columns)
+    rel = con.sql("select * from query_table($t) limit 0", params={"t": table})
+    types = {c: str(t) for c, t in zip(rel.columns, rel.types, strict=True)}
+    have = set(types)
     spec = FEEDS[feed]
     missing = [c.name for c in spec if c.required and c.name not in have]
     missing += [] if "landing_date" in have else ["landing_date"]
@@ -412,6 +415,9 @@ def _feed_view(con, feed: str, table: str) -> str:
         elif c.kind in ("id", "partner", "currency", "month", "order_type"):
             v = f"cast({_q(c.name)} as varchar)"  # ids as stored: uniqueness agrees with ingest
             sel.append(f"case when {blank_sql(v)} then null else {v} end as {_q(c.name)}")
+        elif c.kind in ("money", "qty") and not types[c.name].startswith("DECIMAL"):
+            # an amount not stored as DECIMAL is compared as one, never as a float
+            sel.append(f"cast({_q(c.name)} as decimal(38, 12)) as {_q(c.name)}")
         else:
             sel.append(_q(c.name))
     view = f"_koobill_quality_{uuid.uuid4().hex[:12]}"

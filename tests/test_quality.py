@@ -488,6 +488,21 @@ def test_feed_report_says_duckdb_counted_and_what_gx_saw(tmp_path):
     )
 
 
+@pytest.mark.parametrize("typ", ["decimal(38,10)", "varchar"])
+def test_an_amount_with_seven_decimals_fails_amounts_6dp(tmp_path, typ):
+    c = db.connect()
+    c.execute(f"""create table stg_payments as
+        select 'R' || i as record_id, 'P001' as partner_id,
+               cast(case when i = 1 then '10.0000001' else '10.000001' end as {typ}) as amount,
+               'CNY' as currency, timestamptz '2025-03-10 01:00:00+00' as paid_at,
+               date '2025-03-10' as landing_date
+        from range(3) t(i)""")
+    with pytest.raises(QualityError) as err:
+        validate_feed(c, "payments", "stg_payments", "2025-03-10", tmp_path)
+    (f,) = err.value.failures
+    assert (f["expectation"], f["count"], f["rows"][0]["record_id"]) == ("amounts_6dp", 1, "R1")
+
+
 def test_every_suite_loads_for_its_engine():
     from expectations.bills import bills_suite
     from expectations.feeds import feed_suite

@@ -1,6 +1,6 @@
 -- The accepted coupons of one landing date with the boolean rules that expectations/feeds.py checks
 -- (landing_date_matches, amounts_6dp and FEED_FLAGS["coupons"]), computed exactly in DuckDB.
--- Parameters: $feed_view (the records, ids trimmed to NULL when blank, see
+-- Parameters: $feed_view (the records: blank ids as NULL, amounts as DECIMAL, see
 -- pipelines/quality.py), $landing_date, $first_day and $last_day (the window of record
 -- dates, Beijing dates, both included).
 with
@@ -20,10 +20,7 @@ window_bounds as (
 select
     records.*,
     coalesce(records.landing_date = cast($landing_date as date), false) as landing_date_matches,
-    coalesce(
-        cast(amount as decimal(38, 12)) = round(cast(amount as decimal(38, 12)), 6),
-        true
-    ) as amounts_6dp,
+    coalesce(amount = round(amount, 6), true) as amounts_6dp,
     coalesce(amount > 0, true) as amount_positive,
     coalesce(
         cast(try_strptime(trim(cast(bill_month as varchar)) || '-01', '%Y-%m-%d') as date)

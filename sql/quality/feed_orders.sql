@@ -1,6 +1,6 @@
 -- The accepted orders of one landing date with the boolean rules that expectations/feeds.py checks
 -- (landing_date_matches, amounts_6dp and FEED_FLAGS["orders"]), computed exactly in DuckDB.
--- Parameters: $feed_view (the records, ids trimmed to NULL when blank, see
+-- Parameters: $feed_view (the records: blank ids as NULL, amounts as DECIMAL, see
 -- pipelines/quality.py), $landing_date, $first_day and $last_day (the window of record
 -- dates, Beijing dates, both included).
 with
@@ -20,18 +20,9 @@ window_bounds as (
 select
     records.*,
     coalesce(records.landing_date = cast($landing_date as date), false) as landing_date_matches,
-    coalesce(
-        cast(official_amount as decimal(38, 12)) = round(cast(official_amount as decimal(38, 12)), 6),
-        true
-    )
-    and coalesce(
-        cast(discount_amount as decimal(38, 12)) = round(cast(discount_amount as decimal(38, 12)), 6),
-        true
-    )
-    and coalesce(
-        cast(amount as decimal(38, 12)) = round(cast(amount as decimal(38, 12)), 6),
-        true
-    ) as amounts_6dp,
+    coalesce(official_amount = round(official_amount, 6), true)
+    and coalesce(discount_amount = round(discount_amount, 6), true)
+    and coalesce(amount = round(amount, 6), true) as amounts_6dp,
     coalesce(
         amount = official_amount - discount_amount,
         amount is null or official_amount is null or discount_amount is null
