@@ -41,7 +41,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipelines import db, reports
 from pipelines.lake import KoobillError
@@ -122,6 +122,17 @@ def _quality_sql(name: str) -> str:
     if not path.is_file():
         raise RuntimeError(f"koobill's quality SQL {path} is missing (a broken install?)")
     return path.read_text(encoding="utf-8")
+
+
+class _Outcome(NamedTuple):
+    """What a validation found, before it is written up."""
+
+    result: Any  # Great Expectations' validation result
+    rows_checked: int
+    rows_to_gx: int
+    coverage: str  # which engine counted what, in words
+    checks: list[dict]
+    failures: list[dict]
 
 
 @dataclass(frozen=True)
@@ -322,11 +333,12 @@ def _gx_outcomes(res: Any) -> dict[str, tuple[bool, int | None, list, str]]:
     out = {}
     for r in res.results:
         info = r.exception_info or {}
-        err = ""
-        if info.get("raised_exception") or any(
-            isinstance(v, dict) and v.get("raised_exception") for v in info.values()
-        ):
-            err = info.get("exception_message") or "Great Expectations raised an error"
+        raised = [info, *(v for v in info.values() if isinstance(v, dict))]
+        err = next(
+            (i.get("exception_message") or "an error" for i in raised if i.get("raised_exception")),
+            "",
+        )
+        err = f"Great Expectations raised: {err}" if err else ""
         result = r.result or {}
         out[_rule(r.expectation_config)] = (
             bool(r.success) and not err,
@@ -342,7 +354,7 @@ def _gx_outcomes(res: Any) -> dict[str, tuple[bool, int | None, list, str]]:
 # evaluates every expectation itself on the whole frame; its counts are the report's counts.
 
 
-def _validate_bills_gx(con, bills_table: str, lines_table: str, suite: Any) -> tuple:
+def _validate_bills_gx(con, bills_table: str, lines_table: str, suite: Any) -> _Outcome:
     rules = load_suite(suite, "gx")
     frame = _quality_sql("bills_frame")
     params = {"bills_table": bills_table, "lines_table": lines_table}
@@ -356,7 +368,7 @@ def _validate_bills_gx(con, bills_table: str, lines_table: str, suite: Any) -> t
         if not ok:
             failures.append(_failure(rule, count, _offending_rows(df, rule, BILL_KEY, index), err))
     coverage = f"Great Expectations (pandas) evaluated every expectation on all {len(df):,} rows"
-    return res, len(df), len(df), coverage, checks, failures
+    return _Outcome(res, len(df), len(df), coverage, checks, failures)
 
 
 def _check(rule: _Rule, count: int | None, ok: bool, engine: str) -> dict:
@@ -523,7 +535,9 @@ def _gx_frame(
     return df, f"only rows breaking a rule, up to {SAMPLE_ROWS} per expectation"
 
 
-def _validate_feed_duckdb(con, feed: str, table: str, day: str, suite: Any, max_gx_rows: int):
+def _validate_feed_duckdb(
+    con, feed: str, table: str, day: str, suite: Any, max_gx_rows: int
+) -> _Outcome:
     from expectations.feeds import MAX_RECORD_AGE_DAYS
 
     rules = load_suite(suite, "duckdb")  # refuses a type DuckDB cannot count, before any read
@@ -559,7 +573,7 @@ def _validate_feed_duckdb(con, feed: str, table: str, day: str, suite: Any, max_
         f"DuckDB counted every expectation on all {n_rows:,} rows; Great Expectations "
         f"validated {len(df):,} of them ({handed})"
     )
-    return res, n_rows, len(df), coverage, checks, failures
+    return _Outcome(res, n_rows, len(df), coverage, checks, failures)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -567,23 +581,23 @@ def _validate_feed_duckdb(con, feed: str, table: str, day: str, suite: Any, max_
 
 
 def _finish(
-    report_dir: Path, name: str, title: str, outcome: tuple, t0: float, n_exps: int
+    report_dir: Path, name: str, title: str, outcome: _Outcome, t0: float, n_exps: int
 ) -> QualityResult:
     """Write the report of a validation; return its result, or raise QualityError."""
-    res, n_rows, n_gx, coverage, checks, failures = outcome
+    failures = outcome.failures
     success = not failures
     meta = {
         "title": title,
         "success": success,
-        "rows_checked": n_rows,
-        "rows_handed_to_gx": n_gx,
-        "coverage": coverage,
-        "checks": checks,
+        "rows_checked": outcome.rows_checked,
+        "rows_handed_to_gx": outcome.rows_to_gx,
+        "coverage": outcome.coverage,
+        "checks": outcome.checks,
         "failures": failures,
         "seconds": round(time.monotonic() - t0, 3),
     }
-    html_path, json_path = _write_report(report_dir, name, res, meta)
-    result = QualityResult(success, html_path, n_exps, failures, json_path, n_rows)
+    html_path, json_path = _write_report(report_dir, name, outcome.result, meta)
+    result = QualityResult(success, html_path, n_exps, failures, json_path, outcome.rows_checked)
     if not success:
         raise QualityError(_message(title, failures, n_exps, html_path), failures, html_path)
     return result
