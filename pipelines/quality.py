@@ -258,8 +258,10 @@ def _rule(exp: Any) -> str:
 
 
 def _used(params: dict, sql: str) -> dict:
-    """The named parameters a statement refers to (DuckDB refuses unused ones)."""
-    return {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", sql)}
+    """The named parameters a statement refers to outside its comments (DuckDB refuses unused
+    ones)."""
+    code = re.sub(r"--[^\n]*", "", sql)
+    return {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", code)}
 
 
 def _text(v: Any) -> Any:
@@ -440,6 +442,12 @@ def _feed_view(con, feed: str, table: str) -> str:
     return view
 
 
+def _beijing_midnight(day: dt.date) -> dt.datetime:
+    """The instant a Beijing date starts (China has kept UTC+8 without daylight saving since
+    1991)."""
+    return dt.datetime.combine(day, dt.time(0), tzinfo=dt.timezone(dt.timedelta(hours=8)))
+
+
 def _count_violations(con, frame: str, params: dict, rules: list[_Rule]) -> tuple[int, list[int]]:
     """The rows of ``frame`` and, per rule, its offending rows, in one scan (a uniqueness rule:
     distinct against non-null keys; the rows in repeated keys are counted only when they
@@ -543,11 +551,14 @@ def _validate_feed_duckdb(
     rules = load_suite(suite, "duckdb")  # refuses a type DuckDB cannot count, before any read
     view = _feed_view(con, feed, table)
     landing = dt.date.fromisoformat(day)
+    first, last = landing - dt.timedelta(days=MAX_RECORD_AGE_DAYS), landing + dt.timedelta(days=1)
     params = {
         "feed_view": view,
         "landing_date": landing,
-        "first_day": landing - dt.timedelta(days=MAX_RECORD_AGE_DAYS),
-        "last_day": landing + dt.timedelta(days=1),
+        "first_day": first,
+        "last_day": last,
+        "starts_at": _beijing_midnight(first),
+        "ends_at": _beijing_midnight(last + dt.timedelta(days=1)),
     }
     for rule in rules:
         params.update(rule.params)
