@@ -7,12 +7,18 @@
 -- BILL_LINES).
 with
 bills_src as (
-    select *, consume_amount - refunds + adjustments as net
+    select
+        *,
+        consume_amount - refunds + adjustments as net
     from query_table($bills_table)
 ),
 
 bill_keys as (
-    select partner_id, bill_month, version, any_value(currency) as currency
+    select
+        partner_id,
+        bill_month,
+        version,
+        any_value(currency) as currency
     from query_table($bills_table)
     group by partner_id, bill_month, version
 ),
@@ -62,7 +68,7 @@ joined as (
         b.consume_amount - b.refunds + b.adjustments - b.coupon_amount + b.tax_amount
             as exp_bill_amount,
         'INV-' || b.partner_id || '-' || replace(b.bill_month, '-', '')
-        || case when b.version >= 2 then '-V' || cast(b.version as varchar) else '' end
+        || case when b.version >= 2 then '-V' || b.version::varchar else '' end
             as exp_invoice_no,
         count(*) filter (where b.status = 'closed')
             over (partition by b.partner_id, b.bill_month) as n_closed,
@@ -77,7 +83,9 @@ joined as (
         on b.partner_id = s.partner_id and b.bill_month = s.bill_month and b.version = s.version
 )
 
-select
+-- one row per bill; `union all by name` below adds the orphan lines' rows, whose other
+-- columns are NULL
+select  -- noqa: AM07
     partner_id,
     bill_month,
     version,
@@ -91,23 +99,23 @@ select
     lines_wrong_sign,
     lines_bad_line_no,
     lines_other_currency,
-    cast(consume_amount as varchar) as consume_amount,
-    cast(refunds as varchar) as refunds,
-    cast(adjustments as varchar) as adjustments,
-    cast(coupon_total as varchar) as coupon_total,
-    cast(coupon_amount as varchar) as coupon_amount,
-    cast(tax_rate as varchar) as tax_rate,
-    cast(tax_amount as varchar) as tax_amount,
-    cast(bill_amount as varchar) as bill_amount,
-    cast(amount_due as varchar) as amount_due,
-    cast(net as varchar) as net_before_coupon,
-    cast(exp_consume as varchar) as expected_consume_amount,
-    cast(exp_refunds as varchar) as expected_refunds,
-    cast(exp_adjustments as varchar) as expected_adjustments,
-    cast(exp_coupon_total as varchar) as expected_coupon_total,
-    cast(exp_coupon_amount as varchar) as expected_coupon_amount,
-    cast(exp_tax as varchar) as expected_tax_amount,
-    cast(exp_bill_amount as varchar) as expected_bill_amount,
+    consume_amount::varchar as consume_amount,
+    refunds::varchar as refunds,
+    adjustments::varchar as adjustments,
+    coupon_total::varchar as coupon_total,
+    coupon_amount::varchar as coupon_amount,
+    tax_rate::varchar as tax_rate,
+    tax_amount::varchar as tax_amount,
+    bill_amount::varchar as bill_amount,
+    amount_due::varchar as amount_due,
+    net::varchar as net_before_coupon,
+    exp_consume::varchar as expected_consume_amount,
+    exp_refunds::varchar as expected_refunds,
+    exp_adjustments::varchar as expected_adjustments,
+    exp_coupon_total::varchar as expected_coupon_total,
+    exp_coupon_amount::varchar as expected_coupon_amount,
+    exp_tax::varchar as expected_tax_amount,
+    exp_bill_amount::varchar as expected_bill_amount,
     exp_invoice_no as expected_invoice_no,
     true as lines_have_a_bill,
     coalesce(n_closed <= 1, false) as one_closed_version,
@@ -140,8 +148,11 @@ select
     coalesce(
         (version = 1 and prev_version is null) or version = prev_version + 1, false
     ) as versions_contiguous,
-    supersedes_invoice_no is not distinct from prev_invoice_no as supersedes_previous_invoice,
-    cast(prev_invoice_no as varchar) as expected_supersedes_invoice_no
+    coalesce(
+        supersedes_invoice_no = prev_invoice_no,
+        supersedes_invoice_no is null and prev_invoice_no is null
+    ) as supersedes_previous_invoice,
+    prev_invoice_no::varchar as expected_supersedes_invoice_no
 from joined
 
 union all by name
