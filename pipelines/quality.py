@@ -1,16 +1,27 @@
 """Data-quality gates: staged bills before publishing, accepted feed records after ingest, and
 the share of quarantined rows per feed.
 
-Money is checked exactly. DuckDB computes every rule over *all* rows with DECIMAL arithmetic,
-both as boolean columns and as exact violation counts (one aggregate pass, no sampling); Great
-Expectations then validates a small pandas frame of keys, flags and amounts as decimal *text*
-with the suites of ``expectations/``. The frame holds every row when the table is small (a
-month's bills) and otherwise only rows that break a rule, up to ``SAMPLE_ROWS`` per
-expectation, so a day of millions of usage rows is never copied into pandas.
+Which engine counts what (README, "Data quality: how it is checked"):
+
+- Bills. A month's bills are small (one row per partner and version), so Great Expectations
+  evaluates every expectation of ``expectations.bills`` itself, with its pandas engine, on
+  every row of the frame ``sql/quality/bills_frame.sql`` builds. The counts and offending rows
+  in the report are GX's.
+- Feeds. A landing day of usage can be millions of rows. DuckDB counts every expectation of
+  ``expectations.feeds`` exactly over all rows: each expectation is translated to SQL when the
+  suite is loaded (``load_suite``; a type without a SQL form is refused then, before any data
+  is read). Great Expectations validates the rows handed to it (every row of a table up to
+  ``max_gx_rows``, else the offending rows DuckDB found, up to ``SAMPLE_ROWS`` per rule) and
+  must agree. The report says so and names the engine of each count. (GX's own SQL engine on
+  DuckDB through SQLAlchemy does not run with the pinned GX, SQLAlchemy and duckdb-engine: see
+  the README.)
+
+Money is exact either way: rules that need arithmetic are boolean columns that DuckDB computes
+with DECIMAL arithmetic (``sql/quality/``), and amounts reach pandas as decimal *text*.
 
 Each validation writes ``<name>.html`` (Great Expectations' validation page, with a summary of
-failures and offending rows at the top) and ``<name>.json`` (the validation result; koobill's
-exact counts under ``meta.koobill``) into ``report_dir``, pass or fail.
+the counts, their engine, failures and offending rows at the top) and ``<name>.json`` (the
+validation result; koobill's summary under ``meta.koobill``) into ``report_dir``, pass or fail.
 
 Great Expectations is imported inside the functions that validate: importing this module is
 cheap.
@@ -27,11 +38,12 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from pipelines import reports
+from pipelines import db, reports
 from pipelines.lake import KoobillError
 from pipelines.rules import blank_sql
 
@@ -101,374 +113,143 @@ class QualityResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Frames: the SQL that turns staged tables into keys, exact decimal text and boolean rules.
-
-_BILLS_FRAME = """
-with
-bills_src as (
-    select *, consume_amount - refunds + adjustments as net
-    from {bills}
-),
-
-bill_keys as (
-    select partner_id, bill_month, version, any_value(currency) as currency
-    from {bills}
-    group by partner_id, bill_month, version
-),
-
-line_sums as (
-    select
-        l.partner_id,
-        l.bill_month,
-        l.version,
-        count(*) as lines_found,
-        coalesce(sum(l.amount) filter (where l.component = 'consume'), 0) as lines_consume,
-        coalesce(sum(l.amount) filter (where l.component = 'refund'), 0) as lines_refund,
-        coalesce(sum(l.amount) filter (where l.component = 'adjustment'), 0) as lines_adjustment,
-        coalesce(sum(l.amount) filter (where l.component = 'coupon'), 0) as lines_coupon,
-        count(*) filter (
-            where l.component is null
-            or l.component not in ('consume', 'refund', 'adjustment', 'coupon')
-        ) as lines_unknown_component,
-        count(*) filter (
-            where l.amount is null
-            or (l.component in ('consume', 'coupon') and l.amount < 0)
-            or (l.component = 'refund' and l.amount > 0)
-        ) as lines_wrong_sign,
-        count(*) - count(distinct l.line_no) as lines_bad_line_no,
-        count(*) filter (where l.currency is distinct from k.currency) as lines_other_currency,
-        count(k.version) = 0 as orphan
-    from {lines} as l
-    left join bill_keys as k
-        on l.partner_id = k.partner_id and l.bill_month = k.bill_month and l.version = k.version
-    group by l.partner_id, l.bill_month, l.version
-),
-
-joined as (
-    select
-        b.*,
-        coalesce(s.lines_found, 0) as lines_found,
-        coalesce(s.lines_unknown_component, 0) as lines_unknown_component,
-        coalesce(s.lines_wrong_sign, 0) as lines_wrong_sign,
-        coalesce(s.lines_bad_line_no, 0) as lines_bad_line_no,
-        coalesce(s.lines_other_currency, 0) as lines_other_currency,
-        round(coalesce(s.lines_consume, 0), 2) as exp_consume,
-        -round(coalesce(s.lines_refund, 0), 2) as exp_refunds,
-        round(coalesce(s.lines_adjustment, 0), 2) as exp_adjustments,
-        round(coalesce(s.lines_coupon, 0), 2) as exp_coupon_total,
-        least(b.coupon_total, greatest(b.net, 0)) as exp_coupon_amount,
-        round(greatest(b.net - b.coupon_amount, 0) * b.tax_rate, 2) as exp_tax,
-        b.consume_amount - b.refunds + b.adjustments - b.coupon_amount + b.tax_amount
-            as exp_bill_amount,
-        'INV-' || b.partner_id || '-' || replace(b.bill_month, '-', '')
-        || case when b.version >= 2 then '-V' || cast(b.version as varchar) else '' end
-            as exp_invoice_no,
-        count(*) filter (where b.status = 'closed')
-            over (partition by b.partner_id, b.bill_month) as n_closed,
-        -- versions are per partner: a restatement makes version n+1 only for the partners whose
-        -- bill changed, and it names the invoice of version n it supersedes
-        lag(b.version) over (partition by b.partner_id, b.bill_month order by b.version)
-            as prev_version,
-        lag(b.invoice_no) over (partition by b.partner_id, b.bill_month order by b.version)
-            as prev_invoice_no
-    from bills_src as b
-    left join line_sums as s
-        on b.partner_id = s.partner_id and b.bill_month = s.bill_month and b.version = s.version
-)
-
-select
-    partner_id,
-    bill_month,
-    version,
-    status,
-    currency,
-    invoice_no,
-    supersedes_invoice_no,
-    line_count,
-    lines_found,
-    lines_unknown_component,
-    lines_wrong_sign,
-    lines_bad_line_no,
-    lines_other_currency,
-    cast(consume_amount as varchar) as consume_amount,
-    cast(refunds as varchar) as refunds,
-    cast(adjustments as varchar) as adjustments,
-    cast(coupon_total as varchar) as coupon_total,
-    cast(coupon_amount as varchar) as coupon_amount,
-    cast(tax_rate as varchar) as tax_rate,
-    cast(tax_amount as varchar) as tax_amount,
-    cast(bill_amount as varchar) as bill_amount,
-    cast(amount_due as varchar) as amount_due,
-    cast(net as varchar) as net_before_coupon,
-    cast(exp_consume as varchar) as expected_consume_amount,
-    cast(exp_refunds as varchar) as expected_refunds,
-    cast(exp_adjustments as varchar) as expected_adjustments,
-    cast(exp_coupon_total as varchar) as expected_coupon_total,
-    cast(exp_coupon_amount as varchar) as expected_coupon_amount,
-    cast(exp_tax as varchar) as expected_tax_amount,
-    cast(exp_bill_amount as varchar) as expected_bill_amount,
-    exp_invoice_no as expected_invoice_no,
-    true as lines_have_a_bill,
-    coalesce(n_closed <= 1, false) as one_closed_version,
-    coalesce(
-        consume_amount is not null and refunds is not null and adjustments is not null
-        and coupon_total is not null and coupon_amount is not null and tax_rate is not null
-        and tax_amount is not null and bill_amount is not null and amount_due is not null,
-        false
-    ) as amounts_present,
-    coalesce(consume_amount = exp_consume, false) as consume_matches_lines,
-    coalesce(refunds = exp_refunds, false) as refunds_match_lines,
-    coalesce(adjustments = exp_adjustments, false) as adjustments_match_lines,
-    coalesce(coupon_total = exp_coupon_total, false) as coupon_total_matches_lines,
-    coalesce(line_count = lines_found, false) as line_count_matches,
-    lines_unknown_component = 0 as line_components_known,
-    lines_wrong_sign = 0 as line_signs_ok,
-    lines_bad_line_no = 0 as line_numbers_unique,
-    lines_other_currency = 0 as line_currency_matches,
-    coalesce(
-        consume_amount >= 0 and refunds >= 0 and coupon_total >= 0 and coupon_amount >= 0, false
-    ) as components_not_negative,
-    coalesce(coupon_amount = exp_coupon_amount, false) as coupon_amount_capped,
-    coalesce(coupon_amount <= greatest(net, 0), false) as coupon_within_net,
-    coalesce(tax_rate >= 0 and tax_rate < 1, false) as tax_rate_in_range,
-    coalesce(tax_amount = exp_tax, false) as tax_amount_ok,
-    coalesce(bill_amount = exp_bill_amount, false) as bill_amount_adds_up,
-    coalesce(amount_due = greatest(bill_amount, 0), false) as amount_due_ok,
-    coalesce((invoice_no is not null) = (amount_due > 0), false) as invoice_no_iff_amount_due,
-    coalesce(invoice_no is null or invoice_no = exp_invoice_no, false) as invoice_no_matches_bill,
-    coalesce(
-        (version = 1 and prev_version is null) or version = prev_version + 1, false
-    ) as versions_contiguous,
-    supersedes_invoice_no is not distinct from prev_invoice_no as supersedes_previous_invoice,
-    cast(prev_invoice_no as varchar) as expected_supersedes_invoice_no
-from joined
-
-union all by name
-
--- lines without a bill: only lines_have_a_bill applies (NULL is "not applicable" to GX)
-select
-    partner_id,
-    bill_month,
-    version,
-    lines_found,
-    false as lines_have_a_bill
-from line_sums
-where orphan
-"""
-
-_IDENT = re.compile(r'^[A-Za-z_][A-Za-z0-9_$]*$|^"(?:[^"]|"")+"$')
+# SQL files and suites
 
 
-def _ident(name: str) -> str:
-    """A table or view name (optionally qualified) quoted for SQL; refuses anything else."""
-    parts = name.split(".")
-    if not parts or not all(_IDENT.match(p) for p in parts):
-        raise ValueError(f"not a table name: {name!r}")
-    return ".".join(p if p.startswith('"') else f'"{p}"' for p in parts)
+def _quality_sql(name: str) -> str:
+    """The text of ``sql/quality/<name>.sql``; a missing file is an error, never skipped."""
+    path = db.SQL_DIR / "quality" / f"{name}.sql"
+    if not path.is_file():
+        raise RuntimeError(f"koobill's quality SQL {path} is missing (a broken install?)")
+    return path.read_text(encoding="utf-8")
+
+
+class _Outcome(NamedTuple):
+    """What a validation found, before it is written up."""
+
+    result: Any  # Great Expectations' validation result
+    rows_checked: int
+    rows_to_gx: int
+    coverage: str  # which engine counted what, in words
+    checks: list[dict]
+    failures: list[dict]
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """One expectation of a suite as koobill reports it: ``name`` (``meta.rule``), the columns
+    it checks, the columns shown beside an offending row and, for the DuckDB engine, the SQL
+    that is true on an offending row with the values it binds."""
+
+    name: str
+    type: str
+    description: str
+    columns: list[str]
+    show: list[str]
+    predicate: str = ""
+    params: dict = field(default_factory=dict)
+
+    @property
+    def unique(self) -> bool:
+        return self.type in _UNIQUE_TYPES
+
+
+_UNIQUE_TYPES = ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique")
+
+
+def _sql_not_null(col: str, kw: dict, p: str) -> tuple[str, dict]:
+    return f"{_q(col)} is null", {}
+
+
+def _sql_in_set(col: str, kw: dict, p: str) -> tuple[str, dict]:
+    params = {f"{p}_{j}": v for j, v in enumerate(kw["value_set"])}
+    names = ", ".join(f"${k}" for k in params)
+    return f"{_q(col)} is not null and {_q(col)} not in ({names})", params
+
+
+def _sql_regex(col: str, kw: dict, p: str) -> tuple[str, dict]:
+    return f"{_q(col)} is not null and not regexp_matches({_q(col)}, ${p})", {p: kw["regex"]}
+
+
+def _sql_between(col: str, kw: dict, p: str) -> tuple[str, dict]:
+    bounds = {f"{p}_min": kw.get("min_value"), f"{p}_max": kw.get("max_value")}
+    # a bound as exact decimal (GX stores 1 as 1.0): never a float comparison on an amount
+    params = {k: Decimal(str(v)) for k, v in bounds.items() if v is not None}
+    ops = {f"{p}_min": "<", f"{p}_max": ">"}
+    if not params:
+        raise ValueError("expect_column_values_to_be_between without a bound")
+    parts = " or ".join(f"{_q(col)} {ops[k]} ${k}" for k in params)
+    return f"{_q(col)} is not null and ({parts})", params
+
+
+def _sql_unique(col: str, kw: dict, p: str) -> tuple[str, dict]:
+    return "", {}  # counted by grouping (see _unique_count), not row by row
+
+
+# The expectation types the DuckDB engine counts, with GX's semantics (NULLs only fail the
+# not-null check; uniqueness ignores NULL keys), and the arguments it honours. A suite with any
+# other type, or an argument such as ``mostly`` or ``row_condition``, is refused when it is
+# loaded, before any data is read.
+_SQL_FORMS = {
+    "expect_column_values_to_not_be_null": _sql_not_null,
+    "expect_column_values_to_be_in_set": _sql_in_set,
+    "expect_column_values_to_match_regex": _sql_regex,
+    "expect_column_values_to_be_between": _sql_between,
+    "expect_column_values_to_be_unique": _sql_unique,
+    "expect_compound_columns_to_be_unique": _sql_unique,
+}
+_SQL_KWARGS = {"column", "column_list", "value_set", "regex", "min_value", "max_value", "batch_id"}
+
+
+def _sql_form(suite_name: str, rule: _Rule, kw: dict, p: str) -> tuple[str, dict]:
+    """The SQL of ``rule`` for the DuckDB engine, or ValueError naming what it cannot count."""
+    form = _SQL_FORMS.get(rule.type)
+    if form is None:
+        raise ValueError(
+            f"suite {suite_name}: {rule.name} is a {rule.type}, which the DuckDB engine "
+            f"cannot count; supported: {', '.join(sorted(_SQL_FORMS))}"
+        )
+    extra = sorted(set(kw) - _SQL_KWARGS)
+    if extra:
+        raise ValueError(
+            f"suite {suite_name}: {rule.name} sets {', '.join(extra)}, which the DuckDB engine "
+            "does not honour"
+        )
+    return form(rule.columns[0], kw, p)
+
+
+def load_suite(suite: Any, engine: str) -> list[_Rule]:
+    """The rules of ``suite`` for ``engine`` ("gx": Great Expectations evaluates every
+    expectation itself; "duckdb": each is translated to SQL now). Refuses, before any data is
+    read, a suite whose rule names repeat or that holds a type the engine cannot count."""
+    rules = []
+    for i, e in enumerate(suite.expectations):
+        kw = e.configuration.kwargs
+        meta = e.meta or {}
+        rule = _Rule(
+            name=_rule(e),
+            type=e.expectation_type,
+            description=e.description or "",
+            columns=list(kw.get("column_list") or [kw["column"]]),
+            show=list(meta.get("show", [])),
+        )
+        if engine == "duckdb":
+            pred, params = _sql_form(suite.name, rule, kw, f"r{i}")
+            rule = replace(rule, predicate=pred, params=params)
+        rules.append(rule)
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise ValueError(f"suite {suite.name}: expectation rules must be unique")
+    return rules
 
 
 def _q(col: str) -> str:
     return '"' + col.replace('"', '""') + '"'
 
 
-def _columns(con, table: str) -> dict[str, str]:
-    rel = con.sql(f"select * from {table} limit 0")
-    return {c: str(t).upper() for c, t in zip(rel.columns, rel.types, strict=True)}
-
-
-_DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
-
-
-def _feed_frame(con, feed: str, table: str, text: bool = True) -> str:
-    """The SQL of a feed's validation frame (expects the parameter ``$landing_date``).
-
-    ``text``: typed values as text, for the rows handed to Great Expectations (a DECIMAL must
-    never reach pandas as a float). Counting uses the same frame with the values as stored,
-    which is the same nullness and the same flags without formatting every value as text."""
-    from expectations.feeds import MAX_RECORD_AGE_DAYS, money_columns
-    from pipelines.config import FEEDS
-
-    have = _columns(con, table)
-    spec = FEEDS[feed]
-    missing = [c.name for c in spec if c.required and c.name not in have]
-    if "landing_date" not in have:
-        missing.append("landing_date")
-    if missing:
-        raise QualityError(
-            f"{feed}: the table {table} lacks the column(s) {', '.join(missing)}",
-            [
-                {
-                    "expectation": "required_columns_present",
-                    "description": "",
-                    "columns": missing,
-                    "count": 0,
-                    "rows": [],
-                }
-            ],
-        )
-    sel = []
-    for c in spec:
-        if c.name not in have:
-            sel.append(f"cast(null as varchar) as {_q(c.name)}")
-        elif c.kind in ("id", "partner", "currency", "month", "order_type"):
-            # blank -> NULL (as the ingest's rules.blank_sql), the value itself as stored (the
-            # ingest compares ids as they are, so must uniqueness here)
-            v = f"cast({_q(c.name)} as varchar)"
-            sel.append(f"case when {blank_sql(v)} then null else {v} end as {_q(c.name)}")
-        elif text:
-            sel.append(f"cast({_q(c.name)} as varchar) as {_q(c.name)}")
-        else:
-            sel.append(_q(c.name))
-    sel.append("cast(landing_date as varchar) as landing_date" if text else "landing_date")
-
-    day = "cast($landing_date as date)"
-    lo = f"{day} - {int(MAX_RECORD_AGE_DAYS)}"
-    hi = f"{day} + 1"
-
-    def in_window(date_expr: str) -> str:
-        return f"coalesce({date_expr} between {lo} and {hi}, true)"
-
-    def ts_in_window(col: str) -> str:
-        """Whether the Beijing date of ``col`` is in the window: the instant is compared with
-        the window's bounds in Beijing time (computed once), not converted row by row."""
-        start = f"timezone('Asia/Shanghai', cast({lo} as timestamp))"
-        end = f"timezone('Asia/Shanghai', cast({hi} + 1 as timestamp))"
-        v = f"cast({_q(col)} as timestamptz)"
-        return f"coalesce({v} >= {start} and {v} < {end}, true)"
-
-    def num(col: str) -> str:
-        return f"cast({_q(col)} as decimal(38, 12))" if not _is_money(have[col]) else _q(col)
-
-    def _is_money(t: str) -> bool:
-        m = _DECIMAL.match(t)
-        return bool(m) and int(m.group(2)) <= 6
-
-    flags = {"landing_date_matches": f"coalesce(landing_date = {day}, false)"}
-    money = [c for c in money_columns(feed) if c in have]
-    if money_columns(feed):
-        checks = [
-            f"({_q(c)} is null or {num(c)} = round({num(c)}, 6))"
-            for c in money
-            if not _is_money(have[c])
-        ]
-        flags["amounts_6dp"] = " and ".join(checks) if checks else "true"
-    if feed == "orders":
-        flags["amount_is_official_minus_discount"] = (
-            "coalesce(amount = official_amount - discount_amount, "
-            "amount is null or official_amount is null or discount_amount is null)"
-        )
-        flags["amount_sign_ok"] = (
-            "not coalesce("
-            "(order_type in ('NEW', 'RENEW', 'AUTO_RENEW') and amount < 0)"
-            " or (order_type = 'UNSUBSCRIBE' and amount > 0), false)"
-        )
-        flags["event_time_in_window"] = ts_in_window("event_time")
-    elif feed == "usage":
-        flags["quantity_not_negative"] = "coalesce(quantity >= 0, true)"
-        flags["usage_end_not_before_start"] = "coalesce(usage_end >= usage_start, true)"
-        flags["usage_start_in_window"] = ts_in_window("usage_start")
-    elif feed in ("adjustments", "coupons"):
-        month_start = "try_strptime(trim(cast(bill_month as varchar)) || '-01', '%Y-%m-%d')"
-        flags["bill_month_in_window"] = in_window(f"cast({month_start} as date)")
-        if feed == "coupons":
-            flags["amount_positive"] = "coalesce(amount > 0, true)"
-    elif feed == "payments":
-        flags["amount_positive"] = "coalesce(amount > 0, true)"
-        flags["paid_at_in_window"] = ts_in_window("paid_at")
-    sel.extend(f"{expr} as {_q(name)}" for name, expr in flags.items())
-    return "select\n    " + ",\n    ".join(sel) + f"\nfrom {table}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Running a suite: exact SQL counts, a small frame for GX, a report.
-
-
-def _violation(exp: Any, i: int, params: dict) -> tuple[str, list[str]]:
-    """SQL that is true on a row breaking ``exp`` (GX semantics: NULLs only fail not-null
-    checks), and the window columns it needs."""
-    kw = exp.configuration.kwargs
-    kind = exp.expectation_type
-    col = kw.get("column")
-    if kind == "expect_column_values_to_not_be_null":
-        return f"{_q(col)} is null", []
-    if kind == "expect_column_values_to_be_in_set":
-        names = []
-        for j, v in enumerate(kw["value_set"]):
-            params[f"v{i}_{j}"] = v
-            names.append(f"$v{i}_{j}")
-        return f"{_q(col)} is not null and {_q(col)} not in ({', '.join(names)})", []
-    if kind == "expect_column_values_to_match_regex":
-        params[f"v{i}"] = kw["regex"]
-        return f"{_q(col)} is not null and not regexp_matches({_q(col)}, $v{i})", []
-    if kind == "expect_column_values_to_be_between":
-        parts = []
-        if kw.get("min_value") is not None:
-            params[f"v{i}_min"] = kw["min_value"]
-            parts.append(f"{_q(col)} < $v{i}_min")
-        if kw.get("max_value") is not None:
-            params[f"v{i}_max"] = kw["max_value"]
-            parts.append(f"{_q(col)} > $v{i}_max")
-        return f"{_q(col)} is not null and ({' or '.join(parts)})", []
-    if kind == "expect_column_values_to_be_unique":
-        w = f"count(*) over (partition by {_q(col)}) as _n{i}"
-        return f"{_q(col)} is not null and _n{i} > 1", [w]
-    if kind == "expect_compound_columns_to_be_unique":
-        cols = ", ".join(_q(c) for c in kw["column_list"])
-        w = f"count(*) over (partition by {cols}) as _n{i}"
-        return f"_n{i} > 1", [w]
-    raise NotImplementedError(f"no SQL form for {kind}")
-
-
-def _count_violations(
-    con, frame_sql: str, params: dict, exps: list, preds: list[str]
-) -> tuple[int, list[int]]:
-    """The rows checked and, per expectation, the rows breaking it, in one scan of the frame.
-
-    A uniqueness rule is first counted as distinct keys against non-null keys (an aggregate,
-    no window over every row); only when they differ are the rows in repeated keys counted."""
-    sel, slots = [], {}
-    for i, (e, p) in enumerate(zip(exps, preds, strict=True)):
-        if _is_unique(e):
-            cols = _exp_columns(e)
-            key = _q(cols[0]) if len(cols) == 1 else f"({', '.join(_q(c) for c in cols)})"
-            nonnull = f"count({_q(cols[0])})" if len(cols) == 1 else "count(*)"
-            slots[i] = len(sel)
-            sel += [f"count(distinct {key})", nonnull]
-        else:
-            slots[i] = len(sel)
-            sel.append(f"count(*) filter (where coalesce({p}, false))")
-    sql = f"select count(*){''.join(', ' + x for x in sel)} from ({frame_sql}) as frame"
-    row = con.execute(sql, _used(params, sql)).fetchone()
-    vals = [int(x) for x in row[1:]]
-    counts = []
-    for i, e in enumerate(exps):
-        if not _is_unique(e):
-            counts.append(vals[slots[i]])
-            continue
-        distinct, nonnull = vals[slots[i]], vals[slots[i] + 1]
-        if distinct == nonnull:
-            counts.append(0)
-            continue
-        cols = _exp_columns(e)
-        where = f"where {_q(cols[0])} is not null" if len(cols) == 1 else ""
-        sql = (
-            f"select coalesce(sum(n), 0) from (select count(*) as n from ({frame_sql}) "
-            f"as frame {where} group by {', '.join(_q(c) for c in cols)} having count(*) > 1)"
-        )
-        counts.append(int(con.execute(sql, _used(params, sql)).fetchone()[0]))
-    return int(row[0]), counts
-
-
-def _used(params: dict, sql: str) -> dict:
-    """The named parameters a statement refers to (DuckDB refuses unused ones)."""
-    return {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", sql)}
-
-
-def _is_unique(exp: Any) -> bool:
-    return exp.expectation_type in (
-        "expect_column_values_to_be_unique",
-        "expect_compound_columns_to_be_unique",
-    )
+def _literal(text: str) -> str:
+    """A SQL string literal (a view's definition cannot hold a bound parameter)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _rule(exp: Any) -> str:
@@ -476,9 +257,11 @@ def _rule(exp: Any) -> str:
     return (exp.meta or {}).get("rule") or getattr(exp, "type", None) or exp.expectation_type
 
 
-def _exp_columns(exp: Any) -> list[str]:
-    kw = exp.configuration.kwargs
-    return list(kw.get("column_list") or [kw["column"]])
+def _used(params: dict, sql: str) -> dict:
+    """The named parameters a statement refers to outside its comments (DuckDB refuses unused
+    ones)."""
+    code = re.sub(r"--[^\n]*", "", sql)
+    return {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", code)}
 
 
 def _text(v: Any) -> Any:
@@ -498,19 +281,24 @@ def _text(v: Any) -> Any:
     return str(v)
 
 
-def _run(
-    con,
-    frame_sql: str,
-    params: dict,
-    suite: Any,
-    *,
-    key: tuple[str, ...],
-    title: str,
-    report_dir: Path,
-    name: str,
-    max_gx_rows: int,
-    count_sql: str | None = None,
-) -> QualityResult:
+def _offending_rows(df: Any, rule: _Rule, key: tuple[str, ...], index: list) -> list[dict]:
+    """Up to SAMPLE_ROWS offending rows of ``df`` (key, checked and shown columns, as text)."""
+    keep = [c for c in dict.fromkeys([*key, *rule.columns, *rule.show]) if c in df.columns]
+    bad = df.loc[list(index)].sort_values(
+        [c for c in rule.columns if c in df.columns], kind="stable", na_position="first"
+    )
+    return [
+        {c: _text(v) for c, v in zip(keep, vals, strict=True)}
+        for vals in bad[keep].head(SAMPLE_ROWS).itertuples(index=False, name=None)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Great Expectations
+
+
+def _gx_run(df: Any, suite: Any, name: str, result_format: str) -> Any:
+    """Great Expectations' pandas engine validates ``df`` (every row of it) with ``suite``."""
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import (
@@ -518,52 +306,6 @@ def _run(
         InMemoryStoreBackendDefaults,
         ProgressBarsConfig,
     )
-
-    t0 = time.monotonic()
-    exps = list(suite.expectations)
-    rules = [_rule(e) for e in exps]
-    if len(set(rules)) != len(rules):
-        raise ValueError(f"suite {suite.name}: expectation rules must be unique")
-    params = dict(params)
-    preds, windows = [], []
-    for i, e in enumerate(exps):
-        p, w = _violation(e, i, params)
-        preds.append(p)
-        windows.extend(w)
-    win = (", " + ", ".join(windows)) if windows else ""
-    flagged = (
-        f"select *, {', '.join(f'coalesce({p}, false) as _v{i}' for i, p in enumerate(preds))}\n"
-        f"from (select *{win} from ({frame_sql}) as frame) as w"
-    )
-    n_rows, counts = _count_violations(con, count_sql or frame_sql, params, exps, preds)
-
-    if n_rows <= max_gx_rows:
-        df = con.execute(f"select * from ({flagged}) as f", params).df()
-        handed = "every row"
-    elif not any(counts):
-        df = con.execute(f"select * from ({flagged}) as f limit 0", params).df()
-        handed = "no rows (no row breaks a rule)"
-    else:
-        tmp = f"_koobill_quality_{uuid.uuid4().hex[:12]}"
-        any_v = " or ".join(f"_v{i}" for i in range(len(exps)))
-        con.execute(
-            f"create temp table {tmp} as select * from ({flagged}) as f where {any_v}", params
-        )
-        try:
-            picks = " union all ".join(
-                f"(select rowid as _rid from {tmp} where _v{i} "
-                f"order by {', '.join(_q(c) for c in _exp_columns(exps[i]))} limit {SAMPLE_ROWS})"
-                for i in range(len(exps))
-                if counts[i]
-            )
-            df = con.execute(
-                f"select * from {tmp} where rowid in (select _rid from ({picks}) as p) "
-                f"order by rowid"
-            ).df()
-        finally:
-            con.execute(f"drop table if exists {tmp}")
-        handed = f"only rows breaking a rule, up to {SAMPLE_ROWS} per expectation"
-    df = df.reset_index(drop=True)
 
     cfg = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
@@ -580,65 +322,295 @@ def _run(
     vd = context.validation_definitions.add(
         gx.ValidationDefinition(data=batch_def, suite=suite, name=name)
     )
-    res = vd.run(
-        batch_parameters={"dataframe": df},
-        result_format={"result_format": "BASIC"},
+    return vd.run(
+        batch_parameters={"dataframe": df.reset_index(drop=True)},
+        result_format={"result_format": result_format},
         run_id=RunIdentifier(run_name=name, run_time=dt.datetime.now(dt.UTC)),
     )
-    gx_ok = {_rule(r.expectation_config): bool(r.success) for r in res.results}
 
-    failures = []
-    checks = []
-    for i, e in enumerate(exps):
-        rule = rules[i]
-        ok = gx_ok.get(rule, False) and counts[i] == 0
-        show = [c for c in (e.meta or {}).get("show", []) if c in df.columns]
-        cols = _exp_columns(e)
-        checks.append(
-            {
-                "expectation": rule,
-                "type": e.expectation_type,
-                "description": e.description or "",
-                "columns": cols,
-                "violations": counts[i],
-                "success": ok,
-            }
+
+def _gx_outcomes(res: Any) -> dict[str, tuple[bool, int | None, list, str]]:
+    """Per rule: GX's verdict, its count of offending rows, their frame index, and the error
+    GX raised while evaluating (then the verdict is a failure and the count unknown)."""
+    out = {}
+    for r in res.results:
+        info = r.exception_info or {}
+        raised = [info, *(v for v in info.values() if isinstance(v, dict))]
+        err = next(
+            (i.get("exception_message") or "an error" for i in raised if i.get("raised_exception")),
+            "",
         )
-        if ok:
+        err = f"Great Expectations raised: {err}" if err else ""
+        result = r.result or {}
+        out[_rule(r.expectation_config)] = (
+            bool(r.success) and not err,
+            result.get("unexpected_count"),
+            list(result.get("unexpected_index_list") or []),
+            err,
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Bills: a month's bills are small (one row per partner and version), so Great Expectations
+# evaluates every expectation itself on the whole frame; its counts are the report's counts.
+
+
+def _validate_bills_gx(con, bills_table: str, lines_table: str, suite: Any) -> _Outcome:
+    rules = load_suite(suite, "gx")
+    frame = _quality_sql("bills_frame")
+    params = {"bills_table": bills_table, "lines_table": lines_table}
+    df = con.execute(frame, params).df()
+    res = _gx_run(df, suite, suite.name, "COMPLETE")
+    outcomes = _gx_outcomes(res)
+    checks, failures = [], []
+    for rule in rules:
+        ok, count, index, err = outcomes.get(rule.name, (False, None, [], "no result"))
+        checks.append(_check(rule, count, ok, "Great Expectations"))
+        if not ok:
+            failures.append(_failure(rule, count, _offending_rows(df, rule, BILL_KEY, index), err))
+    coverage = f"Great Expectations (pandas) evaluated every expectation on all {len(df):,} rows"
+    return _Outcome(res, len(df), len(df), coverage, checks, failures)
+
+
+def _check(rule: _Rule, count: int | None, ok: bool, engine: str) -> dict:
+    return {
+        "expectation": rule.name,
+        "type": rule.type,
+        "description": rule.description,
+        "columns": rule.columns,
+        "violations": count,
+        "counted_by": engine,
+        "success": ok,
+    }
+
+
+def _failure(rule: _Rule, count: int | None, rows: list[dict], error: str = "") -> dict:
+    out = {
+        "expectation": rule.name,
+        "description": rule.description,
+        "columns": rule.columns,
+        "count": count if count is not None else len(rows),
+        "rows": rows,
+    }
+    if error:
+        out["error"] = error
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Feeds: a day of a feed can be millions of rows. DuckDB counts every expectation (translated
+# to SQL when the suite is loaded) exactly over all rows; Great Expectations validates only the
+# rows handed to it (all rows of a small table, else the offending rows DuckDB found) and its
+# verdict on them must agree. The report says which engine counted what.
+
+
+def _feed_view(con, feed: str, table: str) -> str:
+    """A temp view of ``table`` with the spec's columns of ``feed``: blank ids as NULL (as the
+    ingest's rules.blank_sql), amounts as DECIMAL, missing optional columns as NULL. Returns
+    its name."""
+    from pipelines.config import FEEDS
+
+    rel = con.sql("select * from query_table($t) limit 0", params={"t": table})
+    types = {c: str(t) for c, t in zip(rel.columns, rel.types, strict=True)}
+    have = set(types)
+    spec = FEEDS[feed]
+    missing = [c.name for c in spec if c.required and c.name not in have]
+    missing += [] if "landing_date" in have else ["landing_date"]
+    if missing:
+        raise QualityError(
+            f"{feed}: the table {table} lacks the column(s) {', '.join(missing)}",
+            [_failure(_Rule("required_columns_present", "", "", missing, []), 0, [])],
+        )
+    sel = []
+    for c in spec:
+        if c.name not in have:
+            sel.append(f"cast(null as varchar) as {_q(c.name)}")
+        elif c.kind in ("id", "partner", "currency", "month", "order_type"):
+            v = f"cast({_q(c.name)} as varchar)"  # ids as stored: uniqueness agrees with ingest
+            sel.append(f"case when {blank_sql(v)} then null else {v} end as {_q(c.name)}")
+        elif c.kind in ("money", "qty") and not types[c.name].startswith("DECIMAL"):
+            # an amount not stored as DECIMAL is compared as one, never as a float
+            sel.append(f"cast({_q(c.name)} as decimal(38, 12)) as {_q(c.name)}")
+        else:
+            sel.append(_q(c.name))
+    view = f"_koobill_quality_{uuid.uuid4().hex[:12]}"
+    con.execute(
+        f"create temp view {view} as select {', '.join(sel)}, landing_date "
+        f"from query_table({_literal(table)})"
+    )
+    return view
+
+
+def _beijing_midnight(day: dt.date) -> dt.datetime:
+    """The instant a Beijing date starts (China has kept UTC+8 without daylight saving since
+    1991)."""
+    return dt.datetime.combine(day, dt.time(0), tzinfo=dt.timezone(dt.timedelta(hours=8)))
+
+
+def _count_violations(con, frame: str, params: dict, rules: list[_Rule]) -> tuple[int, list[int]]:
+    """The rows of ``frame`` and, per rule, its offending rows, in one scan (a uniqueness rule:
+    distinct against non-null keys; the rows in repeated keys are counted only when they
+    differ)."""
+    sel = []
+    for rule in rules:
+        if rule.unique:
+            cols = ", ".join(_q(c) for c in rule.columns)
+            nonnull = f"count({cols})" if len(rule.columns) == 1 else "count(*)"
+            sel += [f"count(distinct ({cols}))", nonnull]
+        else:
+            sel.append(f"count(*) filter (where coalesce({rule.predicate}, false))")
+    sql = f"select count(*), {', '.join(sel)} from ({frame}) as frame"
+    vals = iter(con.execute(sql, _used(params, sql)).fetchone())
+    n_rows, counts = int(next(vals)), []
+    for rule in rules:
+        if not rule.unique:
+            counts.append(int(next(vals)))
             continue
-        keep = list(dict.fromkeys([*key, *cols, *show]))
-        bad = df[df[f"_v{i}"].fillna(False).astype(bool)].sort_values(
-            [c for c in cols if c in df.columns], kind="stable", na_position="first"
-        )
-        rows = [
-            {c: _text(v) for c, v in zip(keep, vals, strict=True)}
-            for vals in bad[keep].head(SAMPLE_ROWS).itertuples(index=False, name=None)
-        ]
-        failures.append(
-            {
-                "expectation": rule,
-                "description": e.description or "",
-                "columns": cols,
-                "count": counts[i],
-                "rows": rows,
-            }
-        )
+        distinct, nonnull = next(vals), next(vals)
+        counts.append(0 if distinct == nonnull else _unique_count(con, frame, params, rule))
+    return n_rows, counts
 
+
+def _unique_count(con, frame: str, params: dict, rule: _Rule) -> int:
+    """The rows whose key repeats (GX's count: every row of a repeated key, NULL keys aside)."""
+    cols = ", ".join(_q(c) for c in rule.columns)
+    where = f"where {cols} is not null" if len(rule.columns) == 1 else ""
+    sql = (
+        f"select coalesce(sum(n), 0) from (select count(*) as n from ({frame}) as frame "
+        f"{where} group by {cols} having count(*) > 1)"
+    )
+    return int(con.execute(sql, _used(params, sql)).fetchone()[0])
+
+
+def _flagged(frame: str, rules: list[_Rule], counts: list[int]) -> str:
+    """``frame`` with ``_v<i>``: whether the row breaks rule i. A uniqueness rule with repeated
+    keys needs a window count over every row; one without is false everywhere."""
+    flags, windows = [], []
+    for i, (rule, count) in enumerate(zip(rules, counts, strict=True)):
+        pred = rule.predicate
+        if rule.unique:
+            cols = ", ".join(_q(c) for c in rule.columns)
+            if count:
+                windows.append(f"count(*) over (partition by {cols}) as _n{i}")
+            not_null = f" and {cols} is not null" if len(rule.columns) == 1 else ""
+            pred = f"_n{i} > 1{not_null}" if count else "false"
+        flags.append(f"coalesce({pred}, false) as _v{i}")
+    win = "".join(f", {w}" for w in windows)
+    return f"select *, {', '.join(flags)} from (select *{win} from ({frame}) as frame) as w"
+
+
+def _as_text(con, sql: str, params: dict) -> Any:
+    """The rows of ``sql`` as a pandas frame with every value but booleans as text: a DECIMAL
+    never reaches pandas as a float."""
+    rel = con.sql(f"select * from ({sql}) as s limit 0", params=_used(params, sql))
+    casts = [
+        _q(c) if str(t) == "BOOLEAN" else f"cast({_q(c)} as varchar) as {_q(c)}"
+        for c, t in zip(rel.columns, rel.types, strict=True)
+    ]
+    out = f"select {', '.join(casts)} from ({sql}) as s"
+    return con.execute(out, _used(params, out)).df()
+
+
+def _gx_frame(
+    con, flagged: str, params: dict, rules: list[_Rule], counts: list[int], limits: tuple[int, int]
+) -> tuple[Any, str]:
+    """The rows handed to Great Expectations, as text, and what they are. ``limits``: the
+    rows of the table and the most rows handed over whole."""
+    n_rows, max_gx_rows = limits
+    if n_rows <= max_gx_rows:
+        return _as_text(con, flagged, params), "every row"
+    if not any(counts):
+        empty = f"select * from ({flagged}) as f limit 0"
+        return _as_text(con, empty, params), "no rows (no row breaks a rule)"
+    tmp = f"_koobill_quality_{uuid.uuid4().hex[:12]}"
+    any_v = " or ".join(f"_v{i}" for i in range(len(counts)))
+    sql = f"create temp table {tmp} as select * from ({flagged}) as f where {any_v}"
+    con.execute(sql, _used(params, sql))
+    try:
+        picks = " union all ".join(
+            f"(select rowid as _rid from {tmp} where _v{i} order by {order} limit {SAMPLE_ROWS})"
+            for i, (rule, n) in enumerate(zip(rules, counts, strict=True))
+            if n
+            for order in [", ".join(_q(c) for c in rule.columns)]
+        )
+        rows = (
+            f"select * from {tmp} where rowid in (select _rid from ({picks}) as p) order by rowid"
+        )
+        df = _as_text(con, rows, {})
+    finally:
+        con.execute(f"drop table if exists {tmp}")
+    return df, f"only rows breaking a rule, up to {SAMPLE_ROWS} per expectation"
+
+
+def _validate_feed_duckdb(
+    con, feed: str, table: str, day: str, suite: Any, max_gx_rows: int
+) -> _Outcome:
+    from expectations.feeds import MAX_RECORD_AGE_DAYS
+
+    rules = load_suite(suite, "duckdb")  # refuses a type DuckDB cannot count, before any read
+    view = _feed_view(con, feed, table)
+    landing = dt.date.fromisoformat(day)
+    first, last = landing - dt.timedelta(days=MAX_RECORD_AGE_DAYS), landing + dt.timedelta(days=1)
+    params = {
+        "feed_view": view,
+        "landing_date": landing,
+        "first_day": first,
+        "last_day": last,
+        "starts_at": _beijing_midnight(first),
+        "ends_at": _beijing_midnight(last + dt.timedelta(days=1)),
+    }
+    for rule in rules:
+        params.update(rule.params)
+    frame = _quality_sql(f"feed_{feed}")
+    try:
+        n_rows, counts = _count_violations(con, frame, params, rules)
+        flagged = _flagged(frame, rules, counts)
+        df, handed = _gx_frame(con, flagged, params, rules, counts, (n_rows, max_gx_rows))
+    finally:
+        con.execute(f"drop view if exists {view}")
+    res = _gx_run(df, suite, suite.name, "BASIC")
+    outcomes = _gx_outcomes(res)
+    checks, failures = [], []
+    for i, (rule, count) in enumerate(zip(rules, counts, strict=True)):
+        gx_ok, _n, _index, err = outcomes.get(rule.name, (False, None, [], "no result"))
+        if count == 0 and not gx_ok:
+            err = err or "Great Expectations failed rows that DuckDB did not count"
+        checks.append(_check(rule, count, count == 0 and gx_ok, "DuckDB"))
+        if count or not gx_ok:
+            index = df.index[df[f"_v{i}"].fillna(False).astype(bool)]
+            failures.append(_failure(rule, count, _offending_rows(df, rule, FEED_KEY, index), err))
+    coverage = (
+        f"DuckDB counted every expectation on all {n_rows:,} rows; Great Expectations "
+        f"validated {len(df):,} of them ({handed})"
+    )
+    return _Outcome(res, n_rows, len(df), coverage, checks, failures)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+
+def _finish(
+    report_dir: Path, name: str, title: str, outcome: _Outcome, t0: float, n_exps: int
+) -> QualityResult:
+    """Write the report of a validation; return its result, or raise QualityError."""
+    failures = outcome.failures
     success = not failures
     meta = {
         "title": title,
         "success": success,
-        "rows_checked": n_rows,
-        "rows_handed_to_gx": len(df),
-        "rows_handed_note": handed,
-        "checks": checks,
+        "rows_checked": outcome.rows_checked,
+        "rows_handed_to_gx": outcome.rows_to_gx,
+        "coverage": outcome.coverage,
+        "checks": outcome.checks,
         "failures": failures,
         "seconds": round(time.monotonic() - t0, 3),
     }
-    html_path, json_path = _write_report(report_dir, name, res, meta)
-    result = QualityResult(success, html_path, len(exps), failures, json_path, n_rows)
+    html_path, json_path = _write_report(report_dir, name, outcome.result, meta)
+    result = QualityResult(success, html_path, n_exps, failures, json_path, outcome.rows_checked)
     if not success:
-        raise QualityError(_message(title, failures, len(exps), html_path), failures, html_path)
+        raise QualityError(_message(title, failures, n_exps, html_path), failures, html_path)
     return result
 
 
@@ -646,6 +618,8 @@ def _message(title: str, failures: list[dict], n: int, path: Path) -> str:
     lines = [f"{title}: {len(failures)} of {n} expectations failed (report: {path})"]
     for f in failures:
         lines.append(f"- {f['description'] or f['expectation']}: {f['count']} offending row(s)")
+        if f.get("error"):
+            lines.append(f"    {f['error']}")
         for r in f["rows"][:MESSAGE_ROWS]:
             lines.append("    " + ", ".join(f"{k}={v}" for k, v in r.items()))
         if f["count"] > MESSAGE_ROWS:
@@ -659,8 +633,14 @@ def _safe_name(name: str) -> str:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _summary_html(meta: dict) -> str:
@@ -671,16 +651,18 @@ def _summary_html(meta: dict) -> str:
         '<div id="koobill-summary" style="font-family:sans-serif;margin:16px;padding:12px;'
         f'border:2px solid {color};border-radius:6px;background:#fff;color:#111">',
         f'<h2 style="color:{color}">{e(meta["title"])}: {"PASSED" if ok else "FAILED"}</h2>',
-        f"<p>{meta['rows_checked']:,} rows checked exactly in DuckDB; Great Expectations "
-        f"validated {meta['rows_handed_to_gx']:,} of them ({e(meta['rows_handed_note'])}).</p>",
+        f"<p>{e(meta['coverage'])}. Money is compared as exact DECIMAL in DuckDB (the "
+        "boolean rule columns) and reaches Great Expectations as text, never as a float.</p>",
         '<table style="border-collapse:collapse" border="1" cellpadding="4">',
-        "<tr><th>expectation</th><th>rule</th><th>offending rows</th><th>result</th></tr>",
+        "<tr><th>expectation</th><th>rule</th><th>offending rows</th><th>counted by</th>"
+        "<th>result</th></tr>",
     ]
     for c in meta["checks"]:
         res = "ok" if c["success"] else "<b>FAILED</b>"
+        n = "?" if c["violations"] is None else f"{c['violations']:,}"
         out.append(
             f"<tr><td>{e(c['expectation'])}</td><td>{e(c['description'])}</td>"
-            f"<td>{c['violations']:,}</td><td>{res}</td></tr>"
+            f"<td>{n}</td><td>{e(c['counted_by'])}</td><td>{res}</td></tr>"
         )
     out.append("</table>")
     for f in meta["failures"]:
@@ -738,7 +720,8 @@ def validate_bills(
     con, bills_table: str, lines_table: str, report_dir: Path, run_name: str
 ) -> QualityResult:
     """Validate staged bills and bill lines (columns of schema BILLS and BILL_LINES) against
-    ``expectations.bills.bills_suite``.
+    ``expectations.bills.bills_suite``: Great Expectations evaluates every expectation on every
+    row of the frame ``sql/quality/bills_frame.sql`` builds.
 
     Writes ``<report_dir>/<run_name>.html`` and ``.json`` whatever the outcome, returns a
     QualityResult on success and raises QualityError naming each failed expectation and its
@@ -747,18 +730,11 @@ def validate_bills(
     _await_prewarm()
     from expectations.bills import bills_suite
 
-    frame = _BILLS_FRAME.format(bills=_ident(bills_table), lines=_ident(lines_table))
-    return _run(
-        con,
-        frame,
-        {},
-        bills_suite(),
-        key=BILL_KEY,
-        title=f"bills {run_name}",
-        report_dir=Path(report_dir),
-        name=run_name,
-        max_gx_rows=MAX_GX_ROWS,
-    )
+    t0 = time.monotonic()
+    suite = bills_suite()
+    outcome = _validate_bills_gx(con, bills_table, lines_table, suite)
+    title = f"bills {run_name}"
+    return _finish(Path(report_dir), run_name, title, outcome, t0, len(suite.expectations))
 
 
 def validate_feed(
@@ -773,36 +749,25 @@ def validate_feed(
     """Validate the accepted records of ``feed`` for ``landing_date`` held in ``table`` (the
     spec's columns typed, plus ``landing_date``) against ``expectations.feeds.feed_suite``.
 
-    Every rule is counted over all rows in DuckDB; Great Expectations sees every row when the
-    table has at most ``max_gx_rows`` rows, else only offending rows. Writes
-    ``<report_dir>/feed-<feed>-<landing_date>.html`` and ``.json``; raises QualityError on
-    failure.
+    DuckDB counts every rule exactly over all rows (``sql/quality/feed_<feed>.sql`` and the
+    suite's expectations translated to SQL); Great Expectations validates every row when the
+    table has at most ``max_gx_rows`` rows, else only the offending rows, and must agree.
+    Writes ``<report_dir>/feed-<feed>-<landing_date>.html`` and ``.json``; raises QualityError
+    on failure.
     """
     _await_prewarm()
     from expectations.feeds import feed_suite
 
+    t0 = time.monotonic()
     day = dt.date.fromisoformat(landing_date).isoformat()
     suite = feed_suite(feed)
-    name = f"feed-{feed}-{day}"
-    title = f"{feed} on {day}"
+    name, title = f"feed-{feed}-{day}", f"{feed} on {day}"
     try:
-        frame = _feed_frame(con, feed, _ident(table))
-        native = _feed_frame(con, feed, _ident(table), text=False)
+        outcome = _validate_feed_duckdb(con, feed, table, day, suite, max_gx_rows)
     except QualityError as exc:
         exc.report_path = _write_schema_report(Path(report_dir), name, title, exc)
         raise
-    return _run(
-        con,
-        frame,
-        {"landing_date": day},
-        suite,
-        key=FEED_KEY,
-        title=title,
-        report_dir=Path(report_dir),
-        name=name,
-        max_gx_rows=max_gx_rows,
-        count_sql=native,
-    )
+    return _finish(Path(report_dir), name, title, outcome, t0, len(suite.expectations))
 
 
 def _write_schema_report(report_dir: Path, name: str, title: str, exc: QualityError) -> Path:

@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
-from pipelines import db
+from pipelines import db, quality
 from pipelines.quality import (
     QualityError,
     QualityResult,
@@ -445,6 +445,111 @@ def test_feed_table_missing_a_required_column(tmp_path):
     with pytest.raises(QualityError, match="paid_at") as err:
         validate_feed(c, "payments", "t", "2025-03-10", tmp_path)
     assert err.value.report_path.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Which engine counts what
+
+
+def test_bills_are_counted_by_great_expectations_on_every_row(con, tmp_path):
+    """The bills' counts are Great Expectations' own, over the whole frame: a duplicated bill
+    is two offending rows (GX's count of a repeated key), and GX saw every row."""
+    con.execute("insert into stg_bills select * from stg_bills where partner_id = 'P002'")
+    with pytest.raises(QualityError) as err:
+        validate_bills(con, "stg_bills", "stg_bill_lines", tmp_path, "r")
+    failed = {f["expectation"]: f for f in err.value.failures}
+    assert failed["bill_key_unique"]["count"] == 2
+    meta = json.loads((tmp_path / "r.json").read_text())["meta"]["koobill"]
+    assert meta["rows_handed_to_gx"] == meta["rows_checked"] == len(PARTNERS) + 1
+    assert {c["counted_by"] for c in meta["checks"]} == {"Great Expectations"}
+    assert "Great Expectations (pandas) evaluated every expectation on all" in meta["coverage"]
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "evaluated every expectation on all 6 rows" in page
+
+
+def test_feed_report_says_duckdb_counted_and_what_gx_saw(tmp_path):
+    c = db.connect()
+    c.execute("""create table stg_payments as
+        select 'R' || i as record_id, 'P001' as partner_id,
+               case when i < 3 then -1 else 10 end::decimal(38,6) as amount, 'CNY' as currency,
+               timestamptz '2025-03-10 01:00:00+00' as paid_at, null::varchar as method,
+               null::varchar as reference, date '2025-03-10' as landing_date
+        from range(500) t(i)""")
+    with pytest.raises(QualityError) as err:
+        validate_feed(c, "payments", "stg_payments", "2025-03-10", tmp_path, max_gx_rows=10)
+    (f,) = err.value.failures
+    assert (f["expectation"], f["count"]) == ("amount_positive", 3)
+    assert [r["amount"] for r in f["rows"]] == ["-1.000000"] * 3  # exact decimal text
+    meta = json.loads((tmp_path / "feed-payments-2025-03-10.json").read_text())["meta"]["koobill"]
+    assert {c["counted_by"] for c in meta["checks"]} == {"DuckDB"}
+    assert meta["coverage"] == (
+        "DuckDB counted every expectation on all 500 rows; Great Expectations validated 3 of "
+        f"them (only rows breaking a rule, up to {quality.SAMPLE_ROWS} per expectation)"
+    )
+
+
+@pytest.mark.parametrize("typ", ["decimal(38,10)", "varchar"])
+def test_an_amount_with_seven_decimals_fails_amounts_6dp(tmp_path, typ):
+    c = db.connect()
+    c.execute(f"""create table stg_payments as
+        select 'R' || i as record_id, 'P001' as partner_id,
+               cast(case when i = 1 then '10.0000001' else '10.000001' end as {typ}) as amount,
+               'CNY' as currency, timestamptz '2025-03-10 01:00:00+00' as paid_at,
+               date '2025-03-10' as landing_date
+        from range(3) t(i)""")
+    with pytest.raises(QualityError) as err:
+        validate_feed(c, "payments", "stg_payments", "2025-03-10", tmp_path)
+    (f,) = err.value.failures
+    assert (f["expectation"], f["count"], f["rows"][0]["record_id"]) == ("amounts_6dp", 1, "R1")
+
+
+def test_every_suite_loads_for_its_engine():
+    from expectations.bills import bills_suite
+    from expectations.feeds import feed_suite
+    from pipelines.config import RECORD_FEEDS
+
+    assert len(quality.load_suite(bills_suite(), "gx")) >= 25
+    for feed in RECORD_FEEDS:
+        rules = quality.load_suite(feed_suite(feed), "duckdb")
+        assert all(r.predicate or r.unique for r in rules), feed
+        assert quality._quality_sql(f"feed_{feed}")
+
+
+def test_a_type_duckdb_cannot_count_is_refused_when_the_suite_loads(tmp_path, monkeypatch):
+    """Refused before any data is read: the table named does not even exist."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    from expectations import feeds
+
+    def suite(feed):
+        return gx.ExpectationSuite(
+            name="odd",
+            expectations=[gxe.ExpectColumnMeanToBeBetween(column="amount", min_value=0)],
+        )
+
+    monkeypatch.setattr(feeds, "feed_suite", suite)
+    with pytest.raises(ValueError, match="expect_column_mean_to_be_between.*cannot count"):
+        validate_feed(db.connect(), "payments", "no_such_table", "2025-03-10", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_argument_duckdb_does_not_honour_is_refused_when_the_suite_loads():
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    suite = gx.ExpectationSuite(
+        name="odd",
+        expectations=[gxe.ExpectColumnValuesToNotBeNull(column="amount", mostly=0.9)],
+    )
+    with pytest.raises(ValueError, match="sets mostly, which the DuckDB engine does not honour"):
+        quality.load_suite(suite, "duckdb")
+    assert quality.load_suite(suite, "gx")  # GX honours it itself
+
+
+def test_a_missing_quality_sql_file_fails_loudly():
+    with pytest.raises(RuntimeError, match="missing"):
+        quality._quality_sql("no_such_frame")
 
 
 # ---------------------------------------------------------------------------------------------
