@@ -21,7 +21,7 @@ from pathlib import Path
 from pipelines import calendar as cal
 from pipelines import quality
 from pipelines.config import Paths, require_data_dir, resolve_data_dir
-from pipelines.db import connect, lake_files, render, sql
+from pipelines.db import connect, database_path, lake_files, render, sql
 from pipelines.lake import (
     KoobillError,
     commit_version,
@@ -113,6 +113,7 @@ def _close(root: Path, month: str, force: bool, restate: bool, echo: Echo) -> Cl
     t0 = time.monotonic()
     quality.prewarm()  # the quality gate's import overlaps the bills' SQL
     paths = Paths(root)
+    database_path(paths.warehouse)  # the warehouse can be written there: fail up front
     con = connect(":memory:")
     try:
         prev_version, prev_part = _existing(paths, month, con)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.lake import KoobillError
+
 
 def _sql_dir() -> Path:
     """The folder of package ``pipelines.sql``: the repository's ``sql/`` in a checkout or an
@@ -45,6 +47,8 @@ def connect(
     path: str | Path = ":memory:", *, read_only: bool = False, threads: int | None = None
 ) -> duckdb.DuckDBPyConnection:
     """A connection in UTC (timestamps are stored in UTC; Beijing boundaries are explicit)."""
+    if str(path) != ":memory:" and not read_only:
+        database_path(path)
     con = duckdb.connect(str(path), read_only=read_only)
     con.execute("set TimeZone = 'UTC'")
     con.execute("set preserve_insertion_order = true")
@@ -52,6 +56,21 @@ def connect(
     if threads:
         con.execute("set threads = $n", {"n": int(threads)})
     return con
+
+
+def database_path(path: str | Path) -> str:
+    """The path to give DuckDB for a database file it writes (connect, ATTACH), checked.
+
+    DuckDB names a database's write-ahead log by inserting ``.wal`` before the first ``?`` of
+    its path (it reads ``?`` as the start of options; it resolves links and relative paths
+    first, so no alias avoids it): a database under a folder such as ``a?b`` fails on its
+    first commit, after the lake was written. Say so before anything is written."""
+    if "?" in str(Path(path).resolve()):
+        raise KoobillError(
+            f"{Path(path).parent} holds a '?': DuckDB cannot keep a database there (it would "
+            "write its log under another folder). Move the data dir to a path without '?'."
+        )
+    return str(path)
 
 
 def limit_memory(con: duckdb.DuckDBPyConnection, limit: str, spill_dir: Path) -> None:

@@ -26,7 +26,7 @@ from pipelines.config import (
     require_data_dir,
     resolve_data_dir,
 )
-from pipelines.db import connect, lake_files, limit_memory, render, sql
+from pipelines.db import connect, database_path, lake_files, limit_memory, render, sql
 from pipelines.lake import (
     KoobillError,
     commit_version,
@@ -174,6 +174,7 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
 def _open(root: Path, d: dt.date) -> duckdb.DuckDBPyConnection:
     """The ingest's in-memory database: memory limited (``$KOOBILL_MEMORY_LIMIT``), spilling
     under the data dir, with the date's values as session variables (the views read them)."""
+    database_path(Paths(root).warehouse)  # the warehouse can be written there: fail up front
     con = connect(":memory:")
     try:
         tmp = root / ".tmp"

@@ -26,7 +26,7 @@ import duckdb
 
 from pipelines import schema
 from pipelines.config import Paths, resolve_data_dir
-from pipelines.db import connect, ident, lake_files, render, sql
+from pipelines.db import connect, database_path, ident, lake_files, render, sql
 from pipelines.lake import fsync_dir, lock_wait_s, partitions
 
 TABLES = [t for t in schema.PUBLIC if t.kind == "table"]
@@ -119,7 +119,7 @@ def publish(root: Path) -> Path:
         con.execute("attach $path as work (read_only)", {"path": str(work)})
         con.execute(
             f"attach $path as pub (storage_version '{PUBLISHED_STORAGE_VERSION}')",
-            {"path": str(tmp)},
+            {"path": database_path(tmp)},
         )
         con.execute("copy from database work to pub")
         con.execute("detach pub")
