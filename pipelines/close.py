@@ -21,7 +21,7 @@ from pathlib import Path
 from pipelines import calendar as cal
 from pipelines import quality
 from pipelines.config import Paths, require_data_dir, resolve_data_dir
-from pipelines.db import connect, database_path, lake_files, render, sql
+from pipelines.db import connect, create_temp, database_path, lake_files, render, sql
 from pipelines.lake import (
     KoobillError,
     commit_version,
@@ -222,9 +222,11 @@ def _stage(con, paths: Paths, month: str, prev_part: Path | None, missing: list[
     _assign_versions(con, prev_part)
     closed_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     params = {"month": month}
-    con.execute("create temp table staged_lines as " + sql("bill_lines"), params)
-    con.execute(
-        "create temp table staged_bills as " + sql("bills"),
+    create_temp(con, "staged_lines", sql("bill_lines"), params)
+    create_temp(
+        con,
+        "staged_bills",
+        sql("bills"),
         {
             **params,
             "closed_at": closed_at,
@@ -249,8 +251,8 @@ def _publish(
             "lines": lake_files(prev_part / "bill_lines.parquet"),
         }
         bills_q, lines_q = sql("close/published_bills"), sql("close/published_lines")
-        con.execute("create temp table pub_bills as " + bills_q, {"bills": old["bills"]})
-        con.execute("create temp table pub_lines as " + lines_q, {"lines": old["lines"]})
+        create_temp(con, "pub_bills", bills_q, {"bills": old["bills"]})
+        create_temp(con, "pub_lines", lines_q, {"lines": old["lines"]})
     else:
         con.execute("create temp table pub_bills as from staged_bills order by partner_id")
         con.execute("create temp table pub_lines as from staged_lines order by partner_id, line_no")
@@ -285,10 +287,12 @@ def _assign_versions(con, prev_part: Path | None) -> None:
     more than its latest published version, with that version's invoice number (the invoice
     a restated bill supersedes)."""
     if prev_part is None:
-        con.execute("create or replace temp table bill_partners as " + sql("close/first_versions"))
+        create_temp(con, "bill_partners", sql("close/first_versions"))
         return
-    con.execute(
-        "create or replace temp table bill_partners as " + sql("close/bill_versions"),
+    create_temp(
+        con,
+        "bill_partners",
+        sql("close/bill_versions"),
         {"bills": lake_files(prev_part / "bills.parquet")},
     )
 
@@ -325,8 +329,10 @@ def _changed_partners(con, prev_part: Path) -> list[str]:
         published_columns=", ".join(f"o.{c}" for c in _COMPARED),
         line_columns=line_cols,
     )
-    con.execute(
-        "create temp table changed as " + query,
+    create_temp(
+        con,
+        "changed",
+        query,
         {
             "bills": lake_files(prev_part / "bills.parquet"),
             "lines": lake_files(prev_part / "bill_lines.parquet"),
@@ -369,8 +375,10 @@ def _stage_inputs(con, paths: Paths, month: str) -> None:
         recipient=", ".join(c if c in have else f"null::varchar as {c}" for c in RECIPIENT_COLUMNS),
         recipient_names=", ".join(f"l.{c}" for c in RECIPIENT_COLUMNS),
     )
-    con.execute(
-        "create temp table bill_partners as " + query,
+    create_temp(
+        con,
+        "bill_partners",
+        query,
         {"snapshots": files, "latest": dt.date.fromisoformat(snaps[-1][0]), "month": month},
     )
 

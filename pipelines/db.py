@@ -80,6 +80,20 @@ def limit_memory(con: duckdb.DuckDBPyConnection, limit: str, spill_dir: Path) ->
     con.execute("set memory_limit = $limit", {"limit": limit})
 
 
+def create_temp(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    query: str,
+    params: dict | None = None,
+    *,
+    view: bool = False,
+) -> None:
+    """Materialise ``query`` as the temp table ``name`` (or define it as a temp view: a view
+    takes no parameters)."""
+    kind = "view" if view else "table"
+    con.execute(f"create or replace temp {kind} {ident(name)} as\n{query}", params)
+
+
 @functools.cache
 def sql(name: str) -> str:
     """The text of ``sql/<name>.sql`` (``name`` may name a folder: ``ingest/estimates``)."""

@@ -26,7 +26,7 @@ from pipelines.config import (
     require_data_dir,
     resolve_data_dir,
 )
-from pipelines.db import connect, database_path, lake_files, limit_memory, render, sql
+from pipelines.db import connect, create_temp, database_path, lake_files, limit_memory, render, sql
 from pipelines.lake import (
     KoobillError,
     commit_version,
@@ -319,25 +319,23 @@ def _validate(con, feed: str, earlier) -> None:
     ``rejected`` and its accepted rows are written straight to the lake, so the day is never
     stored twice."""
     if feed == "usage":
-        con.execute("create temp table usage_prices as " + sql("ingest/usage_prices"))
+        create_temp(con, "usage_prices", sql("ingest/usage_prices"))
     typed = staging_source(f"typ_{feed}")
     if feed in RECORD_FEEDS:
-        con.execute("create temp view checked as " + _checked(feed, typed))
-        con.execute("create temp table rejected as " + sql("ingest/rejected"))
+        create_temp(con, "checked", _checked(feed, typed), view=True)
+        create_temp(con, "rejected", sql("ingest/rejected"))
         _dedupe_records(con, feed, earlier)
         quarantine = _work_sql("quarantine_records", feed, blank_rid=rules.blank_sql("_rid"))
         con.execute(quarantine, {"feed": feed})
         return
-    con.execute(f"create temp table {feed}_checked as " + _checked(feed, typed))
+    create_temp(con, f"{feed}_checked", _checked(feed, typed))
     hashed = {"content_hash": rules.content_hash(feed)}
-    con.execute(
-        f"create temp table {feed}_resolved as " + render(f"ingest/{feed}_resolved", **hashed)
-    )
+    create_temp(con, f"{feed}_resolved", render(f"ingest/{feed}_resolved", **hashed))
     if feed == "partners":
-        con.execute("create temp table snapshot as " + sql("ingest/snapshot"))
+        create_temp(con, "snapshot", sql("ingest/snapshot"))
     else:
-        con.execute("create temp table price_list as " + sql("ingest/price_list"))
-        con.execute("create temp table price_timeline as " + sql("ingest/price_timeline"))
+        create_temp(con, "price_list", sql("ingest/price_list"))
+        create_temp(con, "price_timeline", sql("ingest/price_timeline"))
     rid = "cast(partner_id as varchar)" if feed == "partners" else "cast(sku_code as varchar)"
     con.execute(
         _work_sql(
@@ -531,18 +529,16 @@ def _dedupe_records(con, feed: str, earlier) -> None:
             _work_sql("history", feed, content_hash=h),
             {"files": lake_files(files), "lo": lo, "hi": hi},
         )
-    con.execute("create temp table repeated as " + _work_sql("repeated_ids", feed))
+    create_temp(con, "repeated", _work_sql("repeated_ids", feed))
     # the rules are applied to the few rows of repeated ids only (not the whole day)
     few = staging_source(f"typ_{feed}", "s.record_id in (select record_id from repeated)")
-    con.execute(
-        "create temp table duplicates as "
-        + render(
-            "ingest/duplicates",
-            checked_repeated=_checked(feed, few),
-            content_hash=h,
-            typed_json=_typed_json(feed),
-        )
+    query = render(
+        "ingest/duplicates",
+        checked_repeated=_checked(feed, few),
+        content_hash=h,
+        typed_json=_typed_json(feed),
     )
+    create_temp(con, "duplicates", query)
 
 
 # --- outputs -----------------------------------------------------------------------------------
@@ -651,7 +647,7 @@ def _estimates(con, vdir: Path, d: dt.date, earlier) -> list[dict]:
         p / "totals.parquet" for v, p in earlier if v >= start and (p / "totals.parquet").exists()
     ]
     params = {"files": lake_files([*files, totals]), "months": list(months)}
-    con.execute("create temp table est as " + sql("ingest/estimates"), params)
+    create_temp(con, "est", sql("ingest/estimates"), params)
     q = "copy est to $path (format parquet)"
     con.execute(q, {"path": str(vdir / "estimates.parquet")})
     cur = con.execute("select * from est")
