@@ -3,6 +3,26 @@
 The whole date is one transaction: everything is computed in an in-memory DuckDB, written into a
 fresh version folder, validated, and only then committed (``lake.commit_version``) and mirrored
 into the warehouse. Rerunning a date replaces exactly that date.
+
+The SQL is in ``sql/ingest/``, one step per file; this module runs them in this order:
+
+1. Read: every landing file (``read_csv.sql``, ``read_parquet.sql``, or Python for JSONL and
+   damaged CSV) typed as it is read (``typed_rows.sql``) into ``typ_<feed>``.
+2. Reference data of earlier dates: ``work_tables.sql``, ``previous_snapshot.sql``,
+   ``previous_prices.sql``.
+3. Partners, then prices: ``checked_rows.sql`` (every rule), ``partners_resolved.sql`` and
+   ``snapshot.sql``; ``prices_resolved.sql``, ``price_list.sql``, ``price_timeline.sql``;
+   ``quarantine_reference.sql``.
+4. Each record feed: ``usage_prices.sql`` (usage), ``checked_rows.sql`` as the view
+   ``checked``, ``rejected.sql``, ``history.sql``, ``repeated_ids.sql``, ``duplicates.sql``,
+   ``quarantine_records.sql``.
+5. Write each feed (``accepted.sql``, ``accepted_records.sql``, ``output_view.sql``), count
+   it (``file_counts_*.sql``, ``top_reasons_*.sql``) and drop its work (``drop_work.sql``).
+6. The date's ``totals.sql`` and the open months' ``estimates.sql``; ``late_records.sql``.
+
+Values (the date, paths, limits) are bound parameters, or session variables read by the views
+(``koobill_landing_date``, ``koobill_landed_month``, ``koobill_future_after``); the only SQL
+made in Python is structure generated from ``config.FEEDS`` and the rules (``db.render``).
 """
 
 from __future__ import annotations
@@ -199,6 +219,7 @@ def _work_sql(name: str, feed: str, **parts: str) -> str:
         "staged": f"typ_{feed}",
         "checked": f"{feed}_checked" if feed not in RECORD_FEEDS else "checked",
         "resolved": f"{feed}_resolved",
+        "accepted": f"{feed}_accepted",
     }
     text = sql(f"ingest/{name}")
     return render(
@@ -331,6 +352,8 @@ def _validate(con, feed: str, earlier) -> None:
     create_temp(con, f"{feed}_checked", _checked(feed, typed))
     hashed = {"content_hash": rules.content_hash(feed)}
     create_temp(con, f"{feed}_resolved", render(f"ingest/{feed}_resolved", **hashed))
+    accepted = f"select * from {feed}_resolved where _status = 'accept'"
+    create_temp(con, f"{feed}_accepted", accepted)  # materialised: read twice
     if feed == "partners":
         create_temp(con, "snapshot", sql("ingest/snapshot"))
     else:
@@ -551,7 +574,7 @@ def _accept(con, feed: str, vdir: Path) -> None:
     if feed in RECORD_FEEDS:
         accepted = f"({sql('ingest/accepted_records')})"
     else:
-        accepted = f"(select * from {feed}_resolved where _status = 'accept')"
+        accepted = f"{feed}_accepted"
     con.execute(
         render(
             "ingest/accepted",

@@ -9,8 +9,7 @@ with all_prices as (
     select
         sku_code, unit, unit_price, currency, effective_from, effective_to,
         getvariable('koobill_landing_date'), _file, _row
-    from prices_resolved
-    where _status = 'accept'
+    from prices_accepted
 ),
 
 ranked as (

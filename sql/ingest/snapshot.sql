@@ -3,8 +3,7 @@
 
 with accepted as (
     select partner_id, partner_name, currency, tax_rate, discount_rate
-    from partners_resolved
-    where _status = 'accept'
+    from partners_accepted
 )
 
 select * from accepted
