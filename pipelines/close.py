@@ -21,7 +21,7 @@ from pathlib import Path
 from pipelines import calendar as cal
 from pipelines import quality
 from pipelines.config import Paths, require_data_dir, resolve_data_dir
-from pipelines.db import connect, parquet, quote_path, sql
+from pipelines.db import connect, create_temp, database_path, lake_files, render, sql
 from pipelines.lake import (
     KoobillError,
     commit_version,
@@ -104,7 +104,8 @@ def _existing(paths: Paths, month: str, con) -> tuple[int, Path | None]:
     f = part / "bills.parquet"
     if not f.exists():
         return 0, None
-    v = con.execute(f"select coalesce(max(version), 0) from {parquet(f)}").fetchone()[0]
+    q = "select coalesce(max(version), 0) from read_parquet($bills, hive_partitioning = false)"
+    v = con.execute(q, {"bills": lake_files(f)}).fetchone()[0]
     return int(v), part
 
 
@@ -112,109 +113,30 @@ def _close(root: Path, month: str, force: bool, restate: bool, echo: Echo) -> Cl
     t0 = time.monotonic()
     quality.prewarm()  # the quality gate's import overlaps the bills' SQL
     paths = Paths(root)
+    database_path(paths.warehouse)  # the warehouse can be written there: fail up front
     con = connect(":memory:")
     try:
         prev_version, prev_part = _existing(paths, month, con)
         if prev_version and not restate:
-            bills = _current(con, prev_part)
-            # The lake is the truth: a close killed between its lake commit and the warehouse
-            # transaction left the warehouse behind; replacing the partition again is a no-op
-            # otherwise.
-            from pipelines.warehouse import sync_partition
-
-            sync_partition(root, "bills", month)
-            return CloseResult(
-                month,
-                prev_version,
-                False,
-                bills,
-                f"{month} is already closed (version {prev_version}); nothing changed. "
-                "Use --restate to make a new version.",
-            )
-        if restate and not prev_version:
-            raise KoobillError(f"{month} has not been closed yet: there is nothing to restate")
-        missing = missing_dates(root, month)
-        if missing and not force:
-            raise KoobillError(
-                f"cannot close {month}: {len(missing)} landing date(s) through the cutoff "
-                f"{cal.cutoff(month)} have not been ingested: {cal.format_date_ranges(missing)}. "
-                "Ingest them (koobill ingest --date ...) or close with --force."
-            )
-        if missing:
-            echo(
-                f"warning: closing {month} with --force; missing landing dates: {cal.format_date_ranges(missing)}"
-            )
-        window = f"{cal.landing_window(month)[0]}..{cal.cutoff(month)}"
-        if prev_part is None:
-            echo(f"closing {month} (version 1) from landing dates {window}")
-        else:
-            echo(f"restating {month} (current version {prev_version}) from landing dates {window}")
-        _stage_inputs(con, paths, month)
-        _assign_versions(con, prev_part)
-        closed_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        params = {"month": month}
-        con.execute("create temp table staged_lines as " + sql("bill_lines"), params)
-        con.execute(
-            "create temp table staged_bills as " + sql("bills"),
-            {
-                **params,
-                "closed_at": closed_at,
-                "cutoff": cal.cutoff(month),
-                "forced": bool(missing),
-                "missing": ",".join(missing) if missing else None,
-            },
-        )
+            return _already_closed(con, root, month, prev_version, prev_part)
+        missing = _missing_before_close(root, month, restate, prev_version, force, echo)
+        _stage(con, paths, month, prev_part, missing)
         changes: list[str] = []
         if prev_part is not None:
             changed = _changed_partners(con, prev_part)
             if not changed:
                 # nothing is written: no new version, no new invoice number, the same lake bytes
-                bills = _current(con, prev_part)
                 return CloseResult(
                     month,
                     prev_version,
                     False,
-                    bills,
+                    _current(con, prev_part),
                     f"restating {month}: nothing changed since the published bills "
                     f"(no component and no line differs); every bill keeps its version and "
                     "invoice, nothing was written",
                 )
             changes = _diff(con, prev_part, changed)
-            # only the partners whose bill changed get a new version
-            for t in ("staged_bills", "staged_lines"):
-                con.execute(
-                    f"delete from {t} where partner_id not in (select partner_id from changed)"
-                )
-            old_b = parquet(prev_part / "bills.parquet")
-            old_l = parquet(prev_part / "bill_lines.parquet")
-            bills_q = (
-                "select * replace (case when status = 'closed' and partner_id in "
-                "(select partner_id from changed) then 'superseded' else status end as status) "
-                f"from {old_b} union all by name select * from staged_bills"
-            )
-            lines_q = f"select * from {old_l} union all by name select * from staged_lines"
-        else:
-            bills_q, lines_q = "select * from staged_bills", "select * from staged_lines"
-        # the whole partition as it will be published (every version) passes the quality gate
-        con.execute(f"create temp table pub_bills as {bills_q} order by version, partner_id")
-        con.execute(
-            f"create temp table pub_lines as {lines_q} order by version, partner_id, line_no"
-        )
-        version = int(con.execute("select max(version) from pub_bills").fetchone()[0])
-        report = _validate(con, paths, month, prev_version + 1)
-        vdir = new_version_dir(paths.bills_dir(month))
-        try:
-            con.execute(f"copy pub_bills to {quote_path(vdir / 'bills.parquet')} (format parquet)")
-            con.execute(
-                f"copy pub_lines to {quote_path(vdir / 'bill_lines.parquet')} "
-                "(format parquet, compression zstd)"
-            )
-            commit_version(paths.bills_dir(month), vdir)
-        except BaseException:
-            import shutil
-
-            shutil.rmtree(vdir, ignore_errors=True)
-            raise
+        version, report = _publish(con, paths, month, prev_part, prev_version)
         bills = _rows(con, "select * from staged_bills order by partner_id")
     finally:
         con.close()
@@ -251,13 +173,113 @@ def _close(root: Path, month: str, force: bool, restate: bool, echo: Echo) -> Cl
     )
 
 
+def _already_closed(con, root: Path, month: str, version: int, part: Path) -> CloseResult:
+    bills = _current(con, part)
+    # The lake is the truth: a close killed between its lake commit and the warehouse
+    # transaction left the warehouse behind; replacing the partition again is a no-op
+    # otherwise.
+    from pipelines.warehouse import sync_partition
+
+    sync_partition(root, "bills", month)
+    return CloseResult(
+        month,
+        version,
+        False,
+        bills,
+        f"{month} is already closed (version {version}); nothing changed. "
+        "Use --restate to make a new version.",
+    )
+
+
+def _missing_before_close(
+    root: Path, month: str, restate: bool, prev_version: int, force: bool, echo: Echo
+) -> list[str]:
+    """The landing dates of the month not ingested (an error unless ``force``)."""
+    if restate and not prev_version:
+        raise KoobillError(f"{month} has not been closed yet: there is nothing to restate")
+    missing = missing_dates(root, month)
+    if missing and not force:
+        raise KoobillError(
+            f"cannot close {month}: {len(missing)} landing date(s) through the cutoff "
+            f"{cal.cutoff(month)} have not been ingested: {cal.format_date_ranges(missing)}. "
+            "Ingest them (koobill ingest --date ...) or close with --force."
+        )
+    if missing:
+        echo(
+            f"warning: closing {month} with --force; missing landing dates: {cal.format_date_ranges(missing)}"
+        )
+    window = f"{cal.landing_window(month)[0]}..{cal.cutoff(month)}"
+    if not prev_version:
+        echo(f"closing {month} (version 1) from landing dates {window}")
+    else:
+        echo(f"restating {month} (current version {prev_version}) from landing dates {window}")
+    return missing
+
+
+def _stage(con, paths: Paths, month: str, prev_part: Path | None, missing: list[str]) -> None:
+    """``staged_lines`` and ``staged_bills``: the month's bills as this run computes them."""
+    _stage_inputs(con, paths, month)
+    _assign_versions(con, prev_part)
+    closed_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    params = {"month": month}
+    create_temp(con, "staged_lines", sql("bill_lines"), params)
+    create_temp(
+        con,
+        "staged_bills",
+        sql("bills"),
+        {
+            **params,
+            "closed_at": closed_at,
+            "cutoff": cal.cutoff(month),
+            "forced": bool(missing),
+            "missing": ",".join(missing) if missing else None,
+        },
+    )
+
+
+def _publish(
+    con, paths: Paths, month: str, prev_part: Path | None, prev_version: int
+) -> tuple[int, str | None]:
+    """Validate the month's partition as it will be published (every version) and commit it.
+    Returns the highest version and the quality report."""
+    if prev_part is not None:
+        # only the partners whose bill changed get a new version
+        for t in ("staged_bills", "staged_lines"):
+            con.execute(f"delete from {t} where partner_id not in (select partner_id from changed)")
+        old = {
+            "bills": lake_files(prev_part / "bills.parquet"),
+            "lines": lake_files(prev_part / "bill_lines.parquet"),
+        }
+        bills_q, lines_q = sql("close/published_bills"), sql("close/published_lines")
+        create_temp(con, "pub_bills", bills_q, {"bills": old["bills"]})
+        create_temp(con, "pub_lines", lines_q, {"lines": old["lines"]})
+    else:
+        con.execute("create temp table pub_bills as from staged_bills order by partner_id")
+        con.execute("create temp table pub_lines as from staged_lines order by partner_id, line_no")
+    version = int(con.execute("select max(version) from pub_bills").fetchone()[0])
+    # the whole partition as it will be published (every version) passes the quality gate
+    report = _validate(con, paths, month, prev_version + 1)
+    vdir = new_version_dir(paths.bills_dir(month))
+    try:
+        con.execute(
+            "copy pub_bills to $path (format parquet)", {"path": str(vdir / "bills.parquet")}
+        )
+        con.execute(
+            "copy pub_lines to $path (format parquet, compression zstd)",
+            {"path": str(vdir / "bill_lines.parquet")},
+        )
+        commit_version(paths.bills_dir(month), vdir)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(vdir, ignore_errors=True)
+        raise
+    return version, report
+
+
 def _current(con, part: Path) -> list[dict]:
     """The current (closed) bill of each partner in a published partition."""
-    return _rows(
-        con,
-        f"select * from {parquet(part / 'bills.parquet')} "
-        "where status = 'closed' order by partner_id",
-    )
+    return _rows(con, sql("close/current_bills"), {"bills": lake_files(part / "bills.parquet")})
 
 
 def _assign_versions(con, prev_part: Path | None) -> None:
@@ -265,23 +287,13 @@ def _assign_versions(con, prev_part: Path | None) -> None:
     more than its latest published version, with that version's invoice number (the invoice
     a restated bill supersedes)."""
     if prev_part is None:
-        con.execute(
-            "create or replace temp table bill_partners as select *, 1::integer as version, "
-            "null::varchar as supersedes_invoice_no from bill_partners"
-        )
+        create_temp(con, "bill_partners", sql("close/first_versions"))
         return
-    con.execute(
-        f"""create or replace temp table bill_partners as
-        with latest as (
-          select partner_id, max(version) as version,
-                 arg_max(invoice_no, version) as invoice_no
-          from {parquet(prev_part / "bills.parquet")}
-          group by partner_id
-        )
-        select bp.*, (coalesce(l.version, 0) + 1)::integer as version,
-               l.invoice_no::varchar as supersedes_invoice_no
-        from bill_partners as bp left join latest as l on bp.partner_id = l.partner_id
-        order by bp.partner_id"""
+    create_temp(
+        con,
+        "bill_partners",
+        sql("close/bill_versions"),
+        {"bills": lake_files(prev_part / "bills.parquet")},
     )
 
 
@@ -311,119 +323,69 @@ def _changed_partners(con, prev_part: Path) -> list[str]:
     from pipelines import schema
 
     line_cols = ", ".join(f'"{c}"' for c in schema.BILL_LINES.column_names if c != "version")
-    bill_cols = ", ".join(f"s.{c}" for c in _COMPARED)
-    old_cols = ", ".join(f"o.{c}" for c in _COMPARED)
-    con.execute(
-        f"""create temp table changed as
-        with old_b as (
-          select * from {parquet(prev_part / "bills.parquet")} where status = 'closed'
-        ),
-        old_l as (
-          select l.* from {parquet(prev_part / "bill_lines.parquet")} as l
-          inner join old_b as b
-            on l.partner_id = b.partner_id and l.version = b.version
-        ),
-        bill_diff as (
-          select coalesce(s.partner_id, o.partner_id) as partner_id
-          from staged_bills as s full join old_b as o on s.partner_id = o.partner_id
-          where s.partner_id is null or o.partner_id is null
-             or row({bill_cols}) is distinct from row({old_cols})
-        ),
-        line_diff as (
-          (select {line_cols} from staged_lines except all select {line_cols} from old_l)
-          union all
-          (select {line_cols} from old_l except all select {line_cols} from staged_lines)
-        )
-        select partner_id from bill_diff
-        union
-        select partner_id from line_diff
-        order by partner_id"""
+    query = render(
+        "close/changed_partners",
+        bill_columns=", ".join(f"s.{c}" for c in _COMPARED),
+        published_columns=", ".join(f"o.{c}" for c in _COMPARED),
+        line_columns=line_cols,
+    )
+    create_temp(
+        con,
+        "changed",
+        query,
+        {
+            "bills": lake_files(prev_part / "bills.parquet"),
+            "lines": lake_files(prev_part / "bill_lines.parquet"),
+        },
     )
     return [r[0] for r in con.execute("select partner_id from changed").fetchall()]
 
 
 def _stage_inputs(con, paths: Paths, month: str) -> None:
+    """The month's inputs: ``<feed>_m``, the accepted records of its landing window, and
+    ``bill_partners``, the partners billed."""
     lo, hi = (d.isoformat() for d in cal.landing_window(month))
     parts = [(v, p) for v, p in partitions(paths.ingest, "landing_date") if lo <= v <= hi]
+    con.execute(sql("close/month_inputs"))
     for feed in ("orders", "usage", "adjustments", "coupons"):
         files = [p / f"{feed}.parquet" for _v, p in parts if (p / f"{feed}.parquet").exists()]
         if files:
-            con.execute(
-                f"create temp view {feed}_m as select * from {parquet(files, union_by_name=True)}"
-            )
+            variable = f"koobill_{feed}_files"
+            con.execute(f"set variable {variable} = $files", {"files": lake_files(files)})
+            con.execute(render("close/month_input", view=f"{feed}_m", variable=variable))
         else:
-            con.execute(f"create temp table {feed}_m ({_EMPTY[feed]})")
+            con.execute(f"create temp view {feed}_m as from {feed}_none")
     # Partners billed: the snapshot at the cutoff plus any partner with records in the month;
     # attributes from the latest snapshot (on or before the cutoff) that lists the partner.
     snaps = [
-        (v, p / "partners.parquet")
+        (v, lake_files(p / "partners.parquet"))
         for v, p in partitions(paths.ingest, "landing_date")
         if v <= hi and (p / "partners.parquet").exists()
     ]
-    snaps = [
-        (v, f) for v, f in snaps if con.execute(f"select count(*) from {parquet(f)}").fetchone()[0]
-    ]
-    if snaps:
-        latest = snaps[-1][0]
-        src = parquet([f for _v, f in snaps], union_by_name=True)
-        # the recipient columns are optional: snapshots landed before they existed lack them
-        have = {r[0] for r in con.execute(f"describe select * from {src}").fetchall()}
-        recipient = ", ".join(
-            c if c in have else f"null::varchar as {c}" for c in RECIPIENT_COLUMNS
-        )
-        con.execute(
-            f"""create temp table bill_partners as
-            with allp as (
-              select landing_date, partner_id, partner_name, currency, tax_rate, {recipient}
-              from {src}
-            ),
-            latest as (
-              select * exclude (rn) from (
-                select *, row_number() over (partition by partner_id order by landing_date desc) rn
-                from allp) where rn = 1
-            ),
-            wanted as (
-              select partner_id from allp where landing_date = '{latest}'::date
-              union
-              select partner_id from orders_m where bill_month_assigned = $month
-              union
-              select partner_id from usage_m where bill_month_assigned = $month
-              union
-              select partner_id from adjustments_m where bill_month_assigned = $month
-              union
-              select partner_id from coupons_m where bill_month_assigned = $month
-            )
-            select l.partner_id, l.partner_name, l.currency, l.tax_rate,
-                   {", ".join(f"l.{c}" for c in RECIPIENT_COLUMNS)}
-            from latest l join wanted w using (partner_id) order by l.partner_id""",
-            {"month": month},
-        )
-    else:
-        con.execute(
-            "create temp table bill_partners (partner_id varchar, partner_name varchar, "
-            "currency varchar, tax_rate decimal(38,6), "
-            + ", ".join(f"{c} varchar" for c in RECIPIENT_COLUMNS)
-            + ")"
-        )
+    snaps = [(v, f) for v, f in snaps if _row_count(con, f)]
+    if not snaps:
+        con.execute("create temp table bill_partners as from bill_partners_none")
+        return
+    files = [f for _v, fs in snaps for f in fs]
+    # the recipient columns are optional: snapshots landed before they existed lack them
+    q = "describe select * from read_parquet($files, hive_partitioning = false, union_by_name = true)"
+    have = {r[0] for r in con.execute(q, {"files": files}).fetchall()}
+    query = render(
+        "close/bill_partners",
+        recipient=", ".join(c if c in have else f"null::varchar as {c}" for c in RECIPIENT_COLUMNS),
+        recipient_names=", ".join(f"l.{c}" for c in RECIPIENT_COLUMNS),
+    )
+    create_temp(
+        con,
+        "bill_partners",
+        query,
+        {"snapshots": files, "latest": dt.date.fromisoformat(snaps[-1][0]), "month": month},
+    )
 
 
-_EMPTY = {
-    "orders": "partner_id varchar, amount decimal(38,6), order_type varchar, customer_id varchar, "
-    "customer_name varchar, product_id varchar, product_name varchar, sku_code varchar, "
-    "region varchar, source_month varchar, late boolean, currency varchar, "
-    "official_amount decimal(38,6), discount_amount decimal(38,6), "
-    "event_time timestamptz, bill_month_assigned varchar",
-    "usage": "partner_id varchar, customer_id varchar, customer_name varchar, product_id varchar, "
-    "product_name varchar, sku_code varchar, region varchar, source_month varchar, "
-    "late boolean, currency varchar, quantity decimal(38,6), "
-    "official_amount decimal(38,6), discount_amount decimal(38,6), amount decimal(38,6), "
-    "usage_start timestamptz, bill_month_assigned varchar",
-    "adjustments": "partner_id varchar, customer_id varchar, product_id varchar, "
-    "source_month varchar, late boolean, reason varchar, currency varchar, "
-    "amount decimal(38,6), bill_month_assigned varchar",
-    "coupons": "partner_id varchar, source_month varchar, late boolean, coupon_id varchar, "
-    "currency varchar, amount decimal(38,6), bill_month_assigned varchar",
-}
+def _row_count(con, files: list[str]) -> int:
+    q = "select count(*) from read_parquet($files, hive_partitioning = false)"
+    return int(con.execute(q, {"files": files}).fetchone()[0])
 
 
 def _validate(con, paths: Paths, month: str, publication: int) -> str | None:
@@ -472,8 +434,8 @@ def _diff(con, prev_part: Path, changed: list[str]) -> list[str]:
     return out
 
 
-def _rows(con, query: str) -> list[dict]:
-    cur = con.execute(query)
+def _rows(con, query: str, params: dict | None = None) -> list[dict]:
+    cur = con.execute(query, params)
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 

@@ -18,13 +18,9 @@ in batches; memory stays bounded whatever the file size.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import csv
 import json
-import os
-import shutil
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,13 +28,12 @@ import duckdb
 import pyarrow as pa
 
 from pipelines.config import FEEDS, FILE_SUFFIXES
-from pipelines.db import quote_path
+from pipelines.db import glob_escape, render
 from pipelines.lake import KoobillError
 
 BATCH = 200_000
 MAX_RAW = 4000  # characters of a raw record kept in quarantine
 MAX_FIELD = 10_000_000  # the longest CSV record either reader accepts (DuckDB max_line_size)
-GLOB_CHARS = frozenset("*?[]{}")  # DuckDB expands these in a path: never pass them through
 
 
 class FileError(KoobillError):
@@ -136,12 +131,11 @@ def load_file(
         raise FileError(path, f"the file is empty (0 bytes); expected at least {what}")
     try:
         into = _Into(con, table, wrap)
-        with _duckdb_path(path) as src:
-            if suffix == ".csv":
-                return _load_csv(con, feed, path, into, progress, src)
-            if suffix == ".jsonl":
-                return _load_jsonl(con, feed, path, into)
-            return _load_parquet(con, feed, path, into, src)
+        if suffix == ".csv":
+            return _load_csv(con, feed, path, into, progress)
+        if suffix == ".jsonl":
+            return _load_jsonl(con, feed, path, into)
+        return _load_parquet(con, feed, path, into)
     except FileError:
         raise
     except OSError as exc:
@@ -156,36 +150,9 @@ class _Into:
     def __init__(self, con: duckdb.DuckDBPyConnection, table: str, wrap: Wrap | None):
         self.con, self.table, self.wrap = con, table, wrap
 
-    def insert(self, source: str, params: list) -> int:
+    def insert(self, source: str, params: dict) -> int:
         sql = self.wrap(source) if self.wrap else source
         return int(self.con.execute(f"insert into {self.table} {sql}", params).fetchone()[0])
-
-
-@contextlib.contextmanager
-def _duckdb_path(path: Path) -> Iterator[Path]:
-    """A path DuckDB reads as exactly this one file.
-
-    DuckDB expands ``*``, ``?`` and ``[...]`` in a path, so a landing file named ``*.csv``
-    would read every CSV of its folder. Such a path is read through ``/proc/self/fd`` (or a
-    symlink with a plain name in a private temp folder where there is no /proc)."""
-    if not GLOB_CHARS & set(str(path)):
-        yield path
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        proc = Path(f"/proc/self/fd/{fd}")
-        if proc.exists() and not GLOB_CHARS & set(str(proc)):
-            yield proc
-            return
-        tmp = Path(tempfile.mkdtemp(prefix="koobill-read-"))
-        try:
-            link = tmp / f"file{path.suffix.lower()}"
-            link.symlink_to(path.resolve())
-            yield link
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        os.close(fd)
 
 
 # --- CSV -------------------------------------------------------------------------------------
@@ -224,30 +191,21 @@ def _select_list(feed: str, present: list[str]) -> str:
     return ", ".join(out)
 
 
-def _load_csv(con, feed, path, into: _Into, progress, src_path: Path) -> int:
+def _load_csv(con, feed, path, into: _Into, progress) -> int:
     header = _csv_header(feed, path)
-    columns = (
-        "{" + ", ".join(f"'{h.replace(chr(39), chr(39) * 2)}': 'VARCHAR'" for h in header) + "}"
-    )
     if progress and path.stat().st_size > 50 << 20:
         progress(f"  reading {path.name} ({path.stat().st_size / 1e6:,.0f} MB)")
     con.execute("drop table if exists _csv_rejects")
     con.execute("drop table if exists _csv_scans")
-    src = (
-        f"read_csv({quote_path(src_path)}, columns={columns}, header=true, auto_detect=false,"
-        " delim=',', quote='\"', escape='\"', strict_mode=true, store_rejects=true,"
-        " rejects_table='_csv_rejects', rejects_scan='_csv_scans', ignore_errors=true,"
-        f" max_line_size={MAX_FIELD})"
-    )
-    # The rows go straight into the staging table, in file order, with _row left NULL: their
-    # record numbers are their positions (rowid) counted from the file's first row, which
-    # ``staging_source`` adds back. One copy of the text, no numbering pass.
     table = into.table
     n = into.insert(
-        "select ? as _file, null::bigint as _row, null::varchar as _error, "
-        "null::varchar as _error_code, "
-        f"null::varchar as _raw, {_select_list(feed, header)} from {src}",
-        [path.name],
+        render("ingest/read_csv", columns=_select_list(feed, header)),
+        {
+            "file": path.name,
+            "path": glob_escape(path),
+            "column_types": dict.fromkeys(header, "VARCHAR"),
+            "max_line_size": MAX_FIELD,
+        },
     )
     rejects = con.execute("select count(*) from _csv_rejects").fetchone()[0]
     if rejects:
@@ -351,7 +309,7 @@ def _flush(con, feed, into: _Into, batch) -> int:
     arrow = pa.Table.from_pydict(data, schema=schema)
     con.register("_batch", arrow)
     try:
-        into.insert("select * from _batch", [])
+        into.insert("select * from _batch", {})
     finally:
         con.unregister("_batch")
     return len(rows)
@@ -445,10 +403,10 @@ def _load_jsonl(con, feed, path, into: _Into) -> int:
 _FLOAT_TYPES = ("FLOAT", "DOUBLE", "REAL")
 
 
-def _load_parquet(con, feed, path, into: _Into, src_path: Path) -> int:
-    src = f"read_parquet({quote_path(src_path)}, file_row_number=true)"
-    desc = con.execute(f"describe select * from {src}").fetchall()
-    types = {name: typ for name, typ, *_ in desc}
+def _load_parquet(con, feed, path, into: _Into) -> int:
+    src = {"path": glob_escape(path)}
+    q = "describe select * from read_parquet($path, file_row_number = true)"
+    types = {name: typ for name, typ, *_ in con.execute(q, src).fetchall()}
     header = [n for n in types if n != "file_row_number"]
     _check_header(feed, path, header)
     for c in FEEDS[feed]:
@@ -468,10 +426,7 @@ def _load_parquet(con, feed, path, into: _Into, src_path: Path) -> int:
         else:
             select.append(f'cast("{c.name}" as varchar) as "{c.name}"')
     return into.insert(
-        "select ? as _file, file_row_number + 1 as _row, null::varchar as _error, "
-        "null::varchar as _error_code, "
-        f"null::varchar as _raw, {', '.join(select)} from {src}",
-        [path.name],
+        render("ingest/read_parquet", columns=", ".join(select)), {"file": path.name, **src}
     )
 
 

@@ -8,6 +8,7 @@ list. Column names come from ``config.FEEDS`` (never from input); values are bou
 from __future__ import annotations
 
 from pipelines.config import FEEDS, MONEY, ORDER_TYPE_ALIASES, ORDER_TYPES
+from pipelines.db import render
 
 DEC_RE = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)"
 TS_RE = (
@@ -71,116 +72,146 @@ def codes_list(exprs: list[str]) -> str:
     return f"list_filter([{', '.join(exprs)}]::varchar[], lambda x: x is not null)"
 
 
-def _column(col) -> tuple[str, list[Branch] | None]:
+class _Col:
+    """The SQL names of one column: its raw text in the staging table (``raw_name``), and in
+    the reason's scope (the staging subquery is aliased t) its raw text ``raw`` and typed value
+    ``typed``."""
+
+    def __init__(self, col):
+        c = self.name = col.name
+        self.col = col
+        self.raw_name = f'"{c}"'
+        self.raw = f't."_s_{c}"'
+        self.typed = f't."{c}"'
+        self.t = f"trim({self.raw_name})"  # over the staging table
+        self.rt = f"trim({self.raw})"  # in the reason's scope
+        self.show = _show(self.raw)
+        self.bad = f"{self.typed} is null"
+        self.missing: Branch = (blank_sql(self.raw), f"'{c} is missing'", "blank_required")
+
+    def unless_blank(self, value: str) -> str:
+        return f"case when not {blank_sql(self.raw_name)} then {value} end"
+
+    def fails(self, what: str, code: str) -> Branch:
+        """The typed value is missing: the raw text is ``what``."""
+        return (self.bad, f"'{self.name} {what} (' || {self.show} || ')'", code)
+
+
+Column = tuple[str, list[Branch] | None]
+
+
+def _text(k: _Col) -> Column:
+    if k.col.required:
+        return k.raw_name, [k.missing]
+    # a blank optional value (empty or white space only) is absent: NULL
+    return k.unless_blank(k.raw_name), None
+
+
+def _partner(k: _Col) -> Column:
+    value = f"case when regexp_full_match({k.raw_name}, {_lit(PARTNER_RE)}) then {k.raw_name} end"
+    return value, [k.missing, k.fails("is not a valid partner id", "bad_partner_id")]
+
+
+def _currency(k: _Col) -> Column:
+    value = f"case when regexp_full_match(upper({k.t}), '[A-Z]{{3}}') then upper({k.t}) end"
+    return value, [k.missing, k.fails("is not a 3-letter currency code", "bad_currency")]
+
+
+def _decimal(k: _Col) -> Column:
+    c, kind, typed, t, rt = k.name, k.col.kind, k.typed, k.t, k.rt
+    value = (
+        f"case when regexp_full_match({t}, {_lit(DEC_RE)}) and {_frac_digits(t)} <= 6 "
+        f"then try_cast({t} as {MONEY}) end"
+    )
+    branches = [
+        k.missing,
+        (
+            f"{k.bad} and not regexp_full_match({rt}, {_lit(DEC_RE)})",
+            f"'{c} is not a plain decimal number (' || {k.show} || ')'",
+            "bad_decimal",
+        ),
+        (
+            f"{k.bad} and {_frac_digits(rt)} > 6",
+            f"'{c} has more than 6 decimal places (' || {k.show} || ')'",
+            "too_many_decimals",
+        ),
+        k.fails("is out of range", "out_of_range"),
+    ]
+    if kind == "rate":
+        branches.append(
+            (f"{typed} < 0 or {typed} >= 1", f"'{c} must be >= 0 and < 1'", "out_of_range")
+        )
+    else:
+        limit = {"money": 10**15, "qty": 10**12}[kind]
+        branches.append(
+            (
+                f"abs({typed}) >= {limit}::{MONEY}",
+                f"'{c} is out of range (' || {k.show} || ')'",
+                "out_of_range",
+            )
+        )
+    if kind == "qty":
+        branches.append((f"{typed} < 0", f"'{c} is negative (' || {k.show} || ')'", "sign_rule"))
+    return k.unless_blank(value), branches
+
+
+def _timestamp(k: _Col) -> Column:
+    value = (
+        f"case when regexp_full_match({k.t}, {_lit(TS_RE)}) then try_cast({k.t} as TIMESTAMPTZ) end"
+    )
+    # an optional timestamp left blank is absent (NULL); a value must be valid
+    missing = k.missing if k.col.required else (k.missing[0], "null", None)
+    return value, [
+        missing,
+        (
+            f"{k.bad} and regexp_full_match({k.rt}, {_lit(TS_NAIVE_RE)})",
+            f"'{k.name} has no UTC offset (' || {k.show} || ')'",
+            "missing_offset",
+        ),
+        k.fails("is not a valid ISO 8601 timestamp", "bad_timestamp"),
+    ]
+
+
+def _month(k: _Col) -> Column:
+    value = f"case when regexp_full_match({k.t}, {_lit(MONTH_RE)}) then {k.t} end"
+    return value, [k.missing, k.fails("is not a month YYYY-MM", "bad_month")]
+
+
+def _order_type(k: _Col) -> Column:
+    cases = " ".join(f"when {_lit(a)} then {_lit(v)}" for a, v in ORDER_TYPE_ALIASES.items())
+    names = ", ".join(_lit(v) for v in ORDER_TYPES)
+    norm = f"case upper({k.t}) {cases} else upper({k.t}) end"
+    what = "is not one of NEW, RENEW, AUTO_RENEW, CHANGE, UNSUBSCRIBE or a bill_type code"
+    return f"case when {norm} in ({names}) then {norm} end", [
+        k.missing,
+        k.fails(what, "bad_enum"),
+    ]
+
+
+_KINDS = {
+    "id": _text,
+    "text": _text,
+    "partner": _partner,
+    "currency": _currency,
+    "money": _decimal,
+    "qty": _decimal,
+    "rate": _decimal,
+    "ts": _timestamp,
+    "month": _month,
+    "order_type": _order_type,
+}
+
+
+def _column(col) -> Column:
     """(typed expression over the raw column, the reason branches or None).
 
     Each branch is (condition, reason text, reason code), tried in order. The reason reads the
     raw text as ``t."_s_<col>"`` and the typed value as ``t."<col>"``; it looks at the raw text
     only when the typed value is missing, so a valid row pays for one parse per column and no
     more."""
-    c, kind = col.name, col.kind
-    raw_name = f'"{c}"'  # in the staging table
-    raw = f't."_s_{c}"'  # in the reason's scope (the staging subquery is aliased t)
-    typed = f't."{c}"'
-    t = f"trim({raw_name})"
-    rt = f"trim({raw})"
-    is_blank = blank_sql(raw)
-    missing = (is_blank, f"'{c} is missing'", "blank_required")
-    show = _show(raw)
-    bad = f"{typed} is null"
-    if kind in ("id", "text"):
-        if col.required:
-            return raw_name, [missing]
-        # a blank optional value (empty or white space only) is absent: NULL
-        return f"case when not {blank_sql(raw_name)} then {raw_name} end", None
-    if kind == "partner":
-        return (
-            f"case when regexp_full_match({raw_name}, {_lit(PARTNER_RE)}) then {raw_name} end",
-            [
-                missing,
-                (bad, f"'{c} is not a valid partner id (' || {show} || ')'", "bad_partner_id"),
-            ],
-        )
-    if kind == "currency":
-        return (
-            f"case when regexp_full_match(upper({t}), '[A-Z]{{3}}') then upper({t}) end",
-            [
-                missing,
-                (bad, f"'{c} is not a 3-letter currency code (' || {show} || ')'", "bad_currency"),
-            ],
-        )
-    if kind in ("money", "qty", "rate"):
-        value = (
-            f"case when regexp_full_match({t}, {_lit(DEC_RE)}) and {_frac_digits(t)} <= 6 "
-            f"then try_cast({t} as {MONEY}) end"
-        )
-        limit = {"money": 10**15, "qty": 10**12, "rate": 1}[kind]
-        branches = [
-            missing,
-            (
-                f"{bad} and not regexp_full_match({rt}, {_lit(DEC_RE)})",
-                f"'{c} is not a plain decimal number (' || {show} || ')'",
-                "bad_decimal",
-            ),
-            (
-                f"{bad} and {_frac_digits(rt)} > 6",
-                f"'{c} has more than 6 decimal places (' || {show} || ')'",
-                "too_many_decimals",
-            ),
-            (bad, f"'{c} is out of range (' || {show} || ')'", "out_of_range"),
-        ]
-        if kind == "rate":
-            branches.append(
-                (f"{typed} < 0 or {typed} >= 1", f"'{c} must be >= 0 and < 1'", "out_of_range")
-            )
-        else:
-            branches.append(
-                (
-                    f"abs({typed}) >= {limit}::{MONEY}",
-                    f"'{c} is out of range (' || {show} || ')'",
-                    "out_of_range",
-                )
-            )
-        if kind == "qty":
-            branches.append((f"{typed} < 0", f"'{c} is negative (' || {show} || ')'", "sign_rule"))
-        return f"case when not {blank_sql(raw_name)} then {value} end", branches
-    if kind == "ts":
-        value = (
-            f"case when regexp_full_match({t}, {_lit(TS_RE)}) then try_cast({t} as TIMESTAMPTZ) end"
-        )
-        if not col.required:
-            # an optional timestamp left blank is absent (NULL); a value must be valid
-            missing = (is_blank, "null", None)
-        branches = [
-            missing,
-            (
-                f"{bad} and regexp_full_match({rt}, {_lit(TS_NAIVE_RE)})",
-                f"'{c} has no UTC offset (' || {show} || ')'",
-                "missing_offset",
-            ),
-            (bad, f"'{c} is not a valid ISO 8601 timestamp (' || {show} || ')'", "bad_timestamp"),
-        ]
-        return value, branches
-    if kind == "month":
-        return (
-            f"case when regexp_full_match({t}, {_lit(MONTH_RE)}) then {t} end",
-            [missing, (bad, f"'{c} is not a month YYYY-MM (' || {show} || ')'", "bad_month")],
-        )
-    if kind == "order_type":
-        cases = " ".join(f"when {_lit(k)} then {_lit(v)}" for k, v in ORDER_TYPE_ALIASES.items())
-        names = ", ".join(_lit(v) for v in ORDER_TYPES)
-        norm = f"case upper({t}) {cases} else upper({t}) end"
-        value = f"case when {norm} in ({names}) then {norm} end"
-        return value, [
-            missing,
-            (
-                bad,
-                f"'{c} is not one of NEW, RENEW, AUTO_RENEW, CHANGE, UNSUBSCRIBE or a bill_type "
-                f"code (' || {show} || ')'",
-                "bad_enum",
-            ),
-        ]
-    raise ValueError(kind)
+    if col.kind not in _KINDS:
+        raise ValueError(col.kind)
+    return _KINDS[col.kind](_Col(col))
 
 
 def _valid(col) -> str:
@@ -228,28 +259,21 @@ def type_codes(feed: str) -> list[str]:
 
 
 def typed_rows(feed: str, source: str) -> str:
-    """The staging-shaped rows of ``source`` typed: ``_file``, ``_row``, the typed columns,
-    ``_type_reason`` (the parse error, or every typing rule broken), ``_type_codes`` (their
-    reason codes, one per broken rule) and ``_raw`` (the record's text, kept only for a row
-    that failed). Evaluated as records are read, so the text columns of a valid row are never
-    stored."""
-    typed = ", ".join(f'"{c.name}"' for c in FEEDS[feed])
-    reasons = f"nullif(concat_ws('; ', {', '.join(type_reasons(feed))}), '')"
-    codes = codes_list(type_codes(feed))
-    guard = type_guard(feed)
-    # a record that could not be parsed (ragged, broken JSON) gets its parse error alone, not
-    # one "is missing" per column on top of it
-    return f"""select _file, _row, {typed}, _type_reason, _type_codes,
-      case when _type_reason is not null then coalesce(_raw, {raw_json(feed)}) end as _raw
-    from (
-      select t.*,
-             coalesce(t._error, case when {guard} then null else {reasons} end)
-               as _type_reason,
-             case when t._error is not null then [t._error_code]
-                  when {guard} then null
-                  else {codes} end as _type_codes
-      from (select {typed_select(feed)} from ({source}) as s) t
-    )"""
+    """The staging-shaped rows of ``source`` typed (``sql/ingest/typed_rows.sql``): ``_file``,
+    ``_row``, the typed columns, ``_type_reason`` (the parse error, or every typing rule
+    broken), ``_type_codes`` (their reason codes, one per broken rule) and ``_raw`` (the
+    record's text, kept only for a row that failed). Evaluated as records are read, so the
+    text columns of a valid row are never stored."""
+    return render(
+        "ingest/typed_rows",
+        staged=source,
+        typed_select=typed_select(feed),
+        columns=", ".join(f'"{c.name}"' for c in FEEDS[feed]),
+        type_guard=type_guard(feed),
+        type_reasons=f"nullif(concat_ws('; ', {', '.join(type_reasons(feed))}), '')",
+        type_codes=codes_list(type_codes(feed)),
+        raw_json=raw_json(feed),
+    )
 
 
 def raw_json(feed: str) -> str:

@@ -26,7 +26,7 @@ import duckdb
 
 from pipelines import schema
 from pipelines.config import Paths, resolve_data_dir
-from pipelines.db import connect, parquet, quote_path, sql
+from pipelines.db import connect, database_path, ident, lake_files, render, sql
 from pipelines.lake import fsync_dir, lock_wait_s, partitions
 
 TABLES = [t for t in schema.PUBLIC if t.kind == "table"]
@@ -94,7 +94,7 @@ def connect_published(root: Path) -> duckdb.DuckDBPyConnection:
         # is open in this process (a long-lived page), connect(path) would hand back the old file.
         con = connect(":memory:")
         try:
-            con.execute(f"attach {quote_path(path)} as published (read_only)")
+            con.execute("attach $path as published (read_only)", {"path": str(path)})
             con.execute("use published")
             return con
         except duckdb.IOException:
@@ -116,9 +116,10 @@ def publish(root: Path) -> Path:
     tmp = root / f".warehouse.{uuid.uuid4().hex[:12]}.publish.duckdb"
     con = connect(":memory:")
     try:
-        con.execute(f"attach {quote_path(work)} as work (read_only)")
+        con.execute("attach $path as work (read_only)", {"path": str(work)})
         con.execute(
-            f"attach {quote_path(tmp)} as pub (storage_version '{PUBLISHED_STORAGE_VERSION}')"
+            f"attach $path as pub (storage_version '{PUBLISHED_STORAGE_VERSION}')",
+            {"path": database_path(tmp)},
         )
         con.execute("copy from database work to pub")
         con.execute("detach pub")
@@ -208,13 +209,19 @@ def insert_from_lake(con: duckdb.DuckDBPyConnection, table: str, files: list[Pat
     """Insert the rows of lake ``files`` into ``table``, matching columns by name. A column the
     files do not have (written before the column existed) is NULL, so older lakes still load."""
     t = schema_of(table)
-    src = parquet(files, union_by_name=True)
-    present = {r[0] for r in con.execute(f"describe select * from {src}").fetchall()}
+    files_ = {"files": lake_files(files)}
+    q = "describe select * from read_parquet($files, hive_partitioning = false, union_by_name = true)"
+    present = {r[0] for r in con.execute(q, files_).fetchall()}
     select = ", ".join(
         f'"{n}"' if n in present else f'null::{typ} as "{n}"' for n, typ, _ in t.columns
     )
-    cols = ", ".join(f'"{c}"' for c in t.column_names)
-    con.execute(f"insert into {table} ({cols}) select {select} from {src}")
+    query = render(
+        "warehouse/insert_from_lake",
+        table=ident(table),
+        columns=", ".join(ident(c) for c in t.column_names),
+        select=select,
+    )
+    con.execute(query, files_)
 
 
 def schema_of(table: str) -> schema.Table:

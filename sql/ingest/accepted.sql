@@ -1,0 +1,16 @@
+-- Writing: a feed's accepted rows with their landing date, bill month and rating, straight to
+-- the version folder ($path).
+--
+-- Template: output is the output's select list (pipelines.ingest.output_columns: the
+-- feed's columns, the bill month and, for usage, the rated amounts); accepted the
+-- accepted rows; order_by the order the file keeps (usage, the feed at metering scale,
+-- is written in the order the parallel engine yields it: sorting millions of wide rows would
+-- cost a third of the ingest; every other file keeps the landing files' order).
+
+copy (
+    select
+        getvariable('koobill_landing_date') as landing_date,
+        {{ output }}
+    from {{ accepted }}
+    {{ order_by }}
+) to $path (format parquet, compression zstd)

@@ -1,0 +1,12 @@
+-- A record feed's rows that break a rule, kept for the quarantine and the counts (the valid
+-- rows are written straight to the lake from the "checked" view).
+
+select
+    _file,
+    _row,
+    cast(record_id as varchar) as _rid,
+    _reason,
+    _reason_codes,
+    _raw
+from checked
+where _reason is not null
