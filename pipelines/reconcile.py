@@ -538,3 +538,134 @@ def print_explain(info: dict, echo: Echo) -> None:
         )
         for r in var:
             echo(f"    {r['term']:<24}{r['amount']:>+16,.2f}  {r['explanation']}")
+
+
+# --- the XLSX export's reconciliation sheet ----------------------------------------------------
+
+XLSX_HEADERS = ("Step", "Check", "Subject", "Expected", "Actual", "Residual", "Status", "Detail")
+XLSX_KINDS = ("int", "text", "text", "money2", "money2", "money2", "text", "text")
+
+
+def xlsx_rows(bill: Any) -> list[list[Any]]:
+    """The reconciliation of one exported bill version (a ``pipelines.exports.Bill``), from the
+    bill itself: its lines -> its components and arithmetic, its invoice, and the payments
+    applied to it as of the invoice date (the document's settlement)."""
+    from pipelines.variance import round2
+
+    h = bill.header
+    zero = Decimal(0)
+    sums = {"consume": zero, "refund": zero, "adjustment": zero, "coupon": zero}
+    for ln in bill.lines:
+        if ln["component"] in sums:
+            sums[ln["component"]] += Decimal(ln["amount"])
+
+    def d(name: str) -> Decimal:
+        return Decimal(h.get(name) or 0)
+
+    net = d("consume_amount") - d("refunds") + d("adjustments")
+    checks: list[tuple[int, str, str, Decimal, Decimal, str]] = [
+        (
+            3,
+            "lines_to_bill",
+            "consume_amount",
+            round2(sums["consume"]),
+            d("consume_amount"),
+            "round2 of the consume lines",
+        ),
+        (
+            3,
+            "lines_to_bill",
+            "refunds",
+            round2(-sums["refund"]),
+            d("refunds"),
+            "round2 of the refund lines, positive",
+        ),
+        (
+            3,
+            "lines_to_bill",
+            "adjustments",
+            round2(sums["adjustment"]),
+            d("adjustments"),
+            "round2 of the adjustment lines",
+        ),
+        (
+            3,
+            "lines_to_bill",
+            "coupon_total",
+            round2(sums["coupon"]),
+            d("coupon_total"),
+            "round2 of the coupon lines",
+        ),
+        (
+            3,
+            "lines_to_bill",
+            "coupon_amount",
+            min(d("coupon_total"), max(net, zero)),
+            d("coupon_amount"),
+            "min(coupon_total, max(net, 0))",
+        ),
+        (
+            3,
+            "lines_to_bill",
+            "tax_amount",
+            round2(max(net - d("coupon_amount"), zero) * d("tax_rate")),
+            d("tax_amount"),
+            "round2(max(net - coupon_amount, 0) * tax_rate)",
+        ),
+        (
+            3,
+            "lines_to_bill",
+            "bill_amount",
+            net - d("coupon_amount") + d("tax_amount"),
+            d("bill_amount"),
+            "net - coupon_amount + tax_amount",
+        ),
+        (
+            3,
+            "lines_to_bill",
+            "amount_due",
+            max(d("bill_amount"), zero),
+            d("amount_due"),
+            "max(bill_amount, 0)",
+        ),
+    ]
+    want = f"INV-{bill.partner_id}-{bill.month.replace('-', '')}" + (
+        f"-V{bill.version}" if bill.version > 1 else ""
+    )
+    due = d("amount_due")
+    inv = bill.invoice_no
+    ok = (inv == want) if due > 0 else inv is None
+    checks.append(
+        (
+            4,
+            "bill_to_invoice",
+            inv or "(no invoice)",
+            due,
+            due if ok else zero,
+            ("invoiced in full" if due > 0 else "nothing due, no invoice")
+            if ok
+            else f"invoice number {inv or 'missing'}, expected {want if due > 0 else 'none'}",
+        )
+    )
+    if bill.invoice_date is not None and due > 0:
+        paid = bill.paid_amount
+        checks.append(
+            (
+                5,
+                "invoice_settlement",
+                inv or "(no invoice)",
+                due,
+                paid + bill.balance_due,
+                f"paid {paid:,.2f}, balance {bill.balance_due:,.2f} as of the invoice date "
+                f"{bill.invoice_date} (oldest bill first)",
+            )
+        )
+    return [
+        [step, check, subject, exp, act, exp - act, "ok" if exp == act else "residual", detail]
+        for step, check, subject, exp, act, detail in checks
+    ]
+
+
+def xlsx_sheet(book: Any, bill: Any) -> None:
+    """Add the ``reconciliation`` sheet to the workbook of ``bill``."""
+    book.sheet("reconciliation", XLSX_HEADERS, xlsx_rows(bill), XLSX_KINDS)

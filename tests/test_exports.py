@@ -503,7 +503,13 @@ def test_xlsx_sheets_equal_views_and_bill(exported):
 
     root, result = exported
     wb = openpyxl.load_workbook(files_of(root, result, CN)["xlsx"])
-    assert wb.sheetnames == ["summary", "by product", "by customer", "details"]
+    assert wb.sheetnames == [
+        "summary",
+        "by product",
+        "by customer",
+        "details",
+        "reconciliation",  # recon hook
+    ]
     for ws in wb:
         assert ws.freeze_panes == "A2", ws.title
         header = [c.value for c in ws[1]]

@@ -184,3 +184,29 @@ def test_records_ingested_after_the_close_show_until_restated(closed, tmp_path):
     assert rec[("P1", "consume amount")]["residual"] == Decimal(10)
     close_month(d, MONTH, restate=True)  # the hook reconciles the restated month
     assert residuals(d) == []
+
+
+def test_the_xlsx_export_has_a_reconciliation_sheet(closed, tmp_path):
+    import openpyxl
+
+    from pipelines.exports import export_month
+
+    d = copy_of(closed, tmp_path / "data")
+    res = export_month(d, MONTH, partner="P1", formats=["xlsx"])
+    wb = openpyxl.load_workbook(d / next(f.path for f in res.files if f.format == "xlsx"))
+    ws = wb["reconciliation"]
+    rows = {(r[1], r[2]): r for r in ws.iter_rows(min_row=2, values_only=True)}
+    assert [c.value for c in ws[1]][:7] == [
+        "Step",
+        "Check",
+        "Subject",
+        "Expected",
+        "Actual",
+        "Residual",
+        "Status",
+    ]
+    assert {r[6] for r in rows.values()} == {"ok"}
+    assert rows[("lines_to_bill", "bill_amount")][3] == pytest.approx(78.97)
+    assert rows[("bill_to_invoice", "INV-P1-202611")][4] == pytest.approx(78.97)
+    # settled as of the invoice date: pay1 50.00 paid, 28.97 left
+    assert "paid 50.00, balance 28.97" in rows[("invoice_settlement", "INV-P1-202611")][7]
