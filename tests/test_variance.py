@@ -126,3 +126,36 @@ def test_records_the_estimate_missed(tmp_path):
     assert t["landed_after_estimate"] == D("3.00")
     assert (t["coupons"], t["tax"]) == (D("-10.00"), D("5.58"))
     assert t["late_records"] == t["restatement"] == t["unexplained"] == 0
+
+
+def test_the_month_page_shows_the_variance(forced, tmp_path):
+    import re
+
+    from fastapi.testclient import TestClient
+    from web_helpers import csrf_of
+
+    from pipelines import accounts
+    from pipelines.web.app import create_app
+
+    d = shutil.copytree(forced, tmp_path / "data", symlinks=True)
+    accounts.add_user(d, "pat", "partner", "a long password for pat", "P1")
+    with TestClient(create_app(d)) as c:
+        page = c.get("/login")
+        c.post(
+            "/login",
+            data={
+                "username": "pat",
+                "password": "a long password for pat",
+                "csrf_token": csrf_of(page.text),
+                "next": "/",
+            },
+        )
+        for lang, words in (("en", "Estimate vs bill"), ("zh", "预估与账单对比")):
+            html = c.get(f"/bills/{MONTH}?lang={lang}").text
+            table = html[html.index('data-testid="variance"') :].split("</table>")[0]
+            cells = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", table))
+            assert words in html
+            # estimate 100.00, coupons -10.00, tax 5.40, bill 95.40 (zero terms hidden)
+            for figure in ("100.00", "10.00", "5.40", "95.40"):
+                assert figure in cells, (lang, cells)
+            assert 'data-term="late_records"' not in table
