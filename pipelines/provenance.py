@@ -141,6 +141,9 @@ def provenance_rows(con, root: Path, month: str, bills: list[dict]) -> list[dict
         if prices
         else []
     )
+    counts = _files_rows(
+        con, paths, {v for v, _p in partitions(paths.ingest, "landing_date") if v <= hi}
+    )
     out: list[dict] = []
     for b in bills:
         pid, v = b["partner_id"], int(b["version"])
@@ -193,7 +196,6 @@ def provenance_rows(con, root: Path, month: str, bills: list[dict]) -> list[dict
             wanted.append((str(snap_date), "partners", snap_file, None))
         if any(feed == "usage" for _d, feed, _f, _n in wanted):
             wanted += [(str(d), "prices", f, None) for d, f in price_files]
-        counts = _files_rows(con, paths, {d for d, *_ in wanted})
         for d, feed, f, n in sorted(wanted, key=lambda w: (w[1], w[0], w[2])):
             rel = f"landing/{feed}/{d}/{f}"
             size, digest = stat(rel)

@@ -109,6 +109,28 @@ def test_the_table_is_published_and_a_rerun_writes_nothing(closed):
     assert os.readlink(link) == target  # no new commit: the same files
 
 
+def test_the_tables_are_rebuilt_from_the_lake(closed, tmp_path):
+    from pipelines.warehouse import rebuild
+
+    d = copy_of(closed, tmp_path / "data")
+    q = "select * from {t} order by all"
+
+    def tables() -> dict:
+        con = duckdb.connect(str(d / "warehouse.duckdb"), read_only=True)
+        out = {t: con.execute(q.format(t=t)).fetchall() for t in TABLES}
+        con.close()
+        return out
+
+    before = tables()
+    assert all(before.values())
+    (d / ".koobill" / "warehouse.duckdb").unlink()
+    rebuild(d)
+    assert tables() == before
+
+
+TABLES = ("reconciliation", "estimate_variance", "bill_provenance")
+
+
 def test_the_cli_exits_0_on_a_clean_month(closed):
     res = CliRunner().invoke(cli, ["--data-dir", str(closed), "reconcile", "--month", MONTH])
     assert res.exit_code == 0, res.output
