@@ -19,13 +19,13 @@ RECONCILIATION = Table(
             "The link checked: 1 landed rows -> accepted + quarantined + duplicates (per landing "
             "file of the landing dates after the previous closed month's cutoff through this "
             "month's), 2 accepted records -> bill lines, 3 bill lines -> bills, 4 bills -> "
-            "invoices, 5 payments -> the invoices they settle",
+            "invoices and their exported PDFs, 5 payments -> the invoices they settle",
         ),
         (
             "check",
             "VARCHAR",
-            "landed_rows, records_to_lines, lines_to_bill, bill_to_invoice, payment_to_invoice, "
-            "invoice_settlement",
+            "landed_rows, records_to_lines, lines_to_bill, bill_to_invoice, invoice_document, "
+            "payment_to_invoice, invoice_settlement",
         ),
         ("partner_id", "VARCHAR", "Partner id; NULL for a landing file"),
         ("version", "INTEGER", "Bill version checked; NULL for files and payments"),

@@ -331,6 +331,8 @@ def _stage(con, root: Path, month: str) -> None:
             "reference varchar, landing_date date)"
         )
 
+    _stage_documents(con, root, month)
+
     # 4. the estimates of the month (the variance)
     _view(
         con,
@@ -339,6 +341,36 @@ def _stage(con, root: Path, month: str) -> None:
         "partner_id varchar, bill_month varchar, as_of_date date, currency varchar, "
         "estimate_amount decimal(38,2)",
     )
+
+
+def _stage_documents(con, root: Path, month: str) -> None:
+    """``rc_documents``: the invoice PDFs exported for the month's current bills, each with the
+    SHA-256 export_history recorded and the one of the file as it lies now."""
+    from pipelines.provenance import sha256_of
+
+    con.execute(
+        "create or replace temp table rc_documents (partner_id varchar, version integer, "
+        "invoice_no varchar, path varchar, recorded varchar, on_disk varchar)"
+    )
+    hist = sorted((Paths(root).lake / "export_history").glob("*.parquet"))
+    if not hist:
+        return
+    rows = con.execute(
+        f"""select h.partner_id, h.version, b.invoice_no, h.path, arg_max(h.sha256, h.created_at)
+        from {parquet(hist, union_by_name=True)} as h
+        inner join rc_bills as b
+          on b.partner_id = h.partner_id and b.version = h.version and b.status = 'closed'
+        where h.bill_month = ? and h.kind = 'summary' and h.format = 'pdf'
+        group by all order by all""",
+        [month],
+    ).fetchall()
+    for pid, v, inv, path, recorded in rows:
+        f = root / path
+        on_disk = sha256_of(f) if f.is_file() else None
+        con.execute(
+            "insert into rc_documents values (?, ?, ?, ?, ?, ?)",
+            [pid, v, inv, path, recorded, on_disk],
+        )
 
 
 # --- storage -----------------------------------------------------------------------------------
@@ -436,7 +468,7 @@ def print_reconciliation(report: MonthReport, echo: Echo, all_rows: bool = False
         1: "landed rows = accepted + quarantined + duplicates, per landing file",
         2: "accepted records -> bill lines (current versions)",
         3: "bill lines -> bills (every version)",
-        4: "bills -> invoices",
+        4: "bills -> invoices and their exported documents",
         5: "payments -> the invoices they settle",
     }
     for step, title in names.items():

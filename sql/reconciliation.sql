@@ -11,6 +11,7 @@
 --   rc_relines    the bill lines recomputed from those records (sql/bill_lines.sql)
 --   rc_bills      every version of the month's bills; rc_lines their lines
 --   rc_invoices   every current bill with an amount due, all months (settled oldest first)
+--   rc_documents  the invoice PDFs exported for the month's current bills, with their sha256
 --   rc_payments   every payment paid on or before $as_of
 with
 
@@ -307,6 +308,27 @@ invoice_checks as (
     left join invoice_uses as u on b.invoice_no = u.invoice_no
 ),
 
+document_checks as (
+    -- each exported invoice document is the file export_history recorded
+    select
+        4 as step,
+        'invoice_document' as "check",
+        partner_id,
+        version,
+        path as subject,
+        'files' as unit,
+        1::decimal(38, 6) as expected,
+        case when on_disk = recorded then 1 else 0 end::decimal(38, 6) as actual,
+        coalesce(invoice_no || ': ', '')
+        || case
+            when on_disk is null then 'the exported file is missing'
+            when on_disk = recorded then 'sha256 as recorded in export_history'
+            else 'sha256 ' || on_disk || ' differs from the recorded ' || recorded
+        end as detail,
+        false as broken
+    from rc_documents
+),
+
 -- 5. payments -> the invoices they settle (oldest invoice first, spec section 5) -------------
 pay_ranges as (
     select
@@ -419,6 +441,8 @@ checks as (
     select * from bill_checks
     union all
     select * from invoice_checks
+    union all
+    select * from document_checks
     union all
     select * from payment_checks
     union all

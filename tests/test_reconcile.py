@@ -232,3 +232,24 @@ def test_the_xlsx_export_has_a_reconciliation_sheet(closed, tmp_path):
     assert rows[("bill_to_invoice", "INV-P1-202611")][4] == pytest.approx(78.97)
     # settled as of the invoice date: pay1 50.00 paid, 28.97 left
     assert "paid 50.00, balance 28.97" in rows[("invoice_settlement", "INV-P1-202611")][7]
+
+
+def test_a_tampered_invoice_document_is_reported(closed, tmp_path):
+    from pipelines.exports import export_month
+
+    d = copy_of(closed, tmp_path / "data")
+    res = export_month(d, MONTH, partner="P1", formats=["pdf"])
+    pdf = next(f.path for f in res.files if f.format == "pdf")
+    docs = by_subject(reconcile_month(d, MONTH).reconciliation, "invoice_document")
+    assert docs[("P1", pdf)]["status"] == "ok"
+    with open(d / pdf, "ab") as fh:
+        fh.write(b"%% edited")
+    bad = by_subject(residuals(d), "invoice_document")
+    assert list(bad) == [("P1", pdf)] and "differs from the recorded" in bad[("P1", pdf)]["detail"]
+    (d / pdf).unlink()
+    assert "missing" in by_subject(residuals(d), "invoice_document")[("P1", pdf)]["detail"]
+
+
+def test_reconcile_refuses_a_month_not_closed(closed):
+    res = CliRunner().invoke(cli, ["--data-dir", str(closed), "reconcile", "--month", "2026-12"])
+    assert res.exit_code == 1 and "has not been closed" in res.output
