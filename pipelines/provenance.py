@@ -151,7 +151,6 @@ def provenance_rows(con, root: Path, month: str, bills: list[dict]) -> list[dict
             "partner_id": pid,
             "bill_month": month,
             "version": v,
-            "closed_at": b["closed_at"],
         }
 
         def row(kind: str, name: str, value: Any = None, base: dict = base, **kw: Any) -> None:

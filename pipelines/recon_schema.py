@@ -88,12 +88,11 @@ BILL_PROVENANCE = Table(
     "bill_provenance",
     "table",
     "one row per partner_id, bill_month, version, kind and name, recorded at the close that "
-    "published the version and never changed",
+    "published the version and never changed (bills.closed_at says when)",
     (
         ("partner_id", "VARCHAR", "Partner id"),
         ("bill_month", "VARCHAR", "Bill month YYYY-MM"),
         ("version", "INTEGER", "Bill version"),
-        ("closed_at", "TIMESTAMPTZ", "When the version was closed (UTC)"),
         ("kind", "VARCHAR", "landing_file, code or setting"),
         (
             "name",

@@ -386,6 +386,8 @@ def _stored(con, part: Path, name: str) -> list[dict]:
 def _write(con, part: Path, tables: dict[str, list[dict]]) -> None:
     import shutil
 
+    import duckdb
+
     vdir = new_version_dir(part)
     try:
         for name, rows in tables.items():
@@ -399,8 +401,14 @@ def _write(con, part: Path, tables: dict[str, list[dict]]) -> None:
                 )
             con.execute(f"copy _out to {quote_path(vdir / FILES[name])} (format parquet)")
         commit_version(part, vdir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(vdir, ignore_errors=True)
+        if isinstance(exc, duckdb.IOException | OSError) and not isinstance(exc, KoobillError):
+            raise KoobillError(
+                f"cannot write the reconciliation of {part.name}: "
+                f"{str(exc).splitlines()[0]}; the bills are published as they were, rerun "
+                f"koobill reconcile --month {part.name.split('=', 1)[1]} once fixed"
+            ) from exc
         raise
 
 
