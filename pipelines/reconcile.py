@@ -108,7 +108,7 @@ def build_month(root: Path, month: str) -> MonthReport:
     try:
         _stage(con, root, month)
         stored = {name: _stored(con, part, name) for name in FILES}
-        recon = _rows(con, sql("reconciliation"), _params(root, month, con))
+        recon = _rows(con, sql("reconciliation"), _params(root, month))
         bills = _rows(con, "select * from rc_bills order by partner_id, version")
         have_var = {(r["partner_id"], r["version"]) for r in stored["estimate_variance"]}
         have_prov = {(r["partner_id"], r["version"]) for r in stored["bill_provenance"]}
@@ -164,7 +164,7 @@ def file_range(root: Path, month: str) -> tuple[str, str]:
     return lo, cal.cutoff(month).isoformat()
 
 
-def _params(root: Path, month: str, con) -> dict[str, Any]:
+def _params(root: Path, month: str) -> dict[str, Any]:
     lo, hi = file_range(root, month)
     dates = [v for v, _p in partitions(Paths(root).ingest, "landing_date")]
     as_of = dates[-1] if dates else cal.cutoff(month).isoformat()
@@ -316,7 +316,7 @@ def _stage(con, root: Path, month: str) -> None:
         "where status = 'closed' and amount_due > 0"
     )
     pay_files = [p / "payments.parquet" for _v, p in ingest if (p / "payments.parquet").exists()]
-    as_of = _params(root, month, con)["as_of"]
+    as_of = _params(root, month)["as_of"]
     if pay_files:
         con.execute(
             f"create or replace temp table rc_payments as select record_id, partner_id, amount, "
