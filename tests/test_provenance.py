@@ -96,6 +96,12 @@ def test_a_rerun_keeps_the_rows_and_a_restatement_adds_its_own(closed, tmp_path)
     v2 = {r["name"] for r in provenance(d, version=2) if r["kind"] == "landing_file"}
     assert "landing/orders/2026-12-03/more.csv" in v2
     assert provenance(d, "P2", 2) == []  # P2's bill did not change: no version 2
+    args = ["--data-dir", str(d), "explain", "--partner", "P1", "--month", MONTH]
+    old = CliRunner().invoke(cli, [*args, "--version", "1"])
+    assert old.exit_code == 0 and "v1 (superseded)" in old.output
+    assert "more.csv" not in old.output
+    new = CliRunner().invoke(cli, args)
+    assert "v2 (closed)" in new.output and "landing/orders/2026-12-03/more.csv" in new.output
 
 
 def test_explain_prints_the_provenance_and_the_variance(closed):
