@@ -164,7 +164,8 @@ def reconcile(obj: _Ctx, month: str, all_rows: bool) -> None:
     """Reconcile a closed month: landed rows, records, lines, bills, invoices, payments.
 
     Stores the month's reconciliation table; exits 1 when a residual is not zero."""
-    from pipelines.reconcile import print_reconciliation, reconcile_month  # recon hook
+    from pipelines.recon_report import print_reconciliation  # recon hook
+    from pipelines.reconcile import reconcile_month
 
     report = _run(reconcile_month, obj.data_dir, month)
     print_reconciliation(report, click.echo, all_rows=all_rows)
@@ -180,8 +181,8 @@ def reconcile(obj: _Ctx, month: str, all_rows: bool) -> None:
 @click.pass_obj
 def explain(obj: _Ctx, partner: str, month: str, version: int | None) -> None:
     """A bill's provenance (landing files, code, settings) and its estimate variance."""
-    from pipelines.reconcile import explain as explain_bill  # recon hook
-    from pipelines.reconcile import print_explain
+    from pipelines.recon_report import explain as explain_bill  # recon hook
+    from pipelines.recon_report import print_explain
 
     print_explain(_run(explain_bill, obj.data_dir, partner, month, version), click.echo)
 
