@@ -160,6 +160,37 @@ def close(obj: _Ctx, month: str, force: bool, restate: bool) -> None:
     print_close_result(result, echo=click.echo)
 
 
+@cli.command()
+@click.option("--month", required=True, help="Closed bill month YYYY-MM.")
+@click.option("--all", "all_rows", is_flag=True, help="Print every check, not only residuals.")
+@click.pass_obj
+def reconcile(obj: _Ctx, month: str, all_rows: bool) -> None:
+    """Reconcile a closed month: landed rows, records, lines, bills, invoices, payments.
+
+    Stores the month's reconciliation table; exits 1 when a residual is not zero."""
+    from pipelines.recon_report import print_reconciliation  # recon hook
+    from pipelines.reconcile import reconcile_month
+
+    report = _run(reconcile_month, obj.data_dir, month)
+    print_reconciliation(report, click.echo, all_rows=all_rows)
+    sys.exit(1 if report.residuals else 0)
+
+
+@cli.command()
+@click.option("--partner", required=True, help="Partner id.")
+@click.option("--month", required=True, help="Closed bill month YYYY-MM.")
+@click.option(
+    "--version", "version", type=int, default=None, help="Bill version (default: current)."
+)
+@click.pass_obj
+def explain(obj: _Ctx, partner: str, month: str, version: int | None) -> None:
+    """A bill's provenance (landing files, code, settings) and its estimate variance."""
+    from pipelines.recon_report import explain as explain_bill  # recon hook
+    from pipelines.recon_report import print_explain
+
+    print_explain(_run(explain_bill, obj.data_dir, partner, month, version), click.echo)
+
+
 @cli.command("amount-due")
 @click.option("--partner", required=True, help="Partner id.")
 @click.option(

@@ -96,7 +96,11 @@ def close_month(
     cal.parse_month(month)
     echo = echo or (lambda _m: None)
     with data_dir_lock(root, wait_s=lock_wait_s(), what=f"close {month}"):
-        return _close(root, month, force, restate, echo)
+        result = _close(root, month, force, restate, echo)
+        from pipelines.reconcile import after_close  # recon hook
+
+        after_close(root, month, echo)  # recon hook: reconciliation, variance, provenance
+        return result
 
 
 def _existing(paths: Paths, month: str, con) -> tuple[int, Path | None]:

@@ -321,6 +321,9 @@ REASON_CODES: dict[str, str] = {
     "invalid_utf8": "The record is not valid UTF-8",
 }
 
+# recon hook: the tables of spec section 9 (reconciliation, variance, provenance)
+from pipelines.recon_schema import RECON_TABLES  # noqa: E402
+
 PUBLIC = (
     BILLS,
     BILL_LINES,
@@ -332,4 +335,5 @@ PUBLIC = (
     QUARANTINE,
     INGEST_FILES,
     EXPORT_HISTORY,
+    *RECON_TABLES,  # recon hook
 )

@@ -38,6 +38,10 @@ LAKE_SOURCES = [
     ("ingest", "landing_date", "estimates.parquet", "estimates", "as_of_date"),
     ("bills", "bill_month", "bills.parquet", "bills", "bill_month"),
     ("bills", "bill_month", "bill_lines.parquet", "bill_lines", "bill_month"),
+    # recon hook: reconciliation, estimate variance and provenance of a closed month
+    ("reconcile", "bill_month", "reconciliation.parquet", "reconciliation", "bill_month"),
+    ("reconcile", "bill_month", "estimate_variance.parquet", "estimate_variance", "bill_month"),
+    ("reconcile", "bill_month", "bill_provenance.parquet", "bill_provenance", "bill_month"),
 ]
 VIEWS = ["amount_due", "expenditure_by_product", "expenditure_by_customer"]
 # DuckDB storage format of the published file: DuckDB 1.2.0 and every later version open it.

@@ -174,6 +174,9 @@ def write_xlsx(bill: Bill, tmp: Path) -> int:
     _by_product(book, bill)
     _by_customer(book, bill)
     _details(book, bill)
+    from pipelines.recon_report import xlsx_sheet  # recon hook
+
+    xlsx_sheet(book, bill)  # recon hook: the reconciliation sheet
     book.close()
     return len(bill.lines)
 

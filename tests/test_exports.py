@@ -503,7 +503,13 @@ def test_xlsx_sheets_equal_views_and_bill(exported):
 
     root, result = exported
     wb = openpyxl.load_workbook(files_of(root, result, CN)["xlsx"])
-    assert wb.sheetnames == ["summary", "by product", "by customer", "details"]
+    assert wb.sheetnames == [
+        "summary",
+        "by product",
+        "by customer",
+        "details",
+        "reconciliation",  # recon hook
+    ]
     for ws in wb:
         assert ws.freeze_panes == "A2", ws.title
         header = [c.value for c in ws[1]]
@@ -524,6 +530,7 @@ def test_xlsx_sheets_equal_views_and_bill(exported):
         "by product": {"Consume Amount": 2, "Refunds": 2, "Adjustments": 2},
         "by customer": {"Consume Amount": 2, "Refunds": 2, "Adjustments": 2, "Total Amount": 2},
         "details": {"Official Amount": 6, "Discount Amount": 6, "Amount": 6},
+        "reconciliation": {"Expected": 2, "Actual": 2, "Residual": 2},  # recon hook
     }
     for ws in wb:
         header = [c.value for c in ws[1]]

@@ -221,6 +221,21 @@ class Reader:
         )
 
     @snapshot
+    def variance(self, partner_id: str, month: str, version: int) -> list[dict[str, Any]]:
+        """recon hook: the estimate against the bill version, term by term (none before the
+        estimate_variance table was published)."""
+        import duckdb
+
+        try:
+            return self.rows(
+                "select * from estimate_variance where partner_id = ? and bill_month = ? "
+                "and version = ? order by term_no",
+                [partner_id, month, version],
+            )
+        except duckdb.CatalogException:
+            return []
+
+    @snapshot
     def estimate(self, partner_id: str, month: str) -> dict[str, Any] | None:
         return self.one(
             "select * from estimates where partner_id = ? and bill_month = ? "

@@ -114,5 +114,6 @@ def month(db: Reader, viewer: Viewer, entry: dict, t: Formatter) -> dict:
         bill=current,
         versions=versions,
         negative=current["bill_amount"] < Decimal(0),
+        variance=db.variance(pid, m, current["version"]),  # recon hook
     )
     return ctx
