@@ -867,13 +867,15 @@ def test_charts_never_sit_small_and_alone_on_a_page(exported, tmp_path, start_y,
     from fpdf import FPDF
     from pypdf import PdfReader
 
-    from pipelines import exports, invoice
+    from pipelines import exports
+    from pipelines.exports import loader
+    from pipelines.exports import pdf as invoice
     from pipelines.warehouse import connect_published
 
     root, _result = exported
     con = connect_published(root)
     try:
-        bill = exports._load_bill(con, exports._load_bills(con, MONTH, CN, None)[0])
+        bill = loader.load_bill(con, loader.bill_headers(con, MONTH, CN, None)[0])
     finally:
         con.close()
     pdf = FPDF(unit="mm", format="A4")

@@ -25,9 +25,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pipelines import document as doc
 from pipelines import schema
-from pipelines.exports import Bill, neutralise, round2
+from pipelines.exports import document as doc
+from pipelines.exports.bill import Bill
+from pipelines.exports.common import MONEY_DETAIL_COLUMNS, neutralise, round2
 
 MONEY_2 = "#,##0.00"
 MONEY_6 = "#,##0.000000"
@@ -35,7 +36,6 @@ QTY = "#,##0.######"
 DATE = "yyyy-mm-dd"
 PARTNER_LEVEL = "(partner-level)"
 ZERO = Decimal(0)
-MONEY_DETAIL_COLUMNS = {"official_amount", "discount_amount", "amount"}
 _WORDS = {"id": "ID", "sku": "SKU", "no": "No."}
 
 

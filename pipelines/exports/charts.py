@@ -9,7 +9,7 @@ import io
 from decimal import Decimal
 from typing import Any
 
-from pipelines.exports import FONT_REGULAR, fmt_amount
+from pipelines.exports.common import FONT_REGULAR, fmt_amount
 
 BLUE, RED, GREEN = "#3A6EA5", "#C0504D", "#4F8A3C"
 

@@ -9,7 +9,7 @@ payments applied to it and the balance as of the invoice date (the Amount Due pa
 oldest-bill-first settlement, ``pipelines.amount_due``), the bank details with the invoice
 number as payment reference, the invoice a restated version replaces, and for a bill with
 nothing due (zero or negative) a statement that says so instead of asking for money. The
-facts it shares with the workbook come from ``pipelines.document``.
+facts it shares with the workbook come from ``pipelines.exports.document``.
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ import io
 from datetime import datetime
 from pathlib import Path
 
-from pipelines.document import (
+from pipelines.exports.bill import Bill
+from pipelines.exports.common import FONT_BOLD, FONT_REGULAR, ZERO, fmt_amount
+from pipelines.exports.document import (
     document_title,
     product_groups,
     recipient_lines,
     settlement,
     signed_components,
 )
-from pipelines.exports import FONT_BOLD, FONT_REGULAR, ZERO, Bill, fmt_amount
 
 INK = (33, 37, 41)
 GREY = (100, 100, 100)
@@ -103,10 +104,15 @@ def _heading(pdf, text: str) -> None:
 def _header(pdf, bill: Bill, title: str) -> None:
     """Issuer (left) and the document's title and key facts (right); then Bill to (left) and
     the amount box (right)."""
-    s = bill.settings
     left_w = pdf.epw * 0.55
     right_x = pdf.l_margin + left_w + 4
     right_w = pdf.epw - left_w - 4
+    _issuer_and_facts(pdf, bill, title, left_w, right_x, right_w)
+    _bill_to_and_amount(pdf, bill, left_w, right_x, right_w)
+
+
+def _issuer_and_facts(pdf, bill: Bill, title: str, left_w, right_x, right_w) -> None:
+    s = bill.settings
     top = pdf.get_y()
 
     # issuer
@@ -152,7 +158,8 @@ def _header(pdf, bill: Bill, title: str) -> None:
         pdf.cell(right_w * 0.55, 4.6, v, align="R", new_x="LEFT", new_y="NEXT")
     pdf.set_y(max(left_end, pdf.get_y()) + 5)
 
-    # bill to, and the amount box
+
+def _bill_to_and_amount(pdf, bill: Bill, left_w, right_x, right_w) -> None:
     top = pdf.get_y()
     _text(pdf, 7.5, "B", GREY)
     pdf.cell(left_w, 4.5, "BILL TO", new_x="LMARGIN", new_y="NEXT")
@@ -471,7 +478,7 @@ def _charts(pdf, bill: Bill) -> None:
 
 
 def _render_charts(bill: Bill, w: float, h: float) -> list[tuple[bytes, str]]:
-    from pipelines import charts
+    from pipelines.exports import charts
 
     head = bill.header
     net = head["consume_amount"] - head["refunds"] + head["adjustments"]
