@@ -9,7 +9,6 @@ here. A month's lines, estimates and view rows are read with one query each, not
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from pipelines.exports.bill import Bill
@@ -21,7 +20,6 @@ VIEWS = ("expenditure_by_product", "expenditure_by_customer")
 
 def load_bills(
     con,
-    root: Path,
     month: str,
     partner: str | None,
     version: int | None,
@@ -39,8 +37,8 @@ def load_bills(
     for bill in bills:
         bill.reconcile()
         bill.settings = settings
-        if documents:
-            bill.account = _account(root, bill)
+    if documents:
+        _add_accounts(con, bills)
     return bills
 
 
@@ -177,11 +175,16 @@ def _version_view_rows(con, view: str, header: dict[str, Any]) -> list[dict[str,
         scratch.close()
 
 
-def _account(root: Path, bill: Bill):
-    """The partner's Amount Due pane as of the invoice date (None for a superseded version,
-    which the pane no longer shows, or a bill without a closing time)."""
-    if not bill.is_current or bill.invoice_date is None:
-        return None
-    from pipelines.amount_due import amount_due
+def _add_accounts(con, bills: list[Bill]) -> None:
+    """Each current bill's Amount Due pane as of its invoice date (none for a superseded
+    version, which the pane no longer shows, or a bill without a closing time)."""
+    from pipelines.amount_due import amount_due_many
 
-    return amount_due(root, bill.partner_id, as_of=bill.invoice_date)
+    by_date: dict[Any, list[Bill]] = defaultdict(list)
+    for bill in bills:
+        if bill.is_current and bill.invoice_date is not None:
+            by_date[bill.invoice_date].append(bill)
+    for day, group in sorted(by_date.items()):
+        panes = amount_due_many(con, [b.partner_id for b in group], day)
+        for bill in group:
+            bill.account = panes[bill.partner_id]

@@ -14,12 +14,12 @@ facts it shares with the workbook come from ``pipelines.exports.document``.
 
 from __future__ import annotations
 
-import io
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pipelines.exports.bill import Bill
-from pipelines.exports.common import FONT_BOLD, FONT_REGULAR, ZERO, fmt_amount
+from pipelines.exports.common import ZERO, fmt_amount
 from pipelines.exports.document import (
     document_title,
     product_groups,
@@ -27,6 +27,7 @@ from pipelines.exports.document import (
     settlement,
     signed_components,
 )
+from pipelines.exports.fonts import add_fonts
 
 INK = (33, 37, 41)
 GREY = (100, 100, 100)
@@ -62,8 +63,7 @@ def write_pdf(bill: Bill, tmp: Path) -> int:
             )
 
     pdf = Doc(orientation="P", unit="mm", format="A4")
-    pdf.add_font("cjk", "", str(FONT_REGULAR))
-    pdf.add_font("cjk", "B", str(FONT_BOLD))
+    add_fonts(pdf)  # the CJK family, parsed once per process
     # the bold face holds Latin only: CJK text in bold falls back to the regular face
     pdf.set_fallback_fonts(["cjk"], exact_match=False)
     pdf.set_auto_page_break(True, margin=16)
@@ -456,7 +456,7 @@ def _charts(pdf, bill: Bill) -> None:
         return
     gap = 4
     w = (pdf.epw - gap) / 2 if len(shown) == 2 else pdf.epw * 0.62
-    wpx, hpx = _png_size(shown[0][0])
+    wpx, hpx = shown[0][0].size
     img_h = w * hpx / wpx
     room = pdf.page_break_trigger - pdf.get_y() - 9  # the heading takes 8 mm
     if room >= img_h * 0.6:
@@ -464,20 +464,19 @@ def _charts(pdf, bill: Bill) -> None:
             w, img_h = w * room / img_h, room
         _heading(pdf, "Charts")
         y = pdf.get_y()
-        for i, (png, alt) in enumerate(shown):
-            pdf.image(io.BytesIO(png), x=pdf.l_margin + i * (w + gap), y=y, w=w, alt_text=alt)
+        for i, (image, alt) in enumerate(shown):
+            pdf.image(image, x=pdf.l_margin + i * (w + gap), y=y, w=w, alt_text=alt)
         pdf.set_y(y + img_h + 2)
         return
     pdf.add_page()
     _heading(pdf, "Charts")
     w = pdf.epw * 0.92
-    for png, alt in _render_charts(bill, 7.0, 4.6):
-        wpx, hpx = _png_size(png)
-        pdf.image(io.BytesIO(png), x=pdf.l_margin + (pdf.epw - w) / 2, w=w, alt_text=alt)
+    for image, alt in _render_charts(bill, 7.0, 4.6):
+        pdf.image(image, x=pdf.l_margin + (pdf.epw - w) / 2, w=w, alt_text=alt)
         pdf.ln(4)
 
 
-def _render_charts(bill: Bill, w: float, h: float) -> list[tuple[bytes, str]]:
+def _render_charts(bill: Bill, w: float, h: float) -> list[tuple[Any, str]]:
     from pipelines.exports import charts
 
     head = bill.header
@@ -494,9 +493,4 @@ def _render_charts(bill: Bill, w: float, h: float) -> list[tuple[bytes, str]]:
             "Daily estimate against the bill",
         ),
     ]
-    return [(png, alt) for png, alt in pair if png is not None]
-
-
-def _png_size(png: bytes) -> tuple[int, int]:
-    """Width and height of a PNG, from its IHDR chunk."""
-    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    return [(image, alt) for image, alt in pair if image is not None]

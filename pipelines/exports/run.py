@@ -4,10 +4,12 @@ each partner's files, record them in ``export_history`` and publish the warehous
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +83,17 @@ def export_month(
     formats: Sequence[str] = FORMATS,
     version: int | None = None,
     lock_wait_s: float | None = None,
+    workers: int | None = None,
 ) -> ExportResult:
     """Write the finance exports of ``month`` for every partner with a bill (or ``partner``).
 
     Exports the current closed version of each bill, or ``version`` (then recorded with the
     status that version has, e.g. superseded). Raises KoobillError if the month has no bills or
-    the partner has none."""
+    the partner has none.
+
+    The partners' files are written by ``workers`` processes (default: $KOOBILL_EXPORT_WORKERS,
+    else one per core once there are enough bills to pay for starting them); each partner's
+    files are written whole by one process, and this one records them all, in partner order."""
     from pipelines.lake import data_dir_lock
     from pipelines.lake import lock_wait_s as env_lock_wait_s
 
@@ -101,7 +108,7 @@ def export_month(
     if lock_wait_s is None:  # like ingest and close: $KOOBILL_LOCK_WAIT_S, else 10 minutes
         lock_wait_s = env_lock_wait_s()
     with data_dir_lock(root, wait_s=lock_wait_s, what=f"export {month}"):
-        _export_locked(root, result, partner, version, fmts)
+        _export_locked(root, result, partner, version, fmts, workers)
         if result.files:
             from pipelines.warehouse import publish
 
@@ -121,7 +128,12 @@ def _require_warehouse(root: Path, month: str) -> None:
 
 
 def _export_locked(
-    root: Path, result: ExportResult, partner: str | None, version: int | None, fmts: list[str]
+    root: Path,
+    result: ExportResult,
+    partner: str | None,
+    version: int | None,
+    fmts: list[str],
+    workers: int | None,
 ) -> None:
     """Load the bills, write their files and record them (the caller holds the lock)."""
     from pipelines.exports.loader import load_bills
@@ -135,11 +147,10 @@ def _export_locked(
         if documents:
             result.warnings += _settings_warnings(root, settings)
         bills = load_bills(
-            con, root, result.month, partner, version, settings=settings, documents=documents
+            con, result.month, partner, version, settings=settings, documents=documents
         )
         try:
-            for bill in bills:
-                files, error = write_partner(root, result.export_run_id, bill, fmts)
+            for files, error in _write_all(root, result.export_run_id, bills, fmts, workers):
                 result.files += files
                 if error is not None:
                     raise error
@@ -199,6 +210,62 @@ def write_partner(
     except Exception as exc:
         return files, exc
     return files, None
+
+
+# a worker process costs about a second of CPU to start (imports, fonts): worth it from this
+# many bills per worker
+BILLS_PER_WORKER = 10
+
+
+def worker_count(bills: int, workers: int | None = None) -> int:
+    """How many processes write the files of ``bills`` bills."""
+    if workers is None:
+        raw = os.environ.get("KOOBILL_EXPORT_WORKERS", "").strip()
+        if raw:
+            try:
+                workers = int(raw)
+            except ValueError:
+                raise KoobillError(
+                    f"KOOBILL_EXPORT_WORKERS={raw!r}: expected a whole number of processes"
+                ) from None
+    if workers is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        workers = min(cores or os.cpu_count() or 1, bills // BILLS_PER_WORKER)
+    return max(1, min(int(workers), bills))
+
+
+def _write_all(
+    root: Path, run_id: str, bills: list[Bill], fmts: list[str], workers: int | None
+) -> Iterator[tuple[list[ExportFile], BaseException | None]]:
+    """Each bill's files written, in the bills' order: in this process, or by a pool of
+    processes (spawned: the parent holds DuckDB's and Arrow's threads, which fork would copy
+    mid-flight)."""
+    n = worker_count(len(bills), workers)
+    if n <= 1:
+        for bill in bills:
+            yield write_partner(root, run_id, bill, fmts)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=warm_up) as pool:
+        yield from pool.map(
+            write_partner, repeat(root), repeat(run_id), bills, repeat(fmts), chunksize=4
+        )
+
+
+def warm_up() -> None:
+    """Import the writers and parse the fonts once, before the first bill."""
+    from fpdf import FPDF
+
+    import pipelines.exports.csv
+    import pipelines.exports.parquet
+    import pipelines.exports.pdf
+    import pipelines.exports.xlsx  # noqa: F401
+    from pipelines.exports.fonts import add_fonts
+
+    add_fonts(FPDF())
 
 
 def _sha256(path: Path) -> tuple[str, int]:
