@@ -802,6 +802,21 @@ def test_worker_processes_write_the_same_files_recorded_once_in_order(exported, 
     assert not [p for p in fresh.rglob("*") if p.name.endswith(".tmp")]
 
 
+def test_a_file_that_cannot_be_written_fails_the_run_after_the_others_are_recorded(fresh):
+    """One partner's file cannot be written (a folder holds its name): the run fails naming
+    it, and every file that did reach the disk, the other partner's too, is on record."""
+    blocker = fresh / "exports" / CN / MONTH / f"bill-details-{CN}-{MONTH}-v2.csv"
+    blocker.mkdir(parents=True)
+    with pytest.raises(KoobillError, match=r"cannot write .*v2\.csv"):
+        export_month(fresh, MONTH)
+    recorded = {(r["partner_id"], r["format"]) for r in history(fresh)}
+    assert recorded == {(CN, "pdf"), (CN, "xlsx")} | {
+        (US, fmt) for fmt in ("pdf", "xlsx", "csv", "parquet")
+    }
+    for r in history(fresh):
+        assert hashlib.sha256((fresh / r["path"]).read_bytes()).hexdigest() == r["sha256"]
+
+
 def test_worker_count():
     from pipelines.exports.run import BILLS_PER_WORKER, worker_count
 

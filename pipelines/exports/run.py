@@ -140,6 +140,7 @@ def _export_locked(
     from pipelines.settings import load_settings
     from pipelines.warehouse import open_warehouse
 
+    errors: list[BaseException] = []
     con = open_warehouse(root)
     try:
         settings = load_settings(root)
@@ -153,13 +154,15 @@ def _export_locked(
             for files, error in _write_all(root, result.export_run_id, bills, fmts, workers):
                 result.files += files
                 if error is not None:
-                    raise error
+                    errors.append(error)
         finally:
-            # whatever reached the disk is on record, even if a later file failed
+            # whatever reached the disk is on record, even if a file failed
             if result.files:
                 result.history_path = record(root, con, result.export_run_id, result.files)
     finally:
         con.close()
+    if errors:  # the other partners' files are written and recorded; the first error is told
+        raise errors[0]
 
 
 def _settings_warnings(root: Path, settings) -> list[str]:
@@ -247,12 +250,22 @@ def _write_all(
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=warm_up) as pool:
-        yield from pool.map(
-            write_partner, repeat(root), repeat(run_id), bills, repeat(fmts), chunksize=4
-        )
+    done = 0
+    try:
+        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=warm_up) as pool:
+            for out in pool.map(
+                write_partner, repeat(root), repeat(run_id), bills, repeat(fmts), chunksize=4
+            ):
+                yield out
+                done += 1
+    except BrokenProcessPool:
+        # a worker died (killed, out of memory, or a __main__ that runs an export again when
+        # imported: spawned workers import it); the rest is written here, the same bytes
+        for bill in bills[done:]:
+            yield write_partner(root, run_id, bill, fmts)
 
 
 def warm_up() -> None:
