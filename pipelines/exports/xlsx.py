@@ -45,6 +45,8 @@ def title(name: str) -> str:
 
 
 def _display_width(text: str) -> int:
+    if text.isascii():  # most cells: one column a character
+        return len(text)
     return sum(2 if ord(ch) > 0x2E7F else 1 for ch in text)
 
 
@@ -54,6 +56,7 @@ class _Book:
 
         self.wb = xlsxwriter.Workbook(
             str(path),
+            # not in_memory: it would save a few temporary files but changes the zip's bytes
             {"strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False},
         )
         closed_at = bill.header.get("closed_at")
