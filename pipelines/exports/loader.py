@@ -15,7 +15,8 @@ from pipelines.exports.bill import Bill
 from pipelines.exports.common import DETAIL_COLUMNS, check_partner, rows_of
 from pipelines.lake import KoobillError
 
-VIEWS = ("expenditure_by_product", "expenditure_by_customer")
+# the analysts' views the documents show: sql/export_<key>.sql reads each for many bills
+VIEWS = {"by_product": "expenditure_by_product", "by_customer": "expenditure_by_customer"}
 
 
 def load_bills(
@@ -83,10 +84,12 @@ def load_bill(con, header: dict[str, Any]) -> Bill:
 
 
 def _assemble(con, month: str, headers: list[dict[str, Any]]) -> list[Bill]:
-    keys = [[h["partner_id"] for h in headers], [int(h["version"]) for h in headers]]
-    lines = _grouped(con, _LINES, [*keys, month], ("partner_id", "version"))
-    estimates = _grouped(con, _ESTIMATES, [month, keys[0]], ("partner_id",))
-    views = {v: _grouped(con, _VIEW[v], [month, keys[0]], ("partner_id",)) for v in VIEWS}
+    pids = [h["partner_id"] for h in headers]
+    params = {"month": month, "partner_ids": pids}
+    keyed = {**params, "versions": [int(h["version"]) for h in headers]}
+    lines = _grouped(con, "export_bill_lines", keyed, ("partner_id", "version"))
+    estimates = _grouped(con, "export_estimates", params, ("partner_id",))
+    views = {v: _grouped(con, f"export_{v}", params, ("partner_id",)) for v in VIEWS}
     bills = []
     for h in headers:
         pid, ver = h["partner_id"], int(h["version"])
@@ -95,11 +98,11 @@ def _assemble(con, month: str, headers: list[dict[str, Any]]) -> list[Bill]:
         if str(h.get("status")) == "closed":
             products, customers = (views[v].get((pid,), []) for v in VIEWS)
         else:
-            products, customers = (_version_view_rows(con, v, h) for v in VIEWS)
+            products, customers = (_version_view_rows(con, VIEWS[v], h) for v in VIEWS)
         bills.append(
             Bill(
                 h,
-                lines.get((pid, ver), []),
+                [{c: r[c] for c in DETAIL_COLUMNS} for r in lines.get((pid, ver), [])],
                 [(r["as_of_date"], r["estimate_amount"]) for r in estimates.get((pid,), [])],
                 products=products,
                 customers=customers,
@@ -108,33 +111,12 @@ def _assemble(con, month: str, headers: list[dict[str, Any]]) -> list[Bill]:
     return bills
 
 
-_LINES = """select {cols} from bill_lines as l
-    inner join (select unnest(?::varchar[]) as partner_id, unnest(?::integer[]) as version) as k
-        on l.partner_id = k.partner_id and l.version = k.version
-    where l.bill_month = ?
-    order by l.partner_id, l.version, l.line_no""".format(
-    cols=", ".join(f'l."{c}"' for c in DETAIL_COLUMNS)
-)
-_ESTIMATES = """select partner_id, as_of_date, estimate_amount from estimates
-    where bill_month = ? and estimate_amount is not null and partner_id = any(?::varchar[])
-    order by partner_id, as_of_date"""
-# each view's rows for the bills exported, in the view's own order (sql/<view>.sql)
-_VIEW = {
-    v: f"""select * from {v} where bill_month = ? and partner_id = any(?::varchar[])
-    order by {order}"""
-    for v, order in (
-        (
-            "expenditure_by_product",
-            "partner_id, bill_month, product_id = 'OTHERS', product_id, region",
-        ),
-        ("expenditure_by_customer", "partner_id, bill_month, total_amount desc, customer_id"),
-    )
-}
+def _grouped(con, name: str, params: dict, key: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    """The rows of ``sql/<name>.sql`` grouped by ``key``, each group in the query's order."""
+    from pipelines.db import sql
 
-
-def _grouped(con, query: str, params: list, key: tuple[str, ...]) -> dict[tuple, list[dict]]:
     out: dict[tuple, list[dict]] = defaultdict(list)
-    for r in rows_of(con.execute(query, params)):
+    for r in rows_of(con.execute(sql(name), params)):
         out[tuple(r[k] for k in key)].append(r)
     return out
 
