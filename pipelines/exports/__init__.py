@@ -17,11 +17,12 @@ as a formula are prefixed with ``'`` in XLSX and CSV; amounts stay numbers.
 
 The modules, one job each:
 
-- ``run``: the export run (checks, lock, load, write, record, publish);
+- ``run``: the export run (checks, lock, load, write on every core, record, publish);
 - ``loader``: the bills from the warehouse, with the rows of the analysts' views;
 - ``bill``: one bill version as the documents show it;
 - ``csv``, ``parquet``, ``xlsx``, ``pdf``: one writer per format; ``document``: the facts the
-  PDF and the XLSX share; ``charts``: the invoice's charts;
+  PDF and the XLSX share; ``charts``: the invoice's charts; ``fonts``: the PDF's CJK font,
+  parsed once per process and subset once per set of glyphs;
 - ``history``: ``export_history`` (record, list, the status of each exported version);
 - ``common``: formats, file names, checks, money and text-cell formatting.
 
