@@ -14,7 +14,11 @@ Sizes and places come from the environment (defaults in brackets):
                                taken this long (at least one run is made)     [900]
     KOOBILL_BENCH_OUT          cache of generated and ingested data           [bench/out]
     KOOBILL_BENCH_RESULTS_DIR  where results.json and results.md are written  [bench]
-    KOOBILL_BENCH_SKIP         comma list of parts to skip: big, pandas, month, close, cli
+    KOOBILL_BENCH_SKIP         comma list of parts to skip: big, pandas, month, close, cli,
+                               exports
+    KOOBILL_BENCH_EXPORT_PARTNERS / KOOBILL_BENCH_EXPORT_ROWS
+                               the exported month: partners, usage rows a day [200 / 20000]
+                               (see bench/exports_measure.py)
 
 Generated landing data and the 29 ingested days of the month are cached under the out dir, so
 a rerun measures again without regenerating. Every measurement runs in its own subprocess
@@ -41,8 +45,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _p in (str(REPO), str(HERE)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import exports_measure  # noqa: E402  (bench/exports_measure.py)
 
 BIG_DAY = "2026-03-10"
 MONTH_START = "2026-04-01"
@@ -56,6 +63,8 @@ GOALS = (
     ("peak_rss_mb", "<=", 3072, "MB"),
     ("cli_startup_s", "<=", 1.0, "s"),
     ("pandas_vs_koobill", ">=", 5.0, "x"),
+    ("exports_cpu_s_per_partner", "<=", 0.15, "s"),
+    ("exports_2000_partners_s", "<=", 300, "s"),
 )
 
 
@@ -197,6 +206,8 @@ def child(kind: str, args: dict) -> dict:
     if kind in ("ingest", "close"):
         import pipelines.close
         import pipelines.ingest  # noqa: F401
+    if kind == "exports":
+        import pipelines.exports.run  # noqa: F401
     if kind == "pandas":
         import numpy  # noqa: F401
         import pandas  # noqa: F401
@@ -250,6 +261,8 @@ def _child_work(kind: str, args: dict) -> dict:
         out = _lower_close(duckdb, Path(args["data_dir"]), args["month"], Path(args["out"]))
     elif kind == "pandas":
         out = _pandas_day(Path(args["landing"]), args["day"], Path(args["out"]))
+    elif kind == "exports":
+        out = exports_measure.child_work(args)
     else:
         raise SystemExit(f"unknown child kind {kind}")
     return out
@@ -1256,6 +1269,17 @@ def measure_big(cfg: dict, res: dict, save) -> None:
     shutil.rmtree(runs / "pandas", ignore_errors=True)
 
 
+def measure_exports(cfg: dict, res: dict, save) -> None:
+    data = exports_measure.prepare(cfg["out"], cfg["tiny"], log)
+
+    def once(i: int) -> dict:
+        return run_child(cfg, "exports", {"data_dir": str(data)}, "exports")
+
+    log("exports: every format of the month, one process per core")
+    res["exports"] = interleaved(cfg, [("exports", once)])["exports"]
+    save()
+
+
 def measure_month(cfg: dict, res: dict, save) -> None:
     days = _days(MONTH_START, cfg["days"])
     month = MONTH_START[:7]
@@ -1395,6 +1419,7 @@ def summarize(cfg: dict, res: dict, mach: dict, complete: bool) -> dict:
         "close_lower_bound_s": sec("close_lower_bound"),
         "close_peak_rss_mb": res.get("close", {}).get("peak_rss_mb"),
         "month_usage_rows": cfg["day_rows"] * cfg["days"],
+        **exports_measure.summary(res),
     }
 
     def cpu(key):
@@ -1482,6 +1507,7 @@ def markdown(s: dict) -> str:
             "close_vs_lower_bound",
         ),
         ("`koobill --help`", "median of 5", _fmt(s["cli_startup_s"], " s"), "", "cli_startup_s"),
+        *exports_measure.markdown_rows(s),
     ]
     lines = [
         "| measure | input | koobill | reference | ratio / value | goal | status |",
@@ -1541,6 +1567,8 @@ def main() -> None:
         measure_big(cfg, res, save)
     if "month" not in cfg["skip"]:
         measure_month(cfg, res, save)
+    if "exports" not in cfg["skip"]:
+        measure_exports(cfg, res, save)
     s = save(complete=True)
     print()
     print(markdown(s))

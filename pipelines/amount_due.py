@@ -59,31 +59,73 @@ def amount_due(
             day = default_as_of(con)
         else:
             day = cal.parse_date(as_of) if isinstance(as_of, str) else as_of
-        con.execute("set variable koobill_as_of = ?::date", [day])
         known = con.execute(
-            "select any_value(partner_name), any_value(currency) from bills where partner_id = ?",
-            [partner_id],
+            "select any_value(partner_name) from bills where partner_id = ?", [partner_id]
         ).fetchone()
         has_pay = con.execute(
             "select count(*) from payments where partner_id = ?", [partner_id]
         ).fetchone()[0]
         if known[0] is None and not has_pay:
             raise KoobillError(f"partner {partner_id} has no bills and no payments")
-        bills = _rows(
-            con, "select * from amount_due where partner_id = ? order by bill_month", [partner_id]
-        )
-        payments = _rows(
-            con,
-            "select record_id, paid_at, paid_date, amount, currency, method, reference "
-            "from payments where partner_id = ? and paid_date <= ? order by paid_at, record_id",
-            [partner_id, day],
-        )
+        return amount_due_many(con, [partner_id], day)[partner_id]
     finally:
         con.close()
+
+
+def amount_due_many(con, partner_ids: list[str], day: dt.date) -> dict[str, AmountDue]:
+    """The Amount Due pane of each partner as of ``day``, read through an open warehouse
+    connection with one query per table for all of them (the exports show it on every
+    invoice)."""
+    con.execute("set variable koobill_as_of = ?::date", [day])
+    ids = list(partner_ids)
+    known = {
+        r[0]: (r[1], r[2])
+        for r in con.execute(
+            "select partner_id, any_value(partner_name), any_value(currency) from bills "
+            "where partner_id = any(?::varchar[]) group by partner_id",
+            [ids],
+        ).fetchall()
+    }
+    bills = _by_partner(
+        _rows(
+            con,
+            "select * from amount_due where partner_id = any(?::varchar[]) "
+            "order by partner_id, bill_month",
+            [ids],
+        ),
+        keep_id=True,
+    )
+    payments = _by_partner(
+        _rows(
+            con,
+            "select partner_id, record_id, paid_at, paid_date, amount, currency, method, "
+            "reference from payments where partner_id = any(?::varchar[]) and paid_date <= ? "
+            "order by partner_id, paid_at, record_id",
+            [ids, day],
+        ),
+        keep_id=False,
+    )
+    return {
+        pid: _pane(
+            pid, day, known.get(pid, (None, None)), bills.get(pid, []), payments.get(pid, [])
+        )
+        for pid in ids
+    }
+
+
+def _by_partner(rows: list[dict], keep_id: bool) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        pid = r["partner_id"] if keep_id else r.pop("partner_id")
+        out.setdefault(pid, []).append(r)
+    return out
+
+
+def _pane(pid: str, day: dt.date, known: tuple, bills: list[dict], payments: list[dict]):
     paid_total = sum((p["amount"] for p in payments), Decimal(0))
     settled = sum((b["paid_amount"] for b in bills), Decimal(0))
     return AmountDue(
-        partner_id=partner_id,
+        partner_id=pid,
         partner_name=known[0],
         as_of=day,
         currency=known[1] or (payments[0]["currency"] if payments else None),

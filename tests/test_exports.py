@@ -792,6 +792,57 @@ def test_export_twice_appends_history_and_leaves_no_temp_files(fresh):
     assert len(history(copy)) == 8
 
 
+def test_worker_processes_write_the_same_files_recorded_once_in_order(exported, fresh):
+    """Two worker processes (spawned) write each partner's files whole; the parent records
+    them once, in partner and format order; every file has the bytes of the in-process run."""
+    root, in_process = exported
+    pooled = export_month(fresh, MONTH, workers=2)
+    assert [(f.partner_id, f.format) for f in pooled.files] == [
+        (p, fmt) for p in (CN, US) for fmt in ("pdf", "xlsx", "csv", "parquet")
+    ]
+    assert [(f.path, f.sha256, f.rows, f.bytes) for f in pooled.files] == [
+        (f.path, f.sha256, f.rows, f.bytes) for f in in_process.files
+    ]
+    rows = history(fresh)
+    assert sorted(r["export_id"] for r in rows) == sorted(f.export_id for f in pooled.files)
+    assert len(list((fresh / "lake" / "export_history").glob("*.parquet"))) == 1
+    assert not [p for p in fresh.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_file_that_cannot_be_written_fails_the_run_after_the_others_are_recorded(fresh):
+    """One partner's file cannot be written (a folder holds its name): the run fails naming
+    it, and every file that did reach the disk, the other partner's too, is on record."""
+    blocker = fresh / "exports" / CN / MONTH / f"bill-details-{CN}-{MONTH}-v2.csv"
+    blocker.mkdir(parents=True)
+    with pytest.raises(KoobillError, match=r"cannot write .*v2\.csv"):
+        export_month(fresh, MONTH)
+    recorded = {(r["partner_id"], r["format"]) for r in history(fresh)}
+    assert recorded == {(CN, "pdf"), (CN, "xlsx")} | {
+        (US, fmt) for fmt in ("pdf", "xlsx", "csv", "parquet")
+    }
+    for r in history(fresh):
+        assert hashlib.sha256((fresh / r["path"]).read_bytes()).hexdigest() == r["sha256"]
+
+
+def test_worker_count():
+    from pipelines.exports.run import BILLS_PER_WORKER, worker_count
+
+    assert worker_count(3) == 1  # a few bills: not worth starting processes
+    assert worker_count(BILLS_PER_WORKER * 64) >= 1
+    assert worker_count(5, workers=8) == 5  # never more processes than bills
+    assert worker_count(5, workers=0) == 1
+
+
+def test_worker_count_from_the_environment(monkeypatch):
+    from pipelines.exports.run import worker_count
+
+    monkeypatch.setenv("KOOBILL_EXPORT_WORKERS", "2")
+    assert worker_count(100) == 2
+    monkeypatch.setenv("KOOBILL_EXPORT_WORKERS", "two")
+    with pytest.raises(KoobillError, match="KOOBILL_EXPORT_WORKERS"):
+        worker_count(100)
+
+
 def test_partner_id_that_escapes_is_refused(fresh):
     for bad in ("../x", "a/b", "", ".."):
         with pytest.raises(KoobillError, match="invalid partner id"):
@@ -874,13 +925,15 @@ def test_charts_never_sit_small_and_alone_on_a_page(exported, tmp_path, start_y,
     from fpdf import FPDF
     from pypdf import PdfReader
 
-    from pipelines import exports, invoice
+    from pipelines import exports
+    from pipelines.exports import loader
+    from pipelines.exports import pdf as invoice
     from pipelines.warehouse import connect_published
 
     root, _result = exported
     con = connect_published(root)
     try:
-        bill = exports._load_bill(con, exports._load_bills(con, MONTH, CN, None)[0])
+        bill = loader.load_bill(con, loader.bill_headers(con, MONTH, CN, None)[0])
     finally:
         con.close()
     pdf = FPDF(unit="mm", format="A4")

@@ -1,5 +1,5 @@
-"""The facts the finance documents share (the invoice PDF, ``pipelines.invoice``, and the
-workbook's summary sheet, ``pipelines.workbook``), computed once from a ``Bill``: the title,
+"""The facts the finance documents share (the invoice PDF, ``pipelines.exports.pdf``, and the
+workbook's summary sheet, ``pipelines.exports.xlsx``), computed once from a ``Bill``: the title,
 the recipient, the signed components, the settlement as of the invoice date, the typed facts
 and the by-product groups.
 
@@ -14,7 +14,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pipelines.exports import ZERO, Bill
+from pipelines.exports.bill import Bill
+from pipelines.exports.common import ZERO, round2
 
 COMPONENT_TITLES = {
     "consume": "Consume Amount",
@@ -103,7 +104,6 @@ def settlement(bill: Bill) -> list[tuple[str, str | None, Decimal]]:
 
 
 def _cents(v: Decimal) -> Decimal:
-    from pipelines.exports import round2
 
     return round2(Decimal(v))
 

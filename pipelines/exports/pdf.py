@@ -9,23 +9,25 @@ payments applied to it and the balance as of the invoice date (the Amount Due pa
 oldest-bill-first settlement, ``pipelines.amount_due``), the bank details with the invoice
 number as payment reference, the invoice a restated version replaces, and for a bill with
 nothing due (zero or negative) a statement that says so instead of asking for money. The
-facts it shares with the workbook come from ``pipelines.document``.
+facts it shares with the workbook come from ``pipelines.exports.document``.
 """
 
 from __future__ import annotations
 
-import io
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from pipelines.document import (
+from pipelines.exports.bill import Bill
+from pipelines.exports.common import ZERO, fmt_amount
+from pipelines.exports.document import (
     document_title,
     product_groups,
     recipient_lines,
     settlement,
     signed_components,
 )
-from pipelines.exports import FONT_BOLD, FONT_REGULAR, ZERO, Bill, fmt_amount
+from pipelines.exports.fonts import add_fonts
 
 INK = (33, 37, 41)
 GREY = (100, 100, 100)
@@ -61,8 +63,7 @@ def write_pdf(bill: Bill, tmp: Path) -> int:
             )
 
     pdf = Doc(orientation="P", unit="mm", format="A4")
-    pdf.add_font("cjk", "", str(FONT_REGULAR))
-    pdf.add_font("cjk", "B", str(FONT_BOLD))
+    add_fonts(pdf)  # the CJK family, parsed once per process
     # the bold face holds Latin only: CJK text in bold falls back to the regular face
     pdf.set_fallback_fonts(["cjk"], exact_match=False)
     pdf.set_auto_page_break(True, margin=16)
@@ -103,10 +104,15 @@ def _heading(pdf, text: str) -> None:
 def _header(pdf, bill: Bill, title: str) -> None:
     """Issuer (left) and the document's title and key facts (right); then Bill to (left) and
     the amount box (right)."""
-    s = bill.settings
     left_w = pdf.epw * 0.55
     right_x = pdf.l_margin + left_w + 4
     right_w = pdf.epw - left_w - 4
+    _issuer_and_facts(pdf, bill, title, left_w, right_x, right_w)
+    _bill_to_and_amount(pdf, bill, left_w, right_x, right_w)
+
+
+def _issuer_and_facts(pdf, bill: Bill, title: str, left_w, right_x, right_w) -> None:
+    s = bill.settings
     top = pdf.get_y()
 
     # issuer
@@ -152,7 +158,8 @@ def _header(pdf, bill: Bill, title: str) -> None:
         pdf.cell(right_w * 0.55, 4.6, v, align="R", new_x="LEFT", new_y="NEXT")
     pdf.set_y(max(left_end, pdf.get_y()) + 5)
 
-    # bill to, and the amount box
+
+def _bill_to_and_amount(pdf, bill: Bill, left_w, right_x, right_w) -> None:
     top = pdf.get_y()
     _text(pdf, 7.5, "B", GREY)
     pdf.cell(left_w, 4.5, "BILL TO", new_x="LMARGIN", new_y="NEXT")
@@ -449,7 +456,7 @@ def _charts(pdf, bill: Bill) -> None:
         return
     gap = 4
     w = (pdf.epw - gap) / 2 if len(shown) == 2 else pdf.epw * 0.62
-    wpx, hpx = _png_size(shown[0][0])
+    wpx, hpx = shown[0][0].size
     img_h = w * hpx / wpx
     room = pdf.page_break_trigger - pdf.get_y() - 9  # the heading takes 8 mm
     if room >= img_h * 0.6:
@@ -457,21 +464,20 @@ def _charts(pdf, bill: Bill) -> None:
             w, img_h = w * room / img_h, room
         _heading(pdf, "Charts")
         y = pdf.get_y()
-        for i, (png, alt) in enumerate(shown):
-            pdf.image(io.BytesIO(png), x=pdf.l_margin + i * (w + gap), y=y, w=w, alt_text=alt)
+        for i, (image, alt) in enumerate(shown):
+            pdf.image(image, x=pdf.l_margin + i * (w + gap), y=y, w=w, alt_text=alt)
         pdf.set_y(y + img_h + 2)
         return
     pdf.add_page()
     _heading(pdf, "Charts")
     w = pdf.epw * 0.92
-    for png, alt in _render_charts(bill, 7.0, 4.6):
-        wpx, hpx = _png_size(png)
-        pdf.image(io.BytesIO(png), x=pdf.l_margin + (pdf.epw - w) / 2, w=w, alt_text=alt)
+    for image, alt in _render_charts(bill, 7.0, 4.6):
+        pdf.image(image, x=pdf.l_margin + (pdf.epw - w) / 2, w=w, alt_text=alt)
         pdf.ln(4)
 
 
-def _render_charts(bill: Bill, w: float, h: float) -> list[tuple[bytes, str]]:
-    from pipelines import charts
+def _render_charts(bill: Bill, w: float, h: float) -> list[tuple[Any, str]]:
+    from pipelines.exports import charts
 
     head = bill.header
     net = head["consume_amount"] - head["refunds"] + head["adjustments"]
@@ -487,9 +493,4 @@ def _render_charts(bill: Bill, w: float, h: float) -> list[tuple[bytes, str]]:
             "Daily estimate against the bill",
         ),
     ]
-    return [(png, alt) for png, alt in pair if png is not None]
-
-
-def _png_size(png: bytes) -> tuple[int, int]:
-    """Width and height of a PNG, from its IHDR chunk."""
-    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    return [(image, alt) for image, alt in pair if image is not None]

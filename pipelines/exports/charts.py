@@ -1,15 +1,14 @@
-"""The invoice's charts, as PNG bytes: where the month's spend went, and the daily estimate
+"""The invoice's charts, as images (PIL): where the month's spend went, and the daily estimate
 against the bill. A chart is drawn only when it says something a table does not (two or more
 products; two or more estimates). Floats are used for drawing only; every printed figure comes
 from the Decimals."""
 
 from __future__ import annotations
 
-import io
 from decimal import Decimal
 from typing import Any
 
-from pipelines.exports import FONT_REGULAR, fmt_amount
+from pipelines.exports.common import FONT_REGULAR, fmt_amount
 
 BLUE, RED, GREEN = "#3A6EA5", "#C0504D", "#4F8A3C"
 
@@ -30,13 +29,22 @@ def _thousands(ax, axis: str) -> None:
     (ax.xaxis if axis == "x" else ax.yaxis).set_major_formatter(fmt)
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+def _image(fig):
+    """The figure drawn, as a PIL image: the pixels ``savefig(format="png")`` would encode,
+    without encoding a PNG that the PDF writer would only decode again (it stores the pixels
+    deflated, not the PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    width, height = canvas.get_width_height()
+    return Image.frombuffer(
+        "RGBA", (width, height), bytes(canvas.buffer_rgba()), "raw", "RGBA", 0, 1
+    )
 
 
-def products_chart(groups: list[dict[str, Any]], currency: str, w: float, h: float) -> bytes | None:
+def products_chart(groups: list[dict[str, Any]], currency: str, w: float, h: float) -> Any:
     """Top products by consumption (all regions together), a horizontal bar chart."""
     top = [g for g in groups if g["subtotal"] > 0][:8]
     if len(top) < 2:
@@ -62,7 +70,7 @@ def products_chart(groups: list[dict[str, Any]], currency: str, w: float, h: flo
     ax.tick_params(axis="x", labelsize=6.5)
     _thousands(ax, "x")
     ax.xaxis.set_major_locator(_locator(3))
-    return _png(fig)
+    return _image(fig)
 
 
 def estimates_chart(
@@ -73,7 +81,7 @@ def estimates_chart(
     currency: str,
     w: float,
     h: float,
-) -> bytes | None:
+) -> Any:
     """The month's daily estimate against the bill; one reference line when the bill equals
     the estimate's final basis (no tax, no coupons), else two."""
     if len(estimates) < 2:
@@ -114,7 +122,7 @@ def estimates_chart(
     ax.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, -(-span // 5))))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
     ax.spines[["top", "right"]].set_visible(False)
-    return _png(fig)
+    return _image(fig)
 
 
 def _locator(n: int):

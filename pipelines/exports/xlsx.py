@@ -25,9 +25,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pipelines import document as doc
 from pipelines import schema
-from pipelines.exports import Bill, neutralise, round2
+from pipelines.exports import document as doc
+from pipelines.exports.bill import Bill
+from pipelines.exports.common import MONEY_DETAIL_COLUMNS, neutralise, round2
 
 MONEY_2 = "#,##0.00"
 MONEY_6 = "#,##0.000000"
@@ -35,7 +36,6 @@ QTY = "#,##0.######"
 DATE = "yyyy-mm-dd"
 PARTNER_LEVEL = "(partner-level)"
 ZERO = Decimal(0)
-MONEY_DETAIL_COLUMNS = {"official_amount", "discount_amount", "amount"}
 _WORDS = {"id": "ID", "sku": "SKU", "no": "No."}
 
 
@@ -45,6 +45,8 @@ def title(name: str) -> str:
 
 
 def _display_width(text: str) -> int:
+    if text.isascii():  # most cells: one column a character
+        return len(text)
     return sum(2 if ord(ch) > 0x2E7F else 1 for ch in text)
 
 
@@ -54,6 +56,7 @@ class _Book:
 
         self.wb = xlsxwriter.Workbook(
             str(path),
+            # not in_memory: it would save a few temporary files but changes the zip's bytes
             {"strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False},
         )
         closed_at = bill.header.get("closed_at")
