@@ -40,6 +40,7 @@ from pipelines.settings import DEFAULT_PATH as DEFAULT_SETTINGS
 from pipelines.settings import load_settings
 
 FORMATS = ("pdf", "xlsx", "csv", "parquet")
+EXTRA_FORMATS = ("focus",)  # focus hook: opt-in formats (pipelines/focus.py), not in the default
 KIND = {"pdf": "summary", "xlsx": "details", "csv": "details", "parquet": "details"}
 MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -153,8 +154,10 @@ def _check_formats(formats: Iterable[str]) -> list[str]:
     out: list[str] = []
     for f in formats:
         f = str(f).strip().lower()
-        if f not in FORMATS:
-            raise KoobillError(f"unknown export format {f!r}: choose from {', '.join(FORMATS)}")
+        if f not in FORMATS + EXTRA_FORMATS:  # focus hook: EXTRA_FORMATS
+            raise KoobillError(
+                f"unknown export format {f!r}: choose from {', '.join(FORMATS + EXTRA_FORMATS)}"
+            )
         if f not in out:
             out.append(f)
     if not out:
@@ -562,6 +565,31 @@ def export_month(
                 for bill in bills:
                     names = file_names(bill.partner_id, month, bill.version)
                     for fmt in fmts:
+                        if fmt == "focus":  # focus hook: the FOCUS 1.2 dataset, two files
+                            from pipelines.focus import write_focus
+
+                            folder = _safe_target(root, bill.partner_id, month, "focus").parent
+                            for kind, ffmt, path, rows in write_focus(
+                                con, bill.header, folder, issuer=settings.issuer.name, root=root
+                            ):
+                                digest, size = _sha256(path)
+                                result.files.append(
+                                    ExportFile(
+                                        export_id=f"{run_id}-{bill.partner_id}-focus-{ffmt}",
+                                        partner_id=bill.partner_id,
+                                        bill_month=month,
+                                        version=bill.version,
+                                        bill_status=str(bill.header["status"]),
+                                        kind=kind,
+                                        format=ffmt,
+                                        path=path.relative_to(root.resolve()).as_posix(),
+                                        rows=rows,
+                                        bytes=size,
+                                        sha256=digest,
+                                        created_at=datetime.now(UTC),
+                                    )
+                                )
+                            continue  # end of the focus hook
                         target = _safe_target(root, bill.partner_id, month, names[fmt])
                         with atomic_path(target) as tmp:
                             rows = WRITERS[fmt](bill, tmp)
