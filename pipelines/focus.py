@@ -559,7 +559,7 @@ def arrow_schema(header: dict[str, Any] | None = None):
 
     types = {
         "D": pa.decimal128(38, 6),
-        "T": pa.timestamp("s", tz="UTC"),
+        "T": pa.timestamp("ms", tz="UTC"),  # Parquet has no seconds unit
         "S": pa.string(),
         "I": pa.int64(),
         "B": pa.bool_(),
