@@ -55,6 +55,11 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("ChargeFrequency", "S", "One-Time, Recurring or Usage-Based"),
     ("ChargePeriodEnd", "T", "Exclusive end of the month the records are dated in"),
     ("ChargePeriodStart", "T", "Start of the month the records are dated in"),
+    (
+        "CommitmentDiscountStatus",
+        "S",
+        "Always NULL: koobill has no commitment discounts (focus-validator's usage rules read it)",
+    ),
     ("ConsumedQuantity", "D", "Metered quantity (Usage rows)"),
     ("ConsumedUnit", "S", "Unit of the metered quantity (the price list's unit)"),
     ("ContractedCost", "D", "Cost at the partner's negotiated price: the amount after discount"),

@@ -323,6 +323,25 @@ def test_columns_and_types(exported):
     assert {r["BillingCurrency"] for r in rows} == {"CNY"}
     assert {r["InvoiceIssuerName"] for r in rows} == {ISSUER}
     assert {r["ProviderName"] for r in rows} == {ISSUER}
+    # allowed values, row by row (the validator only sees whether some row has each value)
+    assert {r["ChargeCategory"] for r in rows} <= {
+        "Usage",
+        "Purchase",
+        "Tax",
+        "Credit",
+        "Adjustment",
+    }
+    assert {r["ChargeFrequency"] for r in rows} <= {"One-Time", "Recurring", "Usage-Based"}
+    assert {(r["ServiceCategory"], r["ServiceSubcategory"]) for r in rows} == {
+        ("Other", "Other (Other)")
+    }
+    # ConsumedQuantity and ConsumedUnit on Usage rows only (the validator's model cannot check
+    # the quantity: its ConsumedQuantity-C-006-C condition is inverted)
+    for r in rows:
+        usage = r["ChargeCategory"] == "Usage"
+        assert (r["ConsumedQuantity"] is not None) == usage, r
+        assert (r["ConsumedUnit"] is not None) == usage, r
+        assert r["CommitmentDiscountStatus"] is None
     for r in rows:  # not-nullable columns
         for c in ("BilledCost", "ListCost", "EffectiveCost", "ContractedCost", "ServiceName"):
             assert r[c] is not None, (c, r)
@@ -538,3 +557,36 @@ def test_the_foundations_validator_finds_no_failure(exported, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 of 2 datasets valid" in proc.stdout
     assert len(list((tmp_path / "reports").glob("*.xml"))) == 2
+
+
+def test_the_check_fails_on_a_broken_dataset(exported, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not (FOCUS_VENV / "bin" / "python").exists():
+        pytest.skip(f"no validator venv at {FOCUS_VENV}: `make focus-check` builds it")
+    root, result = exported
+    table = pq.read_table(files(root, result, CN)["parquet"])
+    # one row without BilledCost (the validator checks allowed values only dataset-wide: an OR
+    # of "some row is Usage", "some row is Purchase", ...; nullability it checks per row)
+    cost = table.column("BilledCost").to_pylist()
+    cost[0] = None
+    i = table.schema.get_field_index("BilledCost")
+    broken = tmp_path / "broken.parquet"
+    pq.write_table(table.set_column(i, "BilledCost", pa.array(cost, pa.decimal128(38, 6))), broken)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "focus-check"),
+            "--venv",
+            str(FOCUS_VENV),
+            "--report-dir",
+            str(tmp_path / "reports"),
+            str(broken),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAIL BilledCost-C-003-M" in proc.stdout
+    assert "0 of 1 datasets valid" in proc.stdout
