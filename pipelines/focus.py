@@ -500,7 +500,7 @@ def _key(row: dict[str, Any]) -> tuple:
         row["RegionId"],
         row["x_SourceMonth"],
         row["x_Late"],
-        row["ChargeDescription"] if row["x_Component"] in ("adjustment", "coupon") else None,
+        row["x_Description"],  # the adjustment reason or coupon id, part of the line's grain
         row["ResourceId"],
     )
 

@@ -590,3 +590,38 @@ def test_the_check_fails_on_a_broken_dataset(exported, tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "FAIL BilledCost-C-003-M" in proc.stdout
     assert "0 of 1 datasets valid" in proc.stdout
+
+
+def test_corrections_tell_adjustments_apart_by_their_reason():
+    """Two adjustments whose reasons are not ASCII share their ChargeDescription; the reason as
+    landed (x_Description) still tells them apart, so only the new one is a correction."""
+
+    def header(version, adjustments):
+        return {
+            "partner_id": "P",
+            "partner_name": "P",
+            "bill_month": MONTH,
+            "version": version,
+            "currency": "CNY",
+            "consume_amount": D("0"),
+            "refunds": D("0"),
+            "adjustments": D(adjustments),
+            "coupon_total": D("0"),
+            "coupon_amount": D("0"),
+            "tax_rate": D("0"),
+            "tax_amount": D("0"),
+            "bill_amount": D(adjustments),
+            "invoice_no": None,
+        }
+
+    first = ln(1, "adjustment", "ADJUSTMENT", None, None, None, "-10", description="补偿一")
+    second = ln(2, "adjustment", "ADJUSTMENT", None, None, None, "-20", description="补偿二")
+    v1 = focus.bill_rows(header(1, "-10.00"), [first], ISSUER)
+    v2 = focus.bill_rows(header(2, "-30.00"), [first, second], ISSUER)
+    assert v2[0]["ChargeDescription"] == v2[1]["ChargeDescription"]
+    marked = focus.mark_corrections(v2, v1)
+    assert [(r["x_Description"], r["ChargeClass"]) for r in marked] == [
+        ("补偿一", None),
+        ("补偿二", "Correction"),
+    ]
+    assert sum(r["BilledCost"] for r in marked) == D("-30.00")
