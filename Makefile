@@ -77,7 +77,7 @@ airflow: install
 # (.venv-focus) from the hashed requirements/focus.txt. A fresh demo data dir under
 # test-output/focus/ is exported with --format focus; every partner's Parquet and CSV dataset is
 # validated; the validator's JUnit reports stay in test-output/focus/reports/.
-PYTHON312 ?= $(firstword $(shell command -v python3.12) $(wildcard /root/.pyenv/versions/3.12*/bin/python3.12))
+PYTHON312 ?= $(firstword $(wildcard /root/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12))
 FOCUS_VENV := .venv-focus
 FOCUS_OUT := $(CURDIR)/test-output/focus
 FOCUS_MONTH := 2026-10
