@@ -405,11 +405,19 @@ def _line_rows(
     return out
 
 
-def _summary_row(base: dict[str, Any], component: str, amount: Decimal, text: str) -> dict:
-    """A Tax row, or an Adjustment row that brings a component to its published figure."""
+def _summary_row(
+    base: dict[str, Any],
+    component: str,
+    amount: Decimal,
+    text: str,
+    category: str = "Adjustment",
+    charge_type: str | None = None,
+) -> dict:
+    """A row that is not a bill line: the tax, a rounding, the coupons not deducted."""
     return {
         **base,
-        "ChargeCategory": "Tax" if component == "tax" else "Adjustment",
+        "ChargeCategory": category,
+        "x_ChargeType": charge_type,
         "ChargeDescription": text,
         "ChargeFrequency": "One-Time",
         "BilledCost": amount,
@@ -453,13 +461,13 @@ def bill_rows(
         if figure != exact:
             rows.append(
                 _summary_row(
-                    {**base, "x_Component": "rounding"},
+                    base,
                     "rounding",
                     figure - exact,
                     f"Rounding of the {label} to the cent ({exact} to {figure})",
+                    charge_type=component.upper(),
                 )
             )
-            rows[-1]["x_ChargeType"] = component.upper()
     deducted = -dec("coupon_amount")
     offered = -(coupon_total if coupon_total is not None else sums["coupon"])
     if deducted != offered:
@@ -469,13 +477,14 @@ def bill_rows(
                 "coupon_cap",
                 deducted - offered,
                 "Cash coupons not deducted: the deduction is capped at the net amount",
+                category="Credit",
             )
         )
-        rows[-1]["ChargeCategory"] = "Credit"
     tax = dec("tax_amount")
     if tax != 0 or dec("tax_rate") != 0:
-        rate = format(dec("tax_rate") * 100, "f").rstrip("0").rstrip(".")
-        rows.append(_summary_row(base, "tax", tax, f"Tax at {rate}% of the net amount"))
+        rate = format((dec("tax_rate") * 100).normalize(), "f")
+        text = f"Tax at {rate}% of the net amount"
+        rows.append(_summary_row(base, "tax", tax, text, category="Tax", charge_type="TAX"))
     total = sum((r["BilledCost"] for r in rows), ZERO)
     if total != dec("bill_amount"):
         raise KoobillError(

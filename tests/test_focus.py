@@ -433,7 +433,7 @@ def test_restated_version_marks_its_differences_as_corrections(exported):
     prev = {(r["x_Component"], r["x_ChargeType"], r["ResourceId"]): r for r in corr}
     assert prev[("consume", "NEW", None)]["x_PreviousBilledCost"] == D("900.123456")
     assert prev[("consume", "USAGE", "r-1")]["x_PreviousBilledCost"] == 0  # new in v2
-    assert prev[("tax", None, None)]["x_PreviousBilledCost"] == D("49.78")
+    assert prev[("tax", "TAX", None)]["x_PreviousBilledCost"] == D("49.78")
     assert prev[("rounding", "CONSUME", None)]["x_PreviousBilledCost"] == D("-0.003456")
     gone = prev[("consume", "RENEW", None)]  # billed in v1, not in v2: a zero row
     assert gone["BilledCost"] == 0 and gone["x_PreviousBilledCost"] == D("10.00")
@@ -625,3 +625,38 @@ def test_corrections_tell_adjustments_apart_by_their_reason():
         ("补偿二", "Correction"),
     ]
     assert sum(r["BilledCost"] for r in marked) == D("-30.00")
+
+
+def test_coupons_beyond_the_net_amount_show_as_not_deducted():
+    # consume 10.00, coupons 30.00: coupon_amount = min(30.00, max(10.00, 0)) = 10.00; tax
+    # round2(0 * 0.06) = 0.00; bill 0.00. The 20.00 not deducted is a Credit row of +20.00.
+    header = {
+        "partner_id": "P",
+        "partner_name": "P",
+        "bill_month": MONTH,
+        "version": 1,
+        "currency": "CNY",
+        "consume_amount": D("10.00"),
+        "refunds": D("0.00"),
+        "adjustments": D("0.00"),
+        "coupon_total": D("30.00"),
+        "coupon_amount": D("10.00"),
+        "tax_rate": D("0.06"),
+        "tax_amount": D("0.00"),
+        "bill_amount": D("0.00"),
+        "invoice_no": None,
+    }
+    lines = [
+        ln(1, "consume", "NEW", "C1", "Customer", "PR1", "10"),
+        ln(2, "coupon", "COUPON", None, None, None, "30", description="CPN-9"),
+    ]
+    rows = focus.bill_rows(header, lines, ISSUER)
+    got = [(r["ChargeCategory"], r["x_Component"], r["BilledCost"]) for r in rows]
+    assert got == [
+        ("Purchase", "consume", D("10")),
+        ("Credit", "coupon", D("-30")),
+        ("Credit", "coupon_cap", D("20.00")),
+        ("Tax", "tax", D("0.00")),
+    ]
+    assert rows[-1]["ChargeDescription"] == "Tax at 6% of the net amount"
+    assert sum(r["BilledCost"] for r in rows) == header["bill_amount"]
