@@ -13,7 +13,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 # few: keep it on even where the environment turns it off.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install demo test lint lock bench airflow clean serve chromium
+.PHONY: install demo test lint lock bench airflow clean serve chromium focus-check
 
 install: $(STAMP)
 
@@ -74,6 +74,34 @@ airflow: install
 	export KOOBILL_START_DATE="$${KOOBILL_START_DATE:-$$(TZ=Asia/Shanghai date -d "$$(TZ=Asia/Shanghai date +%Y-%m-01) -1 month" +%Y-%m-%d)}"; \
 	echo "koobill: KOOBILL_START_DATE=$$KOOBILL_START_DATE"; \
 	exec $(BIN)/airflow standalone
+
+# FOCUS 1.2 exports checked by the FinOps Foundation's focus-validator (docs/focus.md). The
+# validator needs Python >= 3.12 and pins duckdb<2, pandas<3, numpy<2, so it gets its own venv
+# (.venv-focus) from the hashed requirements/focus.txt. The validator tests of
+# tests/test_focus.py run, then a fresh demo data dir under
+# test-output/focus/ is exported with --format focus; every partner's Parquet and CSV dataset is
+# validated; the validator's JUnit reports stay in test-output/focus/reports/.
+PYTHON312 ?= $(firstword $(wildcard /root/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12))
+FOCUS_VENV := .venv-focus
+FOCUS_OUT := $(CURDIR)/test-output/focus
+FOCUS_MONTH := 2026-10
+
+$(FOCUS_VENV)/.installed: requirements/focus.txt $(STAMP)
+	@test -n "$(PYTHON312)" || { echo "koobill: focus-check needs Python 3.12 (set PYTHON312=...)"; exit 1; }
+	test -x $(FOCUS_VENV)/bin/python || $(PYTHON312) -m venv $(FOCUS_VENV)
+	$(BIN)/uv pip install --python $(FOCUS_VENV)/bin/python --require-hashes -r requirements/focus.txt
+	touch $@
+
+focus-check: install $(FOCUS_VENV)/.installed
+	@mkdir -p "$(FOCUS_OUT)"
+	@# the tests that need the validator (skipped by `make test` while .venv-focus is missing):
+	@# a restated version's Correction rows validated, and the check failing on a broken dataset
+	$(BIN)/python -m pytest -q -n 0 -p no:cacheprovider tests/test_focus.py -k "validator or check_fails"
+	$(BIN)/python -m pipelines.demo --data-dir "$(FOCUS_OUT)/demo" --month $(FOCUS_MONTH) > "$(FOCUS_OUT)/demo.log" 2>&1 \
+	  || { tail -40 "$(FOCUS_OUT)/demo.log"; exit 1; }
+	$(BIN)/koobill --data-dir "$(FOCUS_OUT)/demo" export --month $(FOCUS_MONTH) --format focus
+	$(BIN)/python tools/focus-check --venv $(FOCUS_VENV) --report-dir "$(FOCUS_OUT)/reports" \
+	  "$(FOCUS_OUT)"/demo/exports/*/$(FOCUS_MONTH)/focus-*.parquet "$(FOCUS_OUT)"/demo/exports/*/$(FOCUS_MONTH)/focus-*.csv
 
 lock:
 	uv pip compile requirements/main.in --python-version 3.11 --generate-hashes --no-header -o requirements/lock.txt

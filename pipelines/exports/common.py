@@ -15,6 +15,8 @@ from pipelines.config import Paths, check_partner_id
 from pipelines.lake import KoobillError
 
 FORMATS = ("pdf", "xlsx", "csv", "parquet")
+# opt-in formats, not in the default set: "focus" is the FOCUS 1.2 dataset (pipelines/focus.py)
+EXTRA_FORMATS = ("focus",)
 KIND = {"pdf": "summary", "xlsx": "details", "csv": "details", "parquet": "details"}
 MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -91,8 +93,10 @@ def check_formats(formats: Iterable[str]) -> list[str]:
     out: list[str] = []
     for f in formats:
         f = str(f).strip().lower()
-        if f not in FORMATS:
-            raise KoobillError(f"unknown export format {f!r}: choose from {', '.join(FORMATS)}")
+        if f not in FORMATS + EXTRA_FORMATS:
+            raise KoobillError(
+                f"unknown export format {f!r}: choose from {', '.join(FORMATS + EXTRA_FORMATS)}"
+            )
         if f not in out:
             out.append(f)
     if not out:

@@ -150,11 +150,16 @@ def _export_locked(
         bills = load_bills(
             con, result.month, partner, version, settings=settings, documents=documents
         )
+        pooled = [f for f in fmts if f in FORMATS]
         try:
-            for files, error in _write_all(root, result.export_run_id, bills, fmts, workers):
-                result.files += files
-                if error is not None:
-                    errors.append(error)
+            if pooled:
+                for files, error in _write_all(root, result.export_run_id, bills, pooled, workers):
+                    result.files += files
+                    if error is not None:
+                        errors.append(error)
+            if "focus" in fmts:
+                for bill in bills:
+                    result.files += _write_focus(root, result.export_run_id, con, bill, settings)
         finally:
             # whatever reached the disk is on record, even if a file failed
             if result.files:
@@ -163,6 +168,36 @@ def _export_locked(
         con.close()
     if errors:  # the other partners' files are written and recorded; the first error is told
         raise errors[0]
+
+
+def _write_focus(root: Path, run_id: str, con, bill: Bill, settings) -> list[ExportFile]:
+    """The FOCUS 1.2 dataset of one bill (Parquet and CSV), written in this process: it reads
+    the bill's lines and usage records from the warehouse."""
+    from pipelines.focus import write_focus
+
+    folder = safe_target(root, bill.partner_id, bill.month, "focus").parent
+    files = []
+    for kind, fmt, path, rows in write_focus(
+        con, bill.header, folder, issuer=settings.issuer.name, root=root
+    ):
+        digest, size = _sha256(path)
+        files.append(
+            ExportFile(
+                export_id=f"{run_id}-{bill.partner_id}-focus-{fmt}",
+                partner_id=bill.partner_id,
+                bill_month=bill.month,
+                version=bill.version,
+                bill_status=str(bill.header["status"]),
+                kind=kind,
+                format=fmt,
+                path=path.relative_to(root.resolve()).as_posix(),
+                rows=rows,
+                bytes=size,
+                sha256=digest,
+                created_at=datetime.now(UTC),
+            )
+        )
+    return files
 
 
 def _settings_warnings(root: Path, settings) -> list[str]:
