@@ -7,7 +7,13 @@
 -- snapshot landed before they existed; recipient_names their names.
 
 with all_snapshots as (
-    select landing_date, partner_id, partner_name, currency, tax_rate, {{ recipient }}
+    select
+        landing_date,
+        partner_id,
+        partner_name,
+        currency,
+        tax_rate,
+        {{ recipient }}
     from read_parquet($snapshots, hive_partitioning = false, union_by_name = true)
 ),
 
@@ -18,20 +24,25 @@ latest as (
             *,
             row_number() over (partition by partner_id order by landing_date desc) as rn
         from all_snapshots
-    )
+    ) as numbered
     where rn = 1
 ),
 
 wanted as (
-    select partner_id from all_snapshots where landing_date = $latest
+    select partner_id from all_snapshots
+    where landing_date = $latest
     union
-    select partner_id from orders_m where bill_month_assigned = $month
+    select partner_id from orders_m
+    where bill_month_assigned = $month
     union
-    select partner_id from usage_m where bill_month_assigned = $month
+    select partner_id from usage_m
+    where bill_month_assigned = $month
     union
-    select partner_id from adjustments_m where bill_month_assigned = $month
+    select partner_id from adjustments_m
+    where bill_month_assigned = $month
     union
-    select partner_id from coupons_m where bill_month_assigned = $month
+    select partner_id from coupons_m
+    where bill_month_assigned = $month
 )
 
 select
@@ -41,5 +52,5 @@ select
     l.tax_rate,
     {{ recipient_names }}
 from latest as l
-inner join wanted as w using (partner_id)
+inner join wanted as w on l.partner_id = w.partner_id
 order by l.partner_id

@@ -20,8 +20,9 @@ with checked as (
     select
         t.*{{ extra_select }},
         nullif(concat_ws('; ', t._type_reason, {{ feed_reason }}), '') as _reason,
-        case when _reason is not null then
-            list_concat(coalesce(t._type_codes, []::varchar[]), {{ feed_codes }})
+        case
+            when _reason is not null
+                then list_concat(coalesce(t._type_codes, []::varchar[]), {{ feed_codes }})
         end as _reason_codes
     from {{ typed }} as t
     {{ joins }}

@@ -14,7 +14,7 @@ with candidates as (
         record_id,
         {{ content_hash }} as _hash,
         {{ typed_json }} as _json
-    from ({{ checked_repeated }})
+    from ({{ checked_repeated }}) as checked_repeated
     where _reason is null
 ),
 
@@ -46,13 +46,15 @@ select
         else 'quarantine'
     end as _status,
     case
-        when h.record_id is not null and h._hash <> v._hash then
-            'conflicting duplicate: record_id ' || v.record_id
-            || ' was accepted on ' || h.landing_date || ' with different content'
-        when h.record_id is null and v._k > 1 and v._hash <> v._first then
-            'conflicting duplicate: record_id ' || v.record_id
-            || ' was accepted earlier this date (' || v._ffile || ' row ' || v._frow
-            || ') with different content'
+        when h.record_id is not null and h._hash <> v._hash
+            then
+                'conflicting duplicate: record_id ' || v.record_id
+                || ' was accepted on ' || h.landing_date || ' with different content'
+        when h.record_id is null and v._k > 1 and v._hash <> v._first
+            then
+                'conflicting duplicate: record_id ' || v.record_id
+                || ' was accepted earlier this date (' || v._ffile || ' row ' || v._frow
+                || ') with different content'
     end as _why
 from ranked as v
 left join history as h on v.record_id = h.record_id

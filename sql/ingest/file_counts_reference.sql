@@ -2,8 +2,8 @@
 
 select
     _file,
-    count(*) filter (where _status = 'accept'),
-    count(*) filter (where _status = 'quarantine'),
-    count(*) filter (where _status = 'duplicate')
+    count(*) filter (where _status = 'accept') as accepted,
+    count(*) filter (where _status = 'quarantine') as quarantined,
+    count(*) filter (where _status = 'duplicate') as duplicates
 from {{ resolved }}
 group by _file

@@ -15,4 +15,7 @@ select
 from read_parquet($files, hive_partitioning = false)
 where
     record_id between $lo and $hi
-    and record_id in (select record_id from {{ staged }} where _type_reason is null)
+    and record_id in (
+        select s.record_id from {{ staged }} as s
+        where s._type_reason is null
+    )

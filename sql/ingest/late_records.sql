@@ -2,7 +2,9 @@
 
 select coalesce(sum(n), 0)
 from (
-    select count(*) as n from out_orders where late
+    select count(*) as n from out_orders
+    where late
     union all
-    select count(*) from out_usage where late
-)
+    select count(*) as n from out_usage
+    where late
+) as counts

@@ -4,7 +4,9 @@
 -- Template: content_hash is the md5 of the feed's typed columns (rules.content_hash).
 
 with hashed as (
-    select *, {{ content_hash }} as _hash
+    select
+        *,
+        {{ content_hash }} as _hash
     from partners_checked
 ),
 
@@ -18,7 +20,9 @@ ranked as (
 ),
 
 conflicting as (
-    select *, _reason is null and _k > 1 and _hash <> _first as _conflict
+    select
+        *,
+        _reason is null and _k > 1 and _hash <> _first as _conflict
     from ranked
 )
 
@@ -30,8 +34,13 @@ select
         when _hash = _first then 'duplicate'
         else 'quarantine'
     end as _status,
-    case when _conflict then
-        'partner_id ' || partner_id || ' is listed twice in the snapshot with different values'
-    else _reason end as _why,
+    case
+        when _conflict
+            then
+                'partner_id '
+                || partner_id
+                || ' is listed twice in the snapshot with different values'
+        else _reason
+    end as _why,
     case when _conflict then ['conflicting_duplicate'] else _reason_codes end as _why_codes
 from conflicting

@@ -2,6 +2,14 @@
 
 insert into prev_prices
 select
-    sku_code, unit, unit_price, currency, effective_from, effective_to,
-    landing_date, _file, _row, _hash
+    sku_code,
+    unit,
+    unit_price,
+    currency,
+    effective_from,
+    effective_to,
+    landing_date,
+    _file,
+    _row,
+    _hash
 from read_parquet($files, hive_partitioning = false)

@@ -2,13 +2,27 @@
 
 with all_prices as (
     select
-        sku_code, unit, unit_price, currency, effective_from, effective_to,
-        landing_date, _file, _row
+        sku_code,
+        unit,
+        unit_price,
+        currency,
+        effective_from,
+        effective_to,
+        landing_date,
+        _file,
+        _row
     from prev_prices
     union all
     select
-        sku_code, unit, unit_price, currency, effective_from, effective_to,
-        getvariable('koobill_landing_date'), _file, _row
+        sku_code,
+        unit,
+        unit_price,
+        currency,
+        effective_from,
+        effective_to,
+        getvariable('koobill_landing_date') as landing_date,
+        _file,
+        _row
     from prices_accepted
 ),
 

@@ -3,9 +3,19 @@
 -- usage find it with a single ASOF join; a null unit_price is a gap with no price.
 
 with change_points as (
-    select sku_code, unit, currency, effective_from as at from price_list
+    select
+        sku_code,
+        unit,
+        currency,
+        effective_from as at
+    from price_list
     union
-    select sku_code, unit, currency, effective_to from price_list
+    select
+        sku_code,
+        unit,
+        currency,
+        effective_to
+    from price_list
     where effective_to is not null
 )
 
@@ -18,9 +28,9 @@ select
 from change_points as b
 left join price_list as p
     on
-        p.sku_code = b.sku_code
-        and p.unit = b.unit
-        and p.currency = b.currency
-        and p.effective_from <= b.at
+        b.sku_code = p.sku_code
+        and b.unit = p.unit
+        and b.currency = p.currency
+        and b.at >= p.effective_from
         and (p.effective_to is null or b.at < p.effective_to)
 group by all

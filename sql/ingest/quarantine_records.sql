@@ -3,23 +3,23 @@
 
 insert into quarantine_rows
 select
-    cast($feed as varchar),
-    getvariable('koobill_landing_date'),
+    cast($feed as varchar) as feed,
+    getvariable('koobill_landing_date') as landing_date,
     _file,
     _row,
-    case when not {{ blank_rid }} then _rid end,
+    case when not {{ blank_rid }} then _rid end as record_id,
     _reason_codes,
     _reason,
     _raw
 from rejected
 union all
 select
-    cast($feed as varchar),
-    getvariable('koobill_landing_date'),
+    cast($feed as varchar) as feed,
+    getvariable('koobill_landing_date') as landing_date,
     _file,
     _row,
-    cast(record_id as varchar),
-    ['conflicting_duplicate'],
+    record_id::varchar as record_id,
+    ['conflicting_duplicate'] as reason_codes,
     _why,
     _json
 from duplicates

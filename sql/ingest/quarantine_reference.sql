@@ -5,13 +5,13 @@
 
 insert into quarantine_rows
 select
-    cast($feed as varchar),
-    getvariable('koobill_landing_date'),
+    cast($feed as varchar) as feed,
+    getvariable('koobill_landing_date') as landing_date,
     _file,
     _row,
-    case when not {{ blank_rid }} then {{ record_id }} end,
+    case when not {{ blank_rid }} then {{ record_id }} end as record_id,
     _why_codes,
     _why,
-    coalesce(_raw, {{ typed_json }})
+    coalesce(_raw, {{ typed_json }}) as raw
 from {{ resolved }}
 where _status = 'quarantine'

@@ -4,7 +4,7 @@
 select
     _file,
     _row,
-    cast(record_id as varchar) as _rid,
+    record_id::varchar as _rid,
     _reason,
     _reason_codes,
     _raw

@@ -2,7 +2,12 @@
 -- else the latest earlier snapshot.
 
 with accepted as (
-    select partner_id, partner_name, currency, tax_rate, discount_rate
+    select
+        partner_id,
+        partner_name,
+        currency,
+        tax_rate,
+        discount_rate
     from partners_accepted
 )
 

@@ -1,7 +1,9 @@
 -- A reference feed's five most frequent quarantine reasons. Template: resolved is its
 -- resolved rows.
 
-select _why, count(*)
+select
+    _why,
+    count(*) as n
 from {{ resolved }}
 where _status = 'quarantine'
 group by 1

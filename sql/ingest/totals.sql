@@ -13,11 +13,35 @@ copy (
             0::decimal(38, 6) as coupons
         from out_orders
         union all
-        select partner_id, bill_month_assigned, currency, amount, 0, 0, 0 from out_usage
+        select
+            partner_id,
+            bill_month_assigned as bill_month,
+            currency,
+            amount as consume,
+            0 as refunds,
+            0 as adjustments,
+            0 as coupons
+        from out_usage
         union all
-        select partner_id, bill_month_assigned, currency, 0, 0, amount, 0 from out_adjustments
+        select
+            partner_id,
+            bill_month_assigned as bill_month,
+            currency,
+            0 as consume,
+            0 as refunds,
+            amount as adjustments,
+            0 as coupons
+        from out_adjustments
         union all
-        select partner_id, bill_month_assigned, currency, 0, 0, 0, amount from out_coupons
+        select
+            partner_id,
+            bill_month_assigned as bill_month,
+            currency,
+            0 as consume,
+            0 as refunds,
+            0 as adjustments,
+            amount as coupons
+        from out_coupons
     )
 
     select

@@ -14,7 +14,7 @@
 
 with typed as (
     select {{ typed_select }}
-    from ({{ staged }}) as s
+    from ({{ staged }})
 ),
 
 reasoned as (

@@ -6,7 +6,11 @@
 -- instead of an ASOF join that sorts every row; one row per key.
 
 with usage_keys as (
-    select distinct partner_id, sku_code, unit, usage_start
+    select distinct
+        partner_id,
+        sku_code,
+        unit,
+        usage_start
     from typ_usage
 )
 
@@ -17,7 +21,7 @@ select
     k.usage_start as k_usage_start,
     p.unit_price,
     p.effective_from as price_from,
-    strftime(cast(cast(k.usage_start as timestamp) + interval 8 hour as date), '%Y-%m')
+    strftime((k.usage_start::timestamp + interval 8 hour)::date, '%Y-%m')
         as source_month
 from usage_keys as k
 inner join snapshot as s on k.partner_id = s.partner_id
