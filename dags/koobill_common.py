@@ -34,6 +34,16 @@ def start_date() -> pendulum.DateTime:
     return pendulum.parse(os.environ.get("KOOBILL_START_DATE", "2026-01-01"), tz=TIMEZONE)
 
 
+def end_date() -> pendulum.DateTime | None:
+    """The last day the scheduled DAGs run on: ``$KOOBILL_END_DATE`` (YYYY-MM-DD, Beijing; the
+    whole day counts), default none. Bounds a replay: with a start date too, unpausing
+    ``koobill_daily`` catches up exactly the days between them (``make test-services``)."""
+    raw = os.environ.get("KOOBILL_END_DATE", "").strip()
+    if not raw:
+        return None
+    return pendulum.parse(raw, tz=TIMEZONE).end_of("day")
+
+
 def retries(default: int = 3) -> int:
     """Retries of a task: ``$KOOBILL_RETRIES`` (0 in tests and the demo), else ``default``."""
     return int(os.environ.get("KOOBILL_RETRIES", str(default)))

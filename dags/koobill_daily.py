@@ -11,7 +11,7 @@ import datetime as dt
 import os
 
 from airflow.sdk import CronTriggerTimetable, PokeReturnValue, dag, task
-from koobill_common import ESTIMATES, TAGS, TIMEZONE, default_args, start_date
+from koobill_common import ESTIMATES, TAGS, TIMEZONE, default_args, end_date, start_date
 
 # Parse-time settings (plain strings, no I/O). Run-time settings such as KOOBILL_DATA_DIR are
 # read inside the task.
@@ -52,6 +52,7 @@ every month open on that date (`estimates` table in `warehouse.duckdb`).
     dag_id="koobill_daily",
     schedule=CronTriggerTimetable("30 1 * * *", timezone=TIMEZONE),
     start_date=start_date(),
+    end_date=end_date(),
     catchup=True,
     max_active_runs=1,
     default_args=default_args(),

@@ -25,6 +25,7 @@ from koobill_common import (
     TAGS,
     TIMEZONE,
     default_args,
+    end_date,
     retries,
     start_date,
 )
@@ -155,6 +156,7 @@ def close_deadline_missed(context: dict | None = None, **kwargs) -> None:
     dag_id="koobill_month_close",
     schedule=CronTriggerTimetable(CLOSE_CRON, timezone=TIMEZONE),
     start_date=start_date(),
+    end_date=end_date(),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(
