@@ -250,6 +250,7 @@ def test_dag_integrity(production_dagbag) -> None:
         # Airflow keeps start_date in UTC and the DAG's time zone beside it
         assert dag.timezone.name == "Asia/Shanghai", dag_id
         assert dag.start_date == _utc(2025, 12, 31, 16, 0), dag_id  # 2026-01-01 00:00 Beijing
+        assert dag.end_date is None, dag_id  # KOOBILL_END_DATE bounds only replays and tests
         assert dag.default_args["retries"] >= 3, dag_id
         assert dag.default_args["retry_exponential_backoff"] > 1, dag_id
         for task in dag.tasks:
