@@ -62,7 +62,11 @@ airflow: install
 	@echo "koobill: Airflow UI at http://localhost:8080  DAGs: $(CURDIR)/dags  data: $(DATA_DIR)"
 	@echo "koobill: login as admin; the password is printed below once Airflow is ready, and kept in"
 	@echo "         $(DATA_DIR)/airflow/simple_auth_manager_passwords.json.generated"
+	@# a JWT secret of 64 bytes, made once (standalone's own is 24 bytes, and it says so)
+	@test -s "$(DATA_DIR)/airflow/jwt_secret" || (umask 077; $(BIN)/python -c \
+	  "import secrets; print(secrets.token_urlsafe(48))" > "$(DATA_DIR)/airflow/jwt_secret")
 	export AIRFLOW_HOME="$(DATA_DIR)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" \
+	  AIRFLOW__API_AUTH__JWT_SECRET="$$(cat "$(DATA_DIR)/airflow/jwt_secret")" \
 	  AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin" KOOBILL_DATA_DIR="$(DATA_DIR)" \
 	  AIRFLOW__API__HOST="$${AIRFLOW_HOST:-127.0.0.1}" \
 	  AIRFLOW__CORE__PARALLELISM="$${AIRFLOW_PARALLELISM:-$$(nproc)}" \
