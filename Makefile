@@ -13,7 +13,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 # few: keep it on even where the environment turns it off.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install demo test lint lock bench airflow clean serve chromium focus-check
+.PHONY: install demo test test-services lint lock bench airflow airflow-celery clean serve chromium focus-check
 
 install: $(STAMP)
 
@@ -65,7 +65,11 @@ airflow: install
 	@echo "koobill: Airflow UI at http://localhost:8080  DAGs: $(CURDIR)/dags  data: $(DATA_DIR)"
 	@echo "koobill: login as admin; the password is printed below once Airflow is ready, and kept in"
 	@echo "         $(DATA_DIR)/airflow/simple_auth_manager_passwords.json.generated"
+	@# a JWT secret of 64 bytes, made once (standalone's own is 24 bytes, and it says so)
+	@test -s "$(DATA_DIR)/airflow/jwt_secret" || (umask 077; $(BIN)/python -c \
+	  "import secrets; print(secrets.token_urlsafe(48))" > "$(DATA_DIR)/airflow/jwt_secret")
 	export AIRFLOW_HOME="$(DATA_DIR)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" \
+	  AIRFLOW__API_AUTH__JWT_SECRET="$$(cat "$(DATA_DIR)/airflow/jwt_secret")" \
 	  AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin" KOOBILL_DATA_DIR="$(DATA_DIR)" \
 	  AIRFLOW__API__HOST="$${AIRFLOW_HOST:-127.0.0.1}" \
 	  AIRFLOW__CORE__PARALLELISM="$${AIRFLOW_PARALLELISM:-$$(nproc)}" \
@@ -102,6 +106,26 @@ focus-check: install $(FOCUS_VENV)/.installed
 	$(BIN)/koobill --data-dir "$(FOCUS_OUT)/demo" export --month $(FOCUS_MONTH) --format focus
 	$(BIN)/python tools/focus-check --venv $(FOCUS_VENV) --report-dir "$(FOCUS_OUT)/reports" \
 	  "$(FOCUS_OUT)"/demo/exports/*/$(FOCUS_MONTH)/focus-*.parquet "$(FOCUS_OUT)"/demo/exports/*/$(FOCUS_MONTH)/focus-*.csv
+
+# The production shape on this machine (README, Production): Airflow with the CeleryExecutor,
+# its metadata database on PostgreSQL (database koobill_airflow, created if missing), Redis as
+# the broker, and an API server, scheduler, DAG processor, triggerer and two Celery workers,
+# each in its own process group and scratch folder under data/celery/run/. Settings:
+# deploy/celery/celery.env; secrets: data/celery/airflow/secrets.env (made on first start).
+# The UI listens on 127.0.0.1:8080. Stop with Ctrl-C (every component stops).
+airflow-celery: install
+	export KOOBILL_DATA_DIR="$(DATA_DIR)"; \
+	export KOOBILL_START_DATE="$${KOOBILL_START_DATE:-$$(TZ=Asia/Shanghai date -d "$$(TZ=Asia/Shanghai date +%Y-%m-01) -1 month" +%Y-%m-%d)}"; \
+	exec deploy/celery/airflow-celery.sh all
+
+# The same deployment for real, on PostgreSQL + Redis + two Celery workers: a week of daily
+# runs, the month close and the mapped exports through the scheduler, compared bill by bill and
+# byte by byte with an embedded run (tests/services/; a few minutes; the logs of the last run
+# stay in data/test-services/). Fails, saying how to install them, where PostgreSQL or Redis
+# is missing.
+test-services: install
+	KOOBILL_TEST_SERVICES=1 $(BIN)/python -m pytest -n 0 -q -s -p no:cacheprovider \
+	  --basetemp="$(CURDIR)/data/test-services" tests/services
 
 lock:
 	uv pip compile requirements/main.in --python-version 3.11 --generate-hashes --no-header -o requirements/lock.txt

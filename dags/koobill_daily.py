@@ -10,16 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-import pendulum
-from airflow.sdk import Asset, CronTriggerTimetable, PokeReturnValue, dag, task
-
-TIMEZONE = "Asia/Shanghai"
-ESTIMATES = Asset(name="koobill_estimates", uri="koobill://estimates")
+from airflow.sdk import CronTriggerTimetable, PokeReturnValue, dag, task
+from koobill_common import ESTIMATES, TAGS, TIMEZONE, default_args, end_date, start_date
 
 # Parse-time settings (plain strings, no I/O). Run-time settings such as KOOBILL_DATA_DIR are
 # read inside the task.
-START_DATE = pendulum.parse(os.environ.get("KOOBILL_START_DATE", "2026-01-01"), tz=TIMEZONE)
-RETRIES = int(os.environ.get("KOOBILL_RETRIES", "3"))
 # How long the run waits for its landing date to arrive, and how often it looks.
 LANDING_WAIT = dt.timedelta(hours=float(os.environ.get("KOOBILL_LANDING_WAIT_H", "6")))
 LANDING_POKE = dt.timedelta(seconds=float(os.environ.get("KOOBILL_LANDING_POKE_S", "300")))
@@ -56,18 +51,12 @@ every month open on that date (`estimates` table in `warehouse.duckdb`).
 @dag(
     dag_id="koobill_daily",
     schedule=CronTriggerTimetable("30 1 * * *", timezone=TIMEZONE),
-    start_date=START_DATE,
+    start_date=start_date(),
+    end_date=end_date(),
     catchup=True,
     max_active_runs=1,
-    default_args={
-        "owner": "koobill",
-        "retries": RETRIES,
-        "retry_delay": dt.timedelta(minutes=5),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": dt.timedelta(minutes=30),
-        "execution_timeout": dt.timedelta(hours=2),
-    },
-    tags=["koobill", "billing", "ingest"],
+    default_args=default_args(),
+    tags=[*TAGS, "ingest"],
     doc_md=DOC_MD,
 )
 def koobill_daily():

@@ -2,7 +2,8 @@
 
 Scheduled on the asset ``koobill://bills`` (emitted by ``koobill_month_close``), so it runs
 when bills are published instead of polling. The work is ``pipelines.exports.export_month``,
-imported inside the task.
+imported inside the tasks, fanned out over batches of partners (dynamic task mapping), so that
+the batches spread over the Celery workers.
 """
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-import pendulum
-from airflow.sdk import Asset, Param, dag, task
-
-TIMEZONE = "Asia/Shanghai"
-BILLS = Asset(name="koobill_bills", uri="koobill://bills")
-EXPORTS = Asset(name="koobill_exports", uri="koobill://exports")
-
-START_DATE = pendulum.parse(os.environ.get("KOOBILL_START_DATE", "2026-01-01"), tz=TIMEZONE)
-RETRIES = int(os.environ.get("KOOBILL_RETRIES", "3"))
+from airflow.sdk import Param, dag, get_current_context, task
+from koobill_common import (
+    BILLS,
+    EXPORTS,
+    MONTH_PATTERN,
+    PARTNER_PATTERN,
+    TAGS,
+    default_args,
+    partner_batches,
+    start_date,
+)
 
 DOC_MD = """
 ### koobill_exports
@@ -34,6 +37,15 @@ Which month(s):
    run export both months);
 3. else (manual run without param) the month of the latest `koobill://bills` event;
 4. else the Beijing month before the run date.
+
+Tasks:
+
+1. `plan`: the month(s), and each month's partners with a closed bill (or the `partner`
+   param) in batches of `$KOOBILL_EXPORT_BATCH_SIZE` partners (default 10);
+2. `export_batch`, mapped over the batches (one task instance per batch, spread over the
+   workers): `export_month(..., partner=p)` for each partner of its batch. The files are the
+   ones a single `koobill export --month M` writes, byte for byte;
+3. `summarize`: emits the asset `koobill://exports` once, with extra `{"months", "files"}`.
 
 Formats: `$KOOBILL_EXPORT_FORMATS` (comma-separated, default: all). Data dir:
 `$KOOBILL_DATA_DIR`.
@@ -61,50 +73,48 @@ def months_to_export(
     return [month_to_close(run_date)]
 
 
+def _formats() -> dict:
+    """``formats=`` for ``export_month`` from ``$KOOBILL_EXPORT_FORMATS`` (default: all)."""
+    if raw_formats := os.environ.get("KOOBILL_EXPORT_FORMATS", "").strip():
+        return {"formats": [f.strip() for f in raw_formats.split(",") if f.strip()]}
+    return {}
+
+
 @dag(
     dag_id="koobill_exports",
     schedule=[BILLS],
-    start_date=START_DATE,
+    start_date=start_date(),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "koobill",
-        "retries": RETRIES,
-        "retry_delay": dt.timedelta(minutes=5),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": dt.timedelta(minutes=30),
-        "execution_timeout": dt.timedelta(hours=2),
-    },
+    default_args=default_args(),
     params={
         "month": Param(
             None,
             type=["null", "string"],
-            pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+            pattern=MONTH_PATTERN,
             description="Closed month YYYY-MM to export (default: the month just published)",
         ),
         "partner": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[A-Za-z0-9_-]{1,64}$",
+            pattern=PARTNER_PATTERN,
             description="Only this partner (default: every partner of the month)",
         ),
     },
-    tags=["koobill", "billing", "exports"],
+    tags=[*TAGS, "exports"],
     doc_md=DOC_MD,
 )
 def koobill_exports():
-    @task(inlets=[BILLS], outlets=[EXPORTS])
-    def export(
+    @task(inlets=[BILLS])
+    def plan(
         *,
         params=None,
         dag_run=None,
         triggering_asset_events=None,
         inlet_events=None,
-        outlet_events=None,
-    ) -> list[str]:
-        """Export every partner's bill of the month(s) just published."""
+    ) -> list[dict]:
+        """The month(s) to export and their partners in batches: one mapped task per batch."""
         from pipelines.config import require_data_dir
-        from pipelines.exports import export_month, print_export_result
 
         params = params or {}
         triggering = list(triggering_asset_events.get(BILLS, [])) if triggering_asset_events else []
@@ -116,21 +126,50 @@ def koobill_exports():
         months = months_to_export(
             params.get("month"), [dict(e.extra or {}) for e in triggering], latest, run_date
         )
-
         data_dir = require_data_dir(None)
-        kwargs = {}
-        if raw_formats := os.environ.get("KOOBILL_EXPORT_FORMATS", "").strip():
-            kwargs["formats"] = [f.strip() for f in raw_formats.split(",") if f.strip()]
-        files = 0
+        batches = []
         for month in months:
-            print(f"koobill: exporting {month} under {data_dir / 'exports'}")
-            result = export_month(data_dir, month, partner=params.get("partner"), **kwargs)
+            if params.get("partner"):
+                month_batches = [[params["partner"]]]
+            else:
+                month_batches = partner_batches(data_dir, month)
+            if not month_batches:
+                raise RuntimeError(f"month {month} has no closed bill to export in {data_dir}")
+            batches += [{"month": month, "partners": b} for b in month_batches]
+            print(
+                f"koobill: {month}: {sum(len(b) for b in month_batches)} partner(s) in "
+                f"{len(month_batches)} batch(es)"
+            )
+        return batches
+
+    @task(map_index_template="{{ koobill_batch }}")
+    def export_batch(batch: dict) -> dict:
+        """Export the bills of one batch of partners of one month."""
+        from pipelines.config import require_data_dir
+        from pipelines.exports import export_month, print_export_result
+
+        month, partners, files = batch["month"], batch["partners"], 0
+        # the name of this mapped task instance in the UI, e.g. "2026-10 ptn-a..ptn-j"
+        get_current_context()["koobill_batch"] = f"{month} {partners[0]}..{partners[-1]}"
+        data_dir = require_data_dir(None)
+        print(f"koobill: exporting {month} for {', '.join(partners)} under {data_dir / 'exports'}")
+        for partner in partners:
+            result = export_month(data_dir, month, partner=partner, **_formats())
             print_export_result(result, echo=print)
             files += len(result.files)
+        return {"month": month, "partners": partners, "files": files}
+
+    @task(outlets=[EXPORTS])
+    def summarize(done: list[dict], *, outlet_events=None) -> list[str]:
+        """One asset event for the whole run: the months exported and the files written."""
+        done = list(done)
+        months = sorted({d["month"] for d in done})
+        files = sum(d["files"] for d in done)
+        print(f"koobill: {files} file(s) for {len(done)} batch(es) of {', '.join(months)}")
         outlet_events[EXPORTS].extra = {"months": months, "files": files}
         return months
 
-    export()
+    summarize(export_batch.expand(batch=plan()))
 
 
 koobill_exports()

@@ -9,11 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 
-import pendulum
 from airflow.sdk import (
-    Asset,
     CronTriggerTimetable,
     DeadlineAlert,
     DeadlineReference,
@@ -22,17 +19,23 @@ from airflow.sdk import (
     dag,
     task,
 )
-
-TIMEZONE = "Asia/Shanghai"
-BILLS = Asset(name="koobill_bills", uri="koobill://bills")
+from koobill_common import (
+    BILLS,
+    MONTH_PATTERN,
+    TAGS,
+    TIMEZONE,
+    default_args,
+    end_date,
+    retries,
+    start_date,
+)
 
 # The run of the 5th is triggered at 02:00 Beijing; its logical date is that trigger time, so
 # logical date + 10 hours is 12:00 Beijing on the 5th, the time the bills are due (spec 1).
 CLOSE_CRON = "0 2 5 * *"
 DEADLINE_AFTER_LOGICAL_DATE = dt.timedelta(hours=10)
 
-START_DATE = pendulum.parse(os.environ.get("KOOBILL_START_DATE", "2026-01-01"), tz=TIMEZONE)
-RETRIES = int(os.environ.get("KOOBILL_RETRIES", "6"))
+RETRIES = retries(6)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,10 @@ not succeeded by then, whether it is still running, retrying or has failed; a ru
 in time has its deadline pruned. The callback (`close_deadline_missed`, a `SyncCallback` run by
 the executor) logs an error and appends a JSON line to
 `<data-dir>/alerts/close_deadline_missed.jsonl`. A manual run is due 10 hours after its logical
-date.
+date. A run that is not a scheduled one and was *made* after its deadline (a manual close of
+an old month, a backfill, the demo's replay of a past month) was never due at that time: the
+callback logs that at info level and raises no alert. A scheduled run always alerts, even one
+made late because the scheduler was down at 02:00.
 
 `catchup=False` on purpose: closing is a finance event. If the scheduler was down on the 5th,
 the latest missed run still starts when it comes back; older months are closed deliberately
@@ -66,12 +72,36 @@ the latest missed run still starts when it comes back; older months are closed d
 """
 
 
+def _instant(value) -> dt.datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def made_after_its_deadline(dag_run: dict, deadline_time) -> bool:
+    """True for a run that is not a scheduled one and was made after its own deadline.
+
+    A run is made when it is queued (``queued_at``; a manual run, a backfill's runs), else at
+    its ``run_after`` (``dag.test()`` makes its runs running, at ``run_after`` = now). Such a
+    run replays a past month: it was never due at that time, so a missed deadline says
+    nothing. A scheduled run is never excused."""
+    if dag_run.get("run_type") in (None, "scheduled"):
+        return False
+    made = _instant(dag_run.get("queued_at")) or _instant(dag_run.get("run_after"))
+    due = _instant(deadline_time)
+    return made is not None and due is not None and made > due
+
+
 def close_deadline_missed(context: dict | None = None, **kwargs) -> None:
     """Deadline-alert callback: the month close had not succeeded by 12:00 Beijing.
 
     Runs in the executor (``SyncCallback``) with a small context: ``dag_run`` (as JSON) and
     ``deadline`` (``id``, ``deadline_time``). Logs an error and appends one JSON line to
-    ``<data-dir>/alerts/close_deadline_missed.jsonl``.
+    ``<data-dir>/alerts/close_deadline_missed.jsonl``, unless the run replays the past (see
+    :func:`made_after_its_deadline`): then one info line says why there is no alert.
     """
     from pipelines.calendar import month_to_close
     from pipelines.config import resolve_data_dir
@@ -79,6 +109,16 @@ def close_deadline_missed(context: dict | None = None, **kwargs) -> None:
     context = context or {}
     dag_run = context.get("dag_run") or {}
     deadline = context.get("deadline") or {}
+    if made_after_its_deadline(dag_run, deadline.get("deadline_time")):
+        log.info(
+            "koobill: no deadline alert for run %s: it is a %s run made at %s, after its deadline"
+            " %s (a replay or a late manual close of a past month, not a close that ran late)",
+            dag_run.get("dag_run_id") or dag_run.get("run_id"),
+            dag_run.get("run_type"),
+            dag_run.get("run_after"),
+            deadline.get("deadline_time"),
+        )
+        return
     logical_date = dag_run.get("logical_date")
     conf = dag_run.get("conf") or {}
     month = conf.get("month")
@@ -115,22 +155,20 @@ def close_deadline_missed(context: dict | None = None, **kwargs) -> None:
 @dag(
     dag_id="koobill_month_close",
     schedule=CronTriggerTimetable(CLOSE_CRON, timezone=TIMEZONE),
-    start_date=START_DATE,
+    start_date=start_date(),
+    end_date=end_date(),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "koobill",
-        "retries": RETRIES,
-        "retry_delay": dt.timedelta(minutes=10),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": dt.timedelta(hours=1),
-        "execution_timeout": dt.timedelta(hours=2),
-    },
+    default_args=default_args(
+        retries_default=6,
+        retry_delay=dt.timedelta(minutes=10),
+        max_retry_delay=dt.timedelta(hours=1),
+    ),
     params={
         "month": Param(
             None,
             type=["null", "string"],
-            pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+            pattern=MONTH_PATTERN,
             description="Month YYYY-MM to close (default: the month before the logical date)",
         ),
     },
@@ -140,7 +178,7 @@ def close_deadline_missed(context: dict | None = None, **kwargs) -> None:
         callback=SyncCallback(close_deadline_missed),
         name="bills_published_by_noon_beijing",
     ),
-    tags=["koobill", "billing", "close"],
+    tags=[*TAGS, "close"],
     doc_md=DOC_MD,
 )
 def koobill_month_close():

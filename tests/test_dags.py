@@ -74,6 +74,8 @@ def airflow_env(shared_dir: Path) -> Iterator[dict]:
         # start date before the 2025 logical dates used here (else runs get no task instances)
         "KOOBILL_RETRIES": "0",
         "KOOBILL_START_DATE": "2024-01-01",
+        # one partner per mapped export task: the two partners make two mapped task instances
+        "KOOBILL_EXPORT_BATCH_SIZE": "1",
     }
     if "airflow" in sys.modules:
         from airflow import settings
@@ -86,6 +88,9 @@ def airflow_env(shared_dir: Path) -> Iterator[dict]:
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
+        # as Airflow does for the DAG processor and the workers: the DAG files import
+        # koobill_common from their folder
+        mp.syspath_prepend(str(DAGS))
         with _locked(lock):
             if not (home / ".migrated").exists():
                 home.mkdir(exist_ok=True)
@@ -103,9 +108,9 @@ def airflow_env(shared_dir: Path) -> Iterator[dict]:
 
 @pytest.fixture(scope="session")
 def dagbag(airflow_env):
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import BundleDagBag
 
-    bag = DagBag(dag_folder=str(DAGS))
+    bag = BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS)
     assert not bag.import_errors, bag.import_errors
     return bag
 
@@ -113,12 +118,13 @@ def dagbag(airflow_env):
 @pytest.fixture(scope="session")
 def production_dagbag(airflow_env):
     """The DAGs as parsed with their built-in defaults (no test overrides)."""
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import BundleDagBag
 
     with mock.patch.dict(os.environ):
         os.environ.pop("KOOBILL_RETRIES", None)
         os.environ.pop("KOOBILL_START_DATE", None)
-        bag = DagBag(dag_folder=str(DAGS))
+        os.environ.pop("KOOBILL_EXPORT_BATCH_SIZE", None)
+        bag = BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS)
     assert not bag.import_errors, bag.import_errors
     return bag
 
@@ -188,11 +194,15 @@ def pipeline(airflow_env, dagbag) -> dict:
         second = _snapshot(data)
         close = _run(dagbag.dags["koobill_month_close"], logical_date=CLOSE_LOGICAL)
         exports = _run(dagbag.dags["koobill_exports"], logical_date=None)
+        batches = sorted(
+            ti.map_index for ti in exports.get_task_instances() if ti.task_id == "export_batch"
+        )
         out = {
             "daily_run_id": daily.run_id,
             "rerun_run_id": rerun.run_id,
             "close_run_id": close.run_id,
             "exports_run_id": exports.run_id,
+            "export_map_indexes": batches,
             "first": first,
             "second": second,
         }
@@ -208,8 +218,9 @@ def test_parsing_the_dags_folder_stays_light(airflow_env) -> None:
     script = textwrap.dedent(
         f"""
         import json, sys
-        from airflow.dag_processing.dagbag import DagBag
-        bag = DagBag(dag_folder={str(DAGS)!r})
+        from pathlib import Path
+        from airflow.dag_processing.dagbag import BundleDagBag
+        bag = BundleDagBag(dag_folder={str(DAGS)!r}, bundle_path=Path({str(DAGS)!r}))
         print(json.dumps({{
             "errors": {{str(k): str(v) for k, v in bag.import_errors.items()}},
             "dags": sorted(bag.dags),
@@ -239,6 +250,7 @@ def test_dag_integrity(production_dagbag) -> None:
         # Airflow keeps start_date in UTC and the DAG's time zone beside it
         assert dag.timezone.name == "Asia/Shanghai", dag_id
         assert dag.start_date == _utc(2025, 12, 31, 16, 0), dag_id  # 2026-01-01 00:00 Beijing
+        assert dag.end_date is None, dag_id  # KOOBILL_END_DATE bounds only replays and tests
         assert dag.default_args["retries"] >= 3, dag_id
         assert dag.default_args["retry_exponential_backoff"] > 1, dag_id
         for task in dag.tasks:
@@ -603,6 +615,39 @@ def test_exports_run_exports_the_month_just_published(pipeline, airflow_env) -> 
         events = _asset_events("koobill_exports")
     ours = [extra for _, extra, run_id in events if run_id == pipeline["exports_run_id"]]
     assert ours == [{"months": [MONTH], "files": len(rows)}]
+    # fanned out: one mapped task instance per batch of one partner
+    assert pipeline["export_map_indexes"] == list(range(len(partners)))
+
+
+def test_exports_fan_out_over_partner_batches(production_dagbag) -> None:
+    dag = production_dagbag.dags["koobill_exports"]
+    assert dag.task_dict["export_batch"].upstream_task_ids == {"plan"}
+    assert dag.task_dict["summarize"].upstream_task_ids == {"export_batch"}
+    assert [a.uri for a in dag.task_dict["summarize"].outlets] == ["koobill://exports/"]
+    from koobill_common import batched
+
+    assert batched(["a", "b", "c", "d", "e"], 2) == [["a", "b"], ["c", "d"], ["e"]]
+    assert batched([], 3) == []
+    with pytest.raises(ValueError):
+        batched(["a"], 0)
+
+
+def test_partner_batches_are_the_partners_with_a_closed_bill(pipeline, airflow_env) -> None:
+    from koobill_common import partner_batches
+
+    con = _warehouse(airflow_env)
+    try:
+        partners = [
+            r[0]
+            for r in con.execute(
+                "select distinct partner_id from bills where bill_month = ? order by 1", [MONTH]
+            ).fetchall()
+        ]
+    finally:
+        con.close()
+    assert partner_batches(airflow_env["data"], MONTH, 1) == [[p] for p in partners]
+    assert partner_batches(airflow_env["data"], MONTH, 10) == [partners]
+    assert partner_batches(airflow_env["data"], "2024-07", 10) == []
 
 
 def test_close_check_lists_the_missing_landing_dates(pipeline, dagbag, airflow_env, monkeypatch):
@@ -709,3 +754,41 @@ def test_deadline_alert_writes_nothing_outside_a_data_dir(airflow_env, tmp_path,
     monkeypatch.setenv("KOOBILL_DATA_DIR", str(tmp_path / "typo"))
     callback({"dag_run": {"dag_id": "koobill_month_close", "conf": {"month": "2025-01"}}})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("run_type", "queued_at", "run_after", "excused"),
+    [
+        # the scheduler was down at 02:00 and made the run at 14:00: still a missed deadline
+        ("scheduled", "2025-02-05T06:00:00Z", "2025-02-04T18:00:00Z", False),
+        # a manual close triggered before the deadline that had not succeeded by then
+        ("manual", "2025-02-05T01:00:00Z", "2025-02-05T01:00:00Z", False),
+        # the demo's dag.test() replay of a past month: made weeks after its deadline
+        ("manual", None, "2025-03-01T09:00:00Z", True),
+        # a backfill of an old month: queued long after its deadline
+        ("backfill", "2025-06-01T00:00:00Z", "2025-02-04T18:00:00Z", True),
+    ],
+)
+def test_runs_made_after_their_deadline_raise_no_alert(
+    airflow_env, tmp_path, monkeypatch, run_type, queued_at, run_after, excused
+) -> None:
+    """A replay of a past month is not a close that ran late: no [error], no alert line."""
+    from pipelines.config import init_data_dir
+
+    module = runpy.run_path(str(DAGS / "koobill_month_close.py"))
+    due = "2025-02-05T04:00:00Z"  # 12:00 Beijing on the 5th
+    dag_run = {
+        "dag_id": "koobill_month_close",
+        "dag_run_id": f"{run_type}__x",
+        "run_type": run_type,
+        "queued_at": queued_at,
+        "run_after": run_after,
+        "logical_date": "2025-02-04T18:00:00Z",
+        "conf": {},
+        "state": "success",
+    }
+    assert module["made_after_its_deadline"](dag_run, due) is excused
+    monkeypatch.setenv("KOOBILL_DATA_DIR", str(init_data_dir(tmp_path / "data")))
+    module["close_deadline_missed"]({"dag_run": dag_run, "deadline": {"deadline_time": due}})
+    alerts = tmp_path / "data" / "alerts" / "close_deadline_missed.jsonl"
+    assert alerts.exists() is not excused

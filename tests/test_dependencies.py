@@ -15,6 +15,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 OWN = {"pipelines", "expectations", "tests", "helpers", "web_helpers", "chromium", "live_server"}
+# the tests' and the bench's own modules import each other by name
+OWN |= {p.stem for folder in ("tests", "bench") for p in (REPO / folder).rglob("*.py")}
 # Maintainer scripts run by hand, not imported by the package (fontTools comes with matplotlib).
 NOT_SHIPPED_CODE = {"pipelines/assets/make_fonts.py"}
 # Declared, used, and not imported by name: the library that needs them imports them.
