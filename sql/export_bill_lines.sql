@@ -4,8 +4,8 @@ with
 
 exported as (
     select
-        unnest($partner_ids::varchar []) as partner_id,
-        unnest($versions::integer []) as version
+        unnest($partner_ids::varchar[]) as partner_id,
+        unnest($versions::integer[]) as version
 )
 
 select l.*

@@ -2,5 +2,5 @@
 -- own order (sql/expenditure_by_customer.sql).
 select *
 from expenditure_by_customer
-where bill_month = $month and partner_id = any($partner_ids::varchar [])
-order by partner_id, bill_month, total_amount desc, customer_id
+where bill_month = $month and partner_id = any($partner_ids::varchar[])
+order by partner_id asc, bill_month asc, total_amount desc, customer_id asc

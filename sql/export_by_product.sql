@@ -2,5 +2,5 @@
 -- own order (sql/expenditure_by_product.sql).
 select *
 from expenditure_by_product
-where bill_month = $month and partner_id = any($partner_ids::varchar [])
+where bill_month = $month and partner_id = any($partner_ids::varchar[])
 order by partner_id, bill_month, product_id = 'OTHERS', product_id, region

@@ -7,5 +7,5 @@ from estimates
 where
     bill_month = $month
     and estimate_amount is not null
-    and partner_id = any($partner_ids::varchar [])
+    and partner_id = any($partner_ids::varchar[])
 order by partner_id, as_of_date

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 OWN = {"pipelines", "expectations", "tests", "helpers", "web_helpers", "chromium", "live_server"}
 # the tests' and the bench's own modules import each other by name
-OWN |= {p.stem for folder in ("tests", "bench") for p in (REPO / folder).rglob("*.py")}
+OWN |= {p.stem for folder in ("tests", "bench", "dags") for p in (REPO / folder).rglob("*.py")}
 # Maintainer scripts run by hand, not imported by the package (fontTools comes with matplotlib).
 NOT_SHIPPED_CODE = {"pipelines/assets/make_fonts.py"}
 # Declared, used, and not imported by name: the library that needs them imports them.
@@ -105,7 +105,7 @@ def _closure(names: set[str]) -> set[str]:
 def test_the_tests_and_the_bench_import_only_what_is_declared_or_comes_with_it() -> None:
     """The tests may use what a declared dependency brings (pendulum with Airflow, PIL with
     matplotlib, hypothesis with schemathesis), since the lock installs it."""
-    declared = _closure(set(RUNTIME) | set(EXTRAS["test"]))
+    declared = _closure(set(RUNTIME) | set(EXTRAS["test"]) | set(EXTRAS["production"]))
     assert _undeclared(_imports("tests", "bench"), declared) == {}
 
 
@@ -129,7 +129,7 @@ def _pins(path: Path) -> dict[str, str | None]:
 def test_pyproject_main_in_and_the_lock_agree() -> None:
     lock = _pins(REPO / "requirements" / "lock.txt")
     main_in = _pins(REPO / "requirements" / "main.in")
-    declared = {**RUNTIME, **EXTRAS["test"], **EXTRAS["lint"]}
+    declared = {**RUNTIME, **EXTRAS["test"], **EXTRAS["lint"], **EXTRAS["production"]}
     for name, version in declared.items():
         assert name in main_in, f"{name} is in pyproject.toml, not in requirements/main.in"
         assert main_in[name] == version, (name, main_in[name], version)
