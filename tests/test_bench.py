@@ -16,12 +16,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 KEYS = (
     "ingest_vs_lower_bound",
+    "ingest_cpu_vs_lower_bound",
     "close_vs_lower_bound",
     "day30_vs_day1",
     "peak_rss_mb",
     "cli_startup_s",
     "pandas_vs_koobill",
     "ingest_s",
+    "ingest_cpu_s",
+    "ingest_lower_bound_cpu_s",
     "ingest_rows",
     "ingest_rows_per_s",
     "ingest_lower_bound_s",
@@ -63,6 +66,7 @@ def test_bench_tiny_writes_every_result(tmp_path: Path) -> None:
     assert res["ingest_rows"] >= 2000  # the tiny day's usage rows, plus orders and the rest
     assert set(res["goals"]) >= {
         "ingest_vs_lower_bound",
+        "ingest_cpu_vs_lower_bound",
         "close_vs_lower_bound",
         "day30_vs_day1",
         "peak_rss_mb",
@@ -77,6 +81,11 @@ def test_bench_tiny_writes_every_result(tmp_path: Path) -> None:
 
     md = (tmp_path / "results.md").read_text()
     assert "| measure |" in md and res["machine"]["duckdb"] in md
+    # the yardstick's statement is printed beside the figures, as run (values bound)
+    yardstick = (REPO / "bench" / "yardstick.sql").read_text(encoding="utf-8")
+    assert res["yardstick_sql"] == yardstick
+    assert yardstick.strip() in md and yardstick.strip() in proc.stdout
+    assert res["raw"]["ingest_lower_bound"]["rows_written"] > 0
     # the tiny landing data is cached: a second run reuses it
     assert (tmp_path / "out" / "big-2000" / ".bench-complete.json").exists()
 
@@ -363,3 +372,35 @@ def test_pandas_day_agrees_with_koobill(tmp_path: Path) -> None:
             assert x["consume_amount"] == want, x
 
     assert r["rows_quarantined"] >= 40 and r["rows_duplicate"] >= 8  # the edge cases ran
+
+
+def test_yardstick_rates_like_koobill(tmp_path: Path) -> None:
+    """The yardstick (bench/yardstick.sql) does the irreducible work correctly: on a generated
+    day (no bad rows), its rated rows are koobill's accepted usage, with the same typed rating
+    (narrow decimals, half-up to 6 places)."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from pipelines.generate import generate
+    from pipelines.ingest import ingest_date
+
+    bench = _bench_module()
+    data = tmp_path / "data"
+    day = "2026-03-05"
+    generate(data, day, day, usage_rows_per_day=3000, bad_rows=False)
+    ingest_date(data, day, max_quarantine_share=1.0)
+    out = tmp_path / "yardstick" / "usage.parquet"
+    r = bench._lower_ingest(duckdb, data / "landing", day, out)
+
+    lake = data / "lake" / "ingest" / f"landing_date={day}" / "usage.parquet"
+    cols = ["quantity", "currency", "unit_price", "discount_rate"]
+    cols += ["official_amount", "discount_amount", "amount"]
+    kb = {x["record_id"]: x for x in pq.read_table(lake).to_pylist()}
+    ys = pq.read_table(out)
+    got = {x["record_id"]: x for x in ys.to_pylist()}
+    assert r["rows_written"] == len(got) == ys.num_rows > 2000
+    assert set(got) == set(kb)  # every row is rated exactly once
+    assert all([got[k][c] for c in cols] == [kb[k][c] for c in cols] for k in kb)
+    schema = {f.name: str(f.type) for f in ys.schema}
+    assert schema["quantity"] == "decimal64(18, 6)" or schema["quantity"] == "decimal128(18, 6)"
+    assert schema["amount"].endswith("(21, 6)")
