@@ -43,7 +43,8 @@ Tasks:
 1. `plan`: the month(s), and each month's partners with a closed bill (or the `partner`
    param) in batches of `$KOOBILL_EXPORT_BATCH_SIZE` partners (default 10);
 2. `export_batch`, mapped over the batches (one task instance per batch, spread over the
-   workers): `export_month(..., partner=p)` for each partner of its batch. The files are the
+   workers): `export_month(..., partner=batch)`: one call for the batch (one writer lock and one
+   publication; its partners' files are written on every core of the worker). The files are the
    ones a single `koobill export --month M` writes, byte for byte;
 3. `summarize`: emits the asset `koobill://exports` once, with extra `{"months", "files"}`.
 
@@ -153,10 +154,10 @@ def koobill_exports():
         get_current_context()["koobill_batch"] = f"{month} {partners[0]}..{partners[-1]}"
         data_dir = require_data_dir(None)
         print(f"koobill: exporting {month} for {', '.join(partners)} under {data_dir / 'exports'}")
-        for partner in partners:
-            result = export_month(data_dir, month, partner=partner, **_formats())
-            print_export_result(result, echo=print)
-            files += len(result.files)
+        # one call for the batch: one writer lock, one publication, the files on every core
+        result = export_month(data_dir, month, partner=partners, **_formats())
+        print_export_result(result, echo=print)
+        files += len(result.files)
         return {"month": month, "partners": partners, "files": files}
 
     @task(outlets=[EXPORTS])

@@ -968,3 +968,17 @@ def test_invoices_outside_the_demo_without_settings_warn(fresh):
     assert export_month(fresh, MONTH, formats=["csv"]).warnings == []  # no document, no issuer
     (fresh / ".koobill-demo").touch()
     assert export_month(fresh, MONTH, formats=["pdf"]).warnings == []
+
+
+def test_export_of_a_batch_of_partners_writes_the_same_files_as_one_call_each(fresh) -> None:
+    """Airflow's mapped exports pass a batch of partners to one call: the files are those of
+    one call per partner, byte for byte, and a partner without a bill is named."""
+    one = {}
+    for p in (CN, US):
+        for f in export_month(fresh, MONTH, partner=p, formats=["csv", "parquet"]).files:
+            one[f.path] = f.sha256
+    batch = export_month(fresh, MONTH, partner=[US, CN], formats=["csv", "parquet"])
+    assert {f.path: f.sha256 for f in batch.files} == one
+    assert batch.partners == sorted([CN, US])
+    with pytest.raises(KoobillError, match="partner nobody has no closed bill"):
+        export_month(fresh, MONTH, partner=[CN, "nobody"], formats=["csv"])

@@ -9,6 +9,7 @@ here. A month's lines, estimates and view rows are read with one query each, not
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from pipelines.exports.bill import Bill
@@ -22,7 +23,7 @@ VIEWS = {"by_product": "expenditure_by_product", "by_customer": "expenditure_by_
 def load_bills(
     con,
     month: str,
-    partner: str | None,
+    partner: str | Sequence[str] | None,
     version: int | None,
     *,
     settings: Any,
@@ -43,8 +44,11 @@ def load_bills(
     return bills
 
 
-def bill_headers(con, month: str, partner: str | None, version: int | None) -> list[dict]:
-    """The bill headers to export: the current closed version of each partner (or ``version``)."""
+def bill_headers(
+    con, month: str, partner: str | Sequence[str] | None, version: int | None
+) -> list[dict]:
+    """The bill headers to export: the current closed version of each partner (or ``version``),
+    of every partner or of ``partner`` (one id or several)."""
     total = con.execute("select count(*) from bills where bill_month = ?", [month]).fetchone()[0]
     if total == 0:
         raise KoobillError(
@@ -58,9 +62,10 @@ def bill_headers(con, month: str, partner: str | None, version: int | None) -> l
     else:
         where.append("version = ?")
         params.append(int(version))
-    if partner is not None:
-        where.append("partner_id = ?")
-        params.append(partner)
+    wanted = [partner] if isinstance(partner, str) else None if partner is None else list(partner)
+    if wanted is not None:
+        where.append("partner_id = any(?::varchar[])")
+        params.append(wanted)
     # every column, so that columns added to bills (supersedes_invoice_no) are read if present
     # a partner has at most one closed version; if a faulty close left two, the newest wins
     rows = rows_of(
@@ -71,10 +76,18 @@ def bill_headers(con, month: str, partner: str | None, version: int | None) -> l
             params,
         )
     )
+    what = f"version {version} of the bill" if version is not None else "closed bill"
+    if wanted is not None:
+        missing = sorted(set(wanted) - {r["partner_id"] for r in rows})
+        if missing:
+            who = (
+                f"partner {missing[0]} has"
+                if len(missing) == 1
+                else "partners " + ", ".join(missing) + " have"
+            )
+            raise KoobillError(f"{who} no {what} for {month}; nothing exported")
     if not rows:
-        what = f"version {version} of the bill" if version is not None else "closed bill"
-        who = f"partner {partner} has no" if partner is not None else "there is no"
-        raise KoobillError(f"{who} {what} for {month}; nothing exported")
+        raise KoobillError(f"there is no {what} for {month}; nothing exported")
     return rows
 
 

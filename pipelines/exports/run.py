@@ -79,13 +79,15 @@ def export_month(
     data_dir: str | Path | None,
     month: str,
     *,
-    partner: str | None = None,
+    partner: str | Sequence[str] | None = None,
     formats: Sequence[str] = FORMATS,
     version: int | None = None,
     lock_wait_s: float | None = None,
     workers: int | None = None,
 ) -> ExportResult:
-    """Write the finance exports of ``month`` for every partner with a bill (or ``partner``).
+    """Write the finance exports of ``month`` for every partner with a bill (or ``partner``: one
+    partner id or several, e.g. a batch of Airflow's mapped exports, which then takes the writer
+    lock and publishes the warehouse once for the whole batch).
 
     Exports the current closed version of each bill, or ``version`` (then recorded with the
     status that version has, e.g. superseded). Raises KoobillError if the month has no bills or
@@ -101,7 +103,8 @@ def export_month(
     check_month(month)
     fmts = check_formats(formats)
     if partner is not None:
-        check_partner(partner)
+        for p in [partner] if isinstance(partner, str) else partner:
+            check_partner(p)
     _require_warehouse(root, month)
     started = datetime.now(UTC)
     result = ExportResult(root, month, f"{started:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}")
@@ -130,7 +133,7 @@ def _require_warehouse(root: Path, month: str) -> None:
 def _export_locked(
     root: Path,
     result: ExportResult,
-    partner: str | None,
+    partner: str | Sequence[str] | None,
     version: int | None,
     fmts: list[str],
     workers: int | None,
