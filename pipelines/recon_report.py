@@ -9,7 +9,7 @@ from typing import Any
 
 from pipelines import calendar as cal
 from pipelines.config import require_data_dir
-from pipelines.lake import KoobillError
+from pipelines.errors import KoobillError
 from pipelines.reconcile import Echo, MonthReport, query_rows
 
 # --- reading and printing ----------------------------------------------------------------------

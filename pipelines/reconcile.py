@@ -28,14 +28,9 @@ from pipelines import calendar as cal
 from pipelines import schema
 from pipelines.config import FILE_SUFFIXES, Paths, require_data_dir
 from pipelines.db import connect, parquet, quote_path, sql
-from pipelines.lake import (
-    KoobillError,
-    commit_version,
-    data_dir_lock,
-    lock_wait_s,
-    new_version_dir,
-    partitions,
-)
+from pipelines.env import settings
+from pipelines.errors import KoobillError
+from pipelines.lake import commit_version, data_dir_lock, new_version_dir, partitions
 
 Echo = Callable[[str], None]
 LAKE_TABLE = "reconcile"
@@ -93,7 +88,7 @@ def reconcile_month(data_dir: str | Path | None, month: str) -> MonthReport:
             f"{month} has not been closed: there is nothing to reconcile. "
             f"Run koobill close --month {month} first."
         )
-    with data_dir_lock(root, wait_s=lock_wait_s(), what=f"reconcile {month}"):
+    with data_dir_lock(root, wait_s=settings().lock_wait_s, what=f"reconcile {month}"):
         return build_month(root, month)
 
 

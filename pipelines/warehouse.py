@@ -27,7 +27,9 @@ import duckdb
 from pipelines import schema
 from pipelines.config import Paths, resolve_data_dir
 from pipelines.db import connect, database_path, ident, lake_files, render, sql
-from pipelines.lake import fsync_dir, lock_wait_s, partitions
+from pipelines.errors import KoobillError
+from pipelines.files import fsync_dir, fsync_file
+from pipelines.lake import lock_wait_s, partitions
 
 TABLES = [t for t in schema.PUBLIC if t.kind == "table"]
 # (lake table folder, partition prefix, file name in the partition, warehouse table, key column)
@@ -134,8 +136,7 @@ def publish(root: Path) -> Path:
         raise
     con.close()
     try:
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        fsync_file(tmp)
         # A read-write session left open on the previous file may have a write-ahead log beside
         # it; a new connection to the new file would replay it. It belongs to a file that is no
         # longer published: drop it (analysts' own tables belong in their own database).
@@ -145,8 +146,6 @@ def publish(root: Path) -> Path:
         _unlink(wal)
         fsync_dir(root)
     except OSError as exc:
-        from pipelines.lake import KoobillError
-
         _unlink(tmp)
         raise KoobillError(
             f"cannot publish {target}: {exc.strerror or exc}; the lake is committed, "
@@ -168,8 +167,6 @@ def _connect_waiting(path: Path, read_only: bool, wait_s: float = 30.0):
     means a foreign process opened the private file: wait ``wait_s`` seconds, then fail with
     what to do."""
     import time
-
-    from pipelines.lake import KoobillError
 
     deadline = time.monotonic() + wait_s
     while True:

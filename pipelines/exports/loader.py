@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from pipelines.errors import KoobillError
 from pipelines.exports.bill import Bill
 from pipelines.exports.common import DETAIL_COLUMNS, check_partner, rows_of
-from pipelines.lake import KoobillError
 
 # the analysts' views the documents show: sql/export_<key>.sql reads each for many bills
 VIEWS = {"by_product": "expenditure_by_product", "by_customer": "expenditure_by_customer"}
