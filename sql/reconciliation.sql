@@ -13,6 +13,7 @@
 --   rc_invoices   every current bill with an amount due, all months (settled oldest first)
 --   rc_documents  the invoice PDFs exported for the month's current bills, with their sha256
 --   rc_payments   every payment paid on or before $as_of
+--   rc_billed     every partner with a current bill (any month), per currency
 with
 
 -- 1. landed rows = accepted + quarantined + duplicates, per landing file -----------------------
@@ -334,7 +335,7 @@ pay_ranges as (
     select
         *,
         coalesce(sum(amount) over (
-            partition by partner_id order by paid_at, record_id
+            partition by partner_id, currency order by paid_at, record_id
             rows between unbounded preceding and 1 preceding
         ), 0) as p0
     from rc_payments
@@ -344,7 +345,7 @@ inv_ranges as (
     select
         *,
         coalesce(sum(amount_due) over (
-            partition by partner_id order by bill_month
+            partition by partner_id, currency order by bill_month
             rows between unbounded preceding and 1 preceding
         ), 0) as b0
     from rc_invoices
@@ -360,7 +361,7 @@ applied as (
             0, least(p.p0 + p.amount, i.b0 + i.amount_due) - greatest(p.p0, i.b0)
         ) as amount
     from pay_ranges as p
-    inner join inv_ranges as i on p.partner_id = i.partner_id
+    inner join inv_ranges as i on p.partner_id = i.partner_id and p.currency = i.currency
 ),
 
 pay_applied as (
@@ -374,6 +375,13 @@ pay_applied as (
     group by all
 ),
 
+payers as (
+    select distinct partner_id from rc_billed
+),
+
+-- A payment, or the part of it, that settles no invoice is the partner's credit balance
+-- (status credit_balance, listed, not a residual). A payment of a partner without any bill, or
+-- in a currency none of its bills is in, can never settle anything: that one is a residual.
 payment_checks as (
     select
         5 as step,
@@ -388,15 +396,22 @@ payment_checks as (
         || coalesce(' ref ' || p.reference, '')
         || coalesce('; settles ' || a.settles, '; settles no invoice')
         || case
+            when payer.partner_id is null
+                then '; the partner has no bill: check the partner id of the payment'
+            when billed.partner_id is null
+                then '; no bill of the partner is in ' || p.currency
             when p.amount > coalesce(a.applied, 0)
                 then '; unapplied ' || (p.amount - coalesce(a.applied, 0))::decimal(38, 2)::varchar
                 || ' (credit balance: no open invoice to settle as of '
                 || strftime($as_of::date, '%Y-%m-%d') || ')'
             else ''
         end as detail,
-        false as broken
+        billed.partner_id is null as broken
     from rc_payments as p
     left join pay_applied as a on p.record_id = a.record_id and p.partner_id = a.partner_id
+    left join payers as payer on p.partner_id = payer.partner_id
+    left join rc_billed as billed
+        on p.partner_id = billed.partner_id and p.currency = billed.currency
     where p.landing_date between $file_lo::date and $file_hi::date
 ),
 
@@ -461,7 +476,9 @@ select
     actual,
     (expected - actual)::decimal(38, 6) as residual,
     case
-        when broken or expected is null or actual is null or expected <> actual then 'residual'
+        when broken or expected is null or actual is null then 'residual'
+        when "check" = 'payment_to_invoice' and actual < expected then 'credit_balance'
+        when expected <> actual then 'residual'
         else 'ok'
     end as status,
     detail,
