@@ -152,6 +152,7 @@ def _version_view_rows(con, view: str, header: dict[str, Any]) -> list[dict[str,
             "create table bills as select * replace ('closed' as status) from src_bills"
         )
         scratch.execute("create table bill_lines as select * from src_lines")
+        scratch.execute("create view _current_bill_lines as " + sql("_current_bill_lines"))
         return rows_of(scratch.execute(sql(view)))
     finally:
         scratch.close()
