@@ -58,8 +58,9 @@ landed_checks as (
         end as actual,
         case
             when rows_read is null
-                then 'in the landing folder but not ingested: rerun koobill ingest --date '
-                || strftime(landing_date, '%Y-%m-%d')
+                then
+                    'in the landing folder but not ingested: rerun koobill ingest --date '
+                    || strftime(landing_date, '%Y-%m-%d')
             else
                 'read ' || rows_read || ' = accepted ' || lake_accepted || ' + quarantined '
                 || lake_quarantined || ' + duplicates ' || duplicates
@@ -81,7 +82,8 @@ landed_checks as (
 
 -- 2. accepted records -> bill lines (the current version of each partner's bill) -------------
 current_bills as (
-    select * from rc_bills where status = 'closed'
+    select * from rc_bills
+    where status = 'closed'
 ),
 
 current_lines as (
@@ -180,7 +182,7 @@ record_checks as (
         || case when b.partner_id is null then '; the partner has no bill' else '' end
         || coalesce('; ' || d.what, '') as detail,
         (b.partner_id is null and r.n is not null) or coalesce(r.n, 0) <> coalesce(l.n, 0)
-        as broken
+            as broken
     from billed_partners as p
     cross join components as c
     left join current_bills as b on p.partner_id = b.partner_id
@@ -274,6 +276,16 @@ invoice_uses as (
     group by all
 ),
 
+-- the invoice number each bill version must have (spec section 5)
+wanted_invoices as (
+    select
+        partner_id,
+        version,
+        'INV-' || partner_id || '-' || replace(bill_month, '-', '')
+        || case when version > 1 then '-V' || version else '' end as want
+    from rc_bills
+),
+
 invoice_checks as (
     select
         4 as step,
@@ -301,11 +313,8 @@ invoice_checks as (
         end as detail,
         (b.amount_due <= 0 and b.invoice_no is not null) as broken
     from rc_bills as b
-    cross join lateral (
-        select
-            'INV-' || b.partner_id || '-' || replace(b.bill_month, '-', '')
-            || case when b.version > 1 then '-V' || b.version else '' end as want
-    ) as e
+    inner join wanted_invoices as e
+        on b.partner_id = e.partner_id and b.version = e.version
     left join invoice_uses as u on b.invoice_no = u.invoice_no
 ),
 
@@ -370,7 +379,7 @@ pay_applied as (
         partner_id,
         sum(amount) filter (where amount > 0) as applied,
         string_agg(invoice_no || ' ' || amount::decimal(38, 2), ', ' order by bill_month)
-            filter (where amount > 0) as settles
+        filter (where amount > 0) as settles
     from applied
     group by all
 ),
@@ -401,9 +410,10 @@ payment_checks as (
             when billed.partner_id is null
                 then '; no bill of the partner is in ' || p.currency
             when p.amount > coalesce(a.applied, 0)
-                then '; unapplied ' || (p.amount - coalesce(a.applied, 0))::decimal(38, 2)::varchar
-                || ' (credit balance: no open invoice to settle as of '
-                || strftime($as_of::date, '%Y-%m-%d') || ')'
+                then
+                    '; unapplied ' || (p.amount - coalesce(a.applied, 0))::decimal(38, 2)::varchar
+                    || ' (credit balance: no open invoice to settle as of '
+                    || strftime($as_of::date, '%Y-%m-%d') || ')'
             else ''
         end as detail,
         billed.partner_id is null as broken
@@ -424,7 +434,7 @@ invoice_settled as (
         i.amount_due,
         coalesce(sum(a.amount), 0) as paid,
         string_agg(a.record_id || ' ' || a.amount::decimal(38, 2), ', ' order by a.record_id)
-            filter (where a.amount > 0) as by_payments
+        filter (where a.amount > 0) as by_payments
     from rc_invoices as i
     left join applied as a on i.invoice_no = a.invoice_no
     where i.bill_month = $month
