@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pipelines.config import FEEDS, MONEY, ORDER_TYPE_ALIASES, ORDER_TYPES
 from pipelines.db import render
-from pipelines.patterns import MONTH, PARTNER_ID
+from pipelines.patterns import DATE, MONTH, PARTNER_ID
 
 DEC_RE = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)"
 TS_RE = (
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+    DATE + r"[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
     r" ?(Z|[+-](0[0-9]|1[0-4])(:?[0-5][0-9])?)"
 )
-TS_NAIVE_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?"
+TS_NAIVE_RE = DATE + r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?"
 # A blank value: empty, or white space only. Every Unicode space separator (what DuckDB's trim
 # removes) plus tab, line breaks (LF, VT, FF, CR, NEL, U+2028/2029): an id of a lone tab is as
 # missing as an id of spaces.
