@@ -51,6 +51,8 @@ for _p in (str(REPO), str(HERE)):
 
 import exports_measure  # noqa: E402  (bench/exports_measure.py)
 
+from pipelines.env import settings  # noqa: E402  (validated: an amount such as 2GB)
+
 BIG_DAY = "2026-03-10"
 MONTH_START = "2026-04-01"
 RESULT_TAG = "BENCH_RESULT "
@@ -136,7 +138,7 @@ def machine() -> dict:
         "duckdb": duckdb.__version__,
         "pyarrow": pyarrow.__version__,
         "pandas": pandas.__version__,
-        "koobill_memory_limit": os.environ.get("KOOBILL_MEMORY_LIMIT", "2GB"),
+        "koobill_memory_limit": settings().memory_limit,
         "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -406,7 +408,7 @@ def _lower_ingest(duckdb, landing: Path, day: str, out: Path) -> dict:
     }
     con = duckdb.connect()
     con.execute("set TimeZone = 'UTC'")
-    con.execute(f"set memory_limit = '{os.environ.get('KOOBILL_MEMORY_LIMIT', '2GB')}'")
+    con.execute("set memory_limit = $limit", {"limit": settings().memory_limit})
     out.parent.mkdir(parents=True, exist_ok=True)
     stmt = yardstick_sql()
     t = time.perf_counter()
@@ -436,7 +438,7 @@ def _lower_close(duckdb, data_dir: Path, month: str, out: Path) -> dict:
 
     con = duckdb.connect()
     con.execute("set TimeZone = 'UTC'")
-    con.execute(f"set memory_limit = '{os.environ.get('KOOBILL_MEMORY_LIMIT', '2GB')}'")
+    con.execute("set memory_limit = $limit", {"limit": settings().memory_limit})
     stmt = f"""copy (
       with r as (
         select partner_id, case when amount < 0 then 'refund' else 'consume' end component,

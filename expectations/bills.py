@@ -15,10 +15,12 @@ from __future__ import annotations
 import great_expectations as gx
 import great_expectations.expectations as gxe
 
+from pipelines.patterns import INVOICE_NO, MONTH, PARTNER_ID, anchored
+
 BILL_KEY = ["partner_id", "bill_month", "version"]
-MONTH_REGEX = r"^\d{4}-(?:0[1-9]|1[0-2])$"
-PARTNER_REGEX = r"^[A-Za-z0-9_-]{1,64}$"
-INVOICE_REGEX = r"^INV-[A-Za-z0-9_-]{1,64}-\d{4}(?:0[1-9]|1[0-2])(?:-V(?:[2-9]|[1-9][0-9]+))?$"
+MONTH_REGEX = anchored(MONTH)
+PARTNER_REGEX = anchored(PARTNER_ID)
+INVOICE_REGEX = anchored(INVOICE_NO)
 
 
 def _meta(rule: str, *show: str) -> dict:
@@ -54,7 +56,7 @@ def bills_suite() -> gx.ExpectationSuite:
         gxe.ExpectColumnValuesToMatchRegex(
             column="partner_id",
             regex=PARTNER_REGEX,
-            description="partner_id_format: partner_id matches ^[A-Za-z0-9_-]{1,64}$",
+            description=f"partner_id_format: partner_id matches {PARTNER_REGEX}",
             meta=_meta("partner_id_format"),
         ),
         gxe.ExpectColumnValuesToMatchRegex(

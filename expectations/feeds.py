@@ -13,9 +13,10 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 
 from pipelines.config import FEEDS, ORDER_TYPES, RECORD_FEEDS
+from pipelines.patterns import MONTH, PARTNER_ID, anchored
 
-MONTH_REGEX = r"^\d{4}-(?:0[1-9]|1[0-2])$"
-PARTNER_REGEX = r"^[A-Za-z0-9_-]{1,64}$"
+MONTH_REGEX = anchored(MONTH)
+PARTNER_REGEX = anchored(PARTNER_ID)
 CURRENCY_REGEX = r"^[A-Z]{3}$"
 # An accepted record may be dated at most 1 day after its landing date (later ones are "from
 # the future", spec section 1) and, as a sanity bound, at most this many days before it.
@@ -90,7 +91,7 @@ def feed_suite(feed: str) -> gx.ExpectationSuite:
         gxe.ExpectColumnValuesToMatchRegex(
             column="partner_id",
             regex=PARTNER_REGEX,
-            description="partner_id_format: partner_id matches ^[A-Za-z0-9_-]{1,64}$",
+            description=f"partner_id_format: partner_id matches {PARTNER_REGEX}",
             meta=_meta("partner_id_format"),
         )
     )

@@ -20,10 +20,11 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipelines.config import PARTNER_ID_RE
-from pipelines.lake import KoobillError
+from pipelines.errors import KoobillError
+from pipelines.files import write_text
+from pipelines.patterns import PARTNER_ID_RE
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@-]{1,64}\Z")
 ROLES = ("partner", "finance")
 MIN_PASSWORD = 8
 _hasher = None
@@ -129,14 +130,8 @@ def _editing(root: Path) -> Iterator[dict[str, User]]:
         users = dict(load_users(root))
         yield users
         path = users_path(root)
-        tmp = path.with_name(f".users.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         data = {"users": [asdict(u) for u in sorted(users.values(), key=lambda u: u.username)]}
-        fd2 = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd2, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_text(path, json.dumps(data, indent=1), mode=0o600)
     finally:
         os.close(fd)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipelines import calendar as cal
 from pipelines.config import Paths, check_partner_id, resolve_data_dir
-from pipelines.lake import KoobillError
+from pipelines.errors import KoobillError
 
 Echo = Callable[[str], None]
 

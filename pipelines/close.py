@@ -22,28 +22,20 @@ from pipelines import calendar as cal
 from pipelines import quality
 from pipelines.config import Paths, require_data_dir, resolve_data_dir
 from pipelines.db import connect, create_temp, database_path, lake_files, render, sql
+from pipelines.errors import KoobillError
 from pipelines.lake import (
-    KoobillError,
     commit_version,
     data_dir_lock,
     lock_wait_s,
     new_version_dir,
     partitions,
 )
+from pipelines.schema import BILL_COMPONENTS as COMPONENTS
 
 Echo = Callable[[str], None]
 # optional partner columns carried from the snapshot at the cutoff onto the bill (the invoice's
 # recipient block)
 RECIPIENT_COLUMNS = ("legal_name", "address", "tax_id", "billing_email")
-COMPONENTS = (
-    "consume_amount",
-    "refunds",
-    "adjustments",
-    "coupon_amount",
-    "tax_amount",
-    "bill_amount",
-    "amount_due",
-)
 
 
 @dataclass
@@ -304,20 +296,7 @@ def _assign_versions(con, prev_part: Path | None) -> None:
 # a bill changes when one of these differs (its components, or the partner's name, currency or
 # tax rate in the snapshot at the cutoff), or one of its lines (every column but version).
 # forced/missing_dates alone do not make a new version: the invoice is not reissued for them.
-_COMPARED = (
-    "partner_name",
-    "currency",
-    "consume_amount",
-    "refunds",
-    "adjustments",
-    "coupon_total",
-    "coupon_amount",
-    "tax_rate",
-    "tax_amount",
-    "bill_amount",
-    "amount_due",
-    "line_count",
-)
+_COMPARED = ("partner_name", "currency", "coupon_total", "tax_rate", "line_count", *COMPONENTS)
 
 
 def _changed_partners(con, prev_part: Path) -> list[str]:
@@ -461,15 +440,7 @@ def print_close_result(r: CloseResult, echo: Echo) -> None:
 
 def print_bills(bills: list[dict], echo: Echo) -> None:
     """The bills as a table, one line per partner."""
-    amounts = (
-        "consume_amount",
-        "refunds",
-        "adjustments",
-        "coupon_amount",
-        "tax_amount",
-        "bill_amount",
-        "amount_due",
-    )
+    amounts = COMPONENTS
     head = ("consume", "refunds", "adjust", "coupon", "tax", "bill", "due")
     w = max([len("partner")] + [len(b["partner_id"]) for b in bills]) + 2
     echo(

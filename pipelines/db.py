@@ -25,7 +25,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.lake import KoobillError
+from pipelines.errors import KoobillError
 
 
 def _sql_dir() -> Path:

@@ -124,6 +124,15 @@ class KoobillSettings(BaseSettings):
         read="`koobill_exports` (run time)",
         doc=f"The formats the exports DAG writes (default all: `{','.join(EXPORT_FORMATS)}`).",
     )
+    export_workers: int | None = _setting(
+        None,
+        ge=1,
+        expects="a whole number of processes, 1 or more",
+        example="4",
+        read="export",
+        doc="How many processes write the export files (default one per core, at most one per "
+        "10 bills).",
+    )
     start_date: dt.date = _setting(
         dt.date(2026, 1, 1),
         expects="a date YYYY-MM-DD",
@@ -241,6 +250,8 @@ TOOLING = """\
 | `KOOBILL_BENCH_RESULTS_DIR` | `bench` | `make bench`: where results.json and .md go |
 | `KOOBILL_BENCH_SKIP` | | `make bench`: parts to skip: big, pandas, month, close, cli |
 | `KOOBILL_BENCH_SUBPROCESS` | | `1`: the tiny bench runs each measure in a subprocess |
+| `KOOBILL_BENCH_EXPORT_PARTNERS` | 200 | `make bench`: partners of the exports measurement (bench/exports_measure.py) |
+| `KOOBILL_BENCH_EXPORT_ROWS` | 20000 | `make bench`: usage rows per day of the exports measurement |
 """
 
 

@@ -27,7 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pipelines.lake import KoobillError
+from pipelines.errors import KoobillError
 
 FOCUS_VERSION = "1.2"
 KIND = "focus"

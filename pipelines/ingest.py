@@ -47,8 +47,8 @@ from pipelines.config import (
     resolve_data_dir,
 )
 from pipelines.db import connect, create_temp, database_path, lake_files, limit_memory, render, sql
+from pipelines.errors import KoobillError
 from pipelines.lake import (
-    KoobillError,
     commit_version,
     data_dir_lock,
     lock_wait_s,

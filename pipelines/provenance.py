@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,98 +116,123 @@ def provenance_rows(con, root: Path, month: str, bills: list[dict]) -> list[dict
     """The provenance rows of ``bills`` (versions without rows yet), from the temp tables of
     ``pipelines.reconcile`` (rc_records) and the landing zone as it is now."""
     paths = Paths(root)
-    hi = cal.cutoff(month).isoformat()
-    hashes: dict[Path, tuple[int | None, str | None]] = {}
-
-    def stat(rel: str) -> tuple[int | None, str | None]:
-        p = root / rel
-        if p not in hashes:
-            hashes[p] = (p.stat().st_size, sha256_of(p)) if p.is_file() else (None, None)
-        return hashes[p]
-
-    records = con.execute(
-        "select partner_id, feed, landing_date, _file, count(*) from rc_records group by all "
-        "order by all"
-    ).fetchall()
-    prices = [
-        (v, p / "prices.parquet")
-        for v, p in partitions(paths.ingest, "landing_date")
-        if v <= hi and (p / "prices.parquet").exists()
-    ]
-    price_files = (
-        con.execute(
-            "select distinct landing_date, _file from "
-            f"{parquet([f for _v, f in prices], union_by_name=True)} order by all"
-        ).fetchall()
-        if prices
-        else []
-    )
-    counts = _files_rows(
-        con, paths, {v for v, _p in partitions(paths.ingest, "landing_date") if v <= hi}
-    )
+    inputs = _Inputs.read(con, paths, month)
+    stat = _FileStat(root)
     out: list[dict] = []
     for b in bills:
-        pid, v = b["partner_id"], int(b["version"])
-        base = {
-            "partner_id": pid,
-            "bill_month": month,
-            "version": v,
-        }
-
-        def row(kind: str, name: str, value: Any = None, base: dict = base, **kw: Any) -> None:
-            out.append(
-                {
-                    **base,
-                    "kind": kind,
-                    "name": name,
-                    "value": None if value is None else str(value),
-                    "feed": kw.get("feed"),
-                    "landing_date": kw.get("landing_date"),
-                    "bytes": kw.get("bytes"),
-                    "sha256": kw.get("sha256"),
-                    "rows_read": kw.get("rows_read"),
-                    "records_billed": kw.get("records_billed"),
-                }
-            )
-
-        for name, value in code_version():
-            row("code", name, value)
-        snap_date, snap_file, discount = _snapshot(con, paths, month, pid)
-        lo_w, hi_w = cal.landing_window(month)
-        for name, value in (
-            ("cutoff_day", f"{cal.CUTOFF_DAY} (the cutoff of {month} is {hi})"),
-            ("time_zone", "Asia/Shanghai (UTC+08:00): months and days are Beijing time"),
-            ("landing_window", f"{lo_w}..{hi_w}"),
-            ("component_rounding", "round2: each component of its exact sum, half away from 0"),
-            ("rating_rounding", "usage amounts half-up to 6 decimal places"),
-            ("currency", b["currency"]),
-            ("tax_rate", b["tax_rate"]),
-            ("discount_rate", discount),
-            ("partner_snapshot", f"{snap_date} {snap_file}" if snap_date else None),
-            ("forced", bool(b.get("forced"))),
-            ("missing_dates", b.get("missing_dates")),
-        ):
-            row("setting", name, value)
-        mine = [r for r in records if r[0] == pid]
-        wanted: list[tuple[str, str, str, int | None]] = [
-            (str(d), feed, f, int(n)) for _p, feed, d, f, n in mine
+        base = {"partner_id": b["partner_id"], "bill_month": month, "version": int(b["version"])}
+        out += [_row(base, "code", name, value) for name, value in code_version()]
+        snap_date, snap_file, discount = _snapshot(con, paths, month, b["partner_id"])
+        snapshot = f"{snap_date} {snap_file}" if snap_date else None
+        out += [
+            _row(base, "setting", name, value)
+            for name, value in _settings(month, b, discount, snapshot)
         ]
+        wanted = inputs.files_of(b["partner_id"])
         if snap_date is not None:
             wanted.append((str(snap_date), "partners", snap_file, None))
         if any(feed == "usage" for _d, feed, _f, _n in wanted):
-            wanted += [(str(d), "prices", f, None) for d, f in price_files]
+            wanted += [(str(d), "prices", f, None) for d, f in inputs.price_files]
         for d, feed, f, n in sorted(wanted, key=lambda w: (w[1], w[0], w[2])):
             rel = f"landing/{feed}/{d}/{f}"
             size, digest = stat(rel)
-            row(
-                "landing_file",
-                rel,
-                None if digest else "missing from the landing zone at the close",
-                feed=feed,
-                landing_date=d,
-                bytes=size,
-                sha256=digest,
-                rows_read=counts.get((d, feed, f)),
-                records_billed=n,
+            out.append(
+                _row(
+                    base,
+                    "landing_file",
+                    rel,
+                    None if digest else "missing from the landing zone at the close",
+                    feed=feed,
+                    landing_date=d,
+                    bytes=size,
+                    sha256=digest,
+                    rows_read=inputs.counts.get((d, feed, f)),
+                    records_billed=n,
+                )
             )
     return out
+
+
+@dataclass
+class _Inputs:
+    """What the month's bills were computed from: the billed records per landing file, the
+    price files up to the cutoff, and the rows the ingest read of each landing file."""
+
+    records: list[tuple]
+    price_files: list[tuple]
+    counts: dict[tuple[str, str, str], int]
+
+    @classmethod
+    def read(cls, con, paths: Paths, month: str) -> _Inputs:
+        hi = cal.cutoff(month).isoformat()
+        records = con.execute(
+            "select partner_id, feed, landing_date, _file, count(*) from rc_records "
+            "group by all order by all"
+        ).fetchall()
+        prices = [
+            p / "prices.parquet"
+            for v, p in partitions(paths.ingest, "landing_date")
+            if v <= hi and (p / "prices.parquet").exists()
+        ]
+        price_files = (
+            con.execute(
+                "select distinct landing_date, _file from "
+                f"{parquet(prices, union_by_name=True)} order by all"
+            ).fetchall()
+            if prices
+            else []
+        )
+        dates = {v for v, _p in partitions(paths.ingest, "landing_date") if v <= hi}
+        return cls(records, price_files, _files_rows(con, paths, dates))
+
+    def files_of(self, partner_id: str) -> list[tuple[str, str, str, int | None]]:
+        """(landing date, feed, file, records billed) of the partner's billed records."""
+        return [(str(d), feed, f, int(n)) for p, feed, d, f, n in self.records if p == partner_id]
+
+
+class _FileStat:
+    """Size and SHA-256 of a landing file as it lies now (each file read once)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.seen: dict[Path, tuple[int | None, str | None]] = {}
+
+    def __call__(self, rel: str) -> tuple[int | None, str | None]:
+        p = self.root / rel
+        if p not in self.seen:
+            self.seen[p] = (p.stat().st_size, sha256_of(p)) if p.is_file() else (None, None)
+        return self.seen[p]
+
+
+def _settings(month: str, bill: dict, discount: Any, snapshot: str | None) -> list[tuple]:
+    """The settings a bill version was computed with, as (name, value)."""
+    lo_w, hi_w = cal.landing_window(month)
+    return [
+        ("cutoff_day", f"{cal.CUTOFF_DAY} (the cutoff of {month} is {cal.cutoff(month)})"),
+        ("time_zone", "Asia/Shanghai (UTC+08:00): months and days are Beijing time"),
+        ("landing_window", f"{lo_w}..{hi_w}"),
+        ("component_rounding", "round2: each component of its exact sum, half away from 0"),
+        ("rating_rounding", "usage amounts half-up to 6 decimal places"),
+        ("currency", bill["currency"]),
+        ("tax_rate", bill["tax_rate"]),
+        ("discount_rate", discount),
+        ("partner_snapshot", snapshot),
+        ("forced", bool(bill.get("forced"))),
+        ("missing_dates", bill.get("missing_dates")),
+    ]
+
+
+def _row(base: dict, kind: str, name: str, value: Any = None, **kw: Any) -> dict:
+    """One provenance row of the bill version ``base``."""
+    return {
+        **base,
+        "kind": kind,
+        "name": name,
+        "value": None if value is None else str(value),
+        "feed": kw.get("feed"),
+        "landing_date": kw.get("landing_date"),
+        "bytes": kw.get("bytes"),
+        "sha256": kw.get("sha256"),
+        "rows_read": kw.get("rows_read"),
+        "records_billed": kw.get("records_billed"),
+    }

@@ -32,7 +32,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-import os
 import re
 import threading
 import time
@@ -44,7 +43,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from pipelines import db, reports
-from pipelines.lake import KoobillError
+from pipelines.env import settings
+from pipelines.errors import KoobillError
+from pipelines.files import write_text
 from pipelines.rules import blank_sql
 
 _warm: threading.Thread | None = None
@@ -58,7 +59,7 @@ def prewarm() -> None:
     so the two threads never import the same modules at once. Off with
     ``KOOBILL_GX_PREWARM=0``."""
     global _warm
-    if _warm is not None or os.environ.get("KOOBILL_GX_PREWARM", "1") == "0":
+    if _warm is not None or not settings().gx_prewarm:
         return
 
     def run() -> None:
@@ -80,7 +81,6 @@ def _await_prewarm() -> None:
 SAMPLE_ROWS = 50  # rows per failing expectation handed to GX when the table is large
 MAX_GX_ROWS = 100_000  # tables up to this size are handed to GX whole
 MESSAGE_ROWS = 5  # offending rows per failed expectation in an error message
-ENV_MAX_QUARANTINE_SHARE = "KOOBILL_MAX_QUARANTINE_SHARE"
 BILL_KEY = ("partner_id", "bill_month", "version")
 FEED_KEY = ("record_id", "partner_id")
 
@@ -631,18 +631,6 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "validation"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _summary_html(meta: dict) -> str:
     e = html.escape
     ok = meta["success"]
@@ -690,7 +678,7 @@ def _write_report(report_dir: Path, name: str, res: Any, meta: dict) -> tuple[Pa
     html_path, json_path = report_dir / f"{base}.html", report_dir / f"{base}.json"
     doc = res.to_json_dict()
     doc.setdefault("meta", {})["koobill"] = meta
-    _atomic_write(json_path, json.dumps(doc, indent=2, default=str))
+    write_text(json_path, json.dumps(doc, indent=2, default=str))
     summary = _summary_html(meta)
     try:
         from great_expectations.render.renderer import ValidationResultsPageRenderer
@@ -707,8 +695,8 @@ def _write_report(report_dir: Path, name: str, res: Any, meta: dict) -> tuple[Pa
             f"<p>Great Expectations could not render its page: {html.escape(repr(exc))}</p>"
             f"<pre>{html.escape(json.dumps(doc, indent=2, default=str))}</pre></body></html>"
         )
-    _atomic_write(html_path, page)
-    reports.write_index(reports.quality_root(report_dir), _atomic_write, html_path, meta["success"])
+    write_text(html_path, page)
+    reports.write_index(reports.quality_root(report_dir), html_path, meta["success"])
     return html_path, json_path
 
 
@@ -774,8 +762,8 @@ def _write_schema_report(report_dir: Path, name: str, title: str, exc: QualityEr
     report_dir.mkdir(parents=True, exist_ok=True)
     meta = {"title": title, "success": False, "error": str(exc), "failures": exc.failures}
     path = report_dir / f"{_safe_name(name)}.html"
-    _atomic_write(report_dir / f"{_safe_name(name)}.json", json.dumps(meta, indent=2))
-    _atomic_write(
+    write_text(report_dir / f"{_safe_name(name)}.json", json.dumps(meta, indent=2))
+    write_text(
         path,
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{reports.stylesheet()}</style></head><body><div class='container-fluid p-3'>"
@@ -783,36 +771,8 @@ def _write_schema_report(report_dir: Path, name: str, title: str, exc: QualityEr
         f"<h2>{html.escape(title)}: FAILED</h2><p>{html.escape(str(exc))}</p>"
         "</div></body></html>",
     )
-    reports.write_index(reports.quality_root(report_dir), _atomic_write, path, False)
+    reports.write_index(reports.quality_root(report_dir), path, False)
     return path
-
-
-ENV_QUARANTINE_MIN_ROWS = "KOOBILL_QUARANTINE_MIN_ROWS"
-DEFAULT_QUARANTINE_MIN_ROWS = 100
-
-
-def _threshold_from_env() -> float:
-    raw = os.environ.get(ENV_MAX_QUARANTINE_SHARE)
-    if raw is None or not raw.strip():
-        return 0.05
-    try:
-        value = float(raw.strip().rstrip("%")) / (100 if raw.strip().endswith("%") else 1)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise KoobillError(
-            f"{ENV_MAX_QUARANTINE_SHARE}={raw!r} is not a share between 0 and 1 (e.g. 0.05 or 5%)"
-        )
-    return value
-
-
-def _min_rows_from_env() -> int:
-    raw = (os.environ.get(ENV_QUARANTINE_MIN_ROWS) or "").strip()
-    if not raw:
-        return DEFAULT_QUARANTINE_MIN_ROWS
-    if not raw.isdigit():
-        raise KoobillError(f"{ENV_QUARANTINE_MIN_ROWS}={raw!r} is not a whole number of rows")
-    return int(raw)
 
 
 def check_quarantine_share(
@@ -831,9 +791,9 @@ def check_quarantine_share(
     environment variable ``KOOBILL_MAX_QUARANTINE_SHARE`` (``0.05`` or ``5%``), default 0.05.
     """
     if threshold is None:
-        threshold = _threshold_from_env()
+        threshold = settings().max_quarantine_share  # 0.05 or 5%
     if min_rows is None:
-        min_rows = _min_rows_from_env()
+        min_rows = settings().quarantine_min_rows
     read: dict[tuple, int] = defaultdict(int)
     quarantined: dict[tuple, int] = defaultdict(int)
     reasons: dict[tuple, dict[str, int]] = defaultdict(lambda: defaultdict(int))

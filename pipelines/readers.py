@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from pipelines.config import FEEDS, FILE_SUFFIXES
 from pipelines.db import glob_escape, render
-from pipelines.lake import KoobillError
+from pipelines.errors import KoobillError
 
 BATCH = 200_000
 MAX_RAW = 4000  # characters of a raw record kept in quarantine

@@ -9,8 +9,8 @@ from typing import Any
 
 from pipelines import calendar as cal
 from pipelines.config import require_data_dir
-from pipelines.lake import KoobillError
-from pipelines.reconcile import Echo, MonthReport, query_rows
+from pipelines.errors import KoobillError
+from pipelines.reconcile import NOT_RESIDUAL, Echo, MonthReport, query_rows
 
 # --- reading and printing ----------------------------------------------------------------------
 
@@ -34,6 +34,10 @@ def _num(v: Any, unit: str | None) -> str:
     return f"{Decimal(v):,.2f}" if Decimal(v) == round(Decimal(v), 2) else f"{Decimal(v):,f}"
 
 
+# how a row's status prints (a credit balance is listed, but it is no residual to clear)
+_LABEL = {"ok": "ok", "credit_balance": "CREDIT"}
+
+
 def print_reconciliation(report: MonthReport, echo: Echo, all_rows: bool = False) -> None:
     """The month's reconciliation, link by link; every residual with the rows behind it."""
     rows = report.reconciliation
@@ -47,14 +51,14 @@ def print_reconciliation(report: MonthReport, echo: Echo, all_rows: bool = False
     }
     for step, title in names.items():
         mine = [r for r in rows if r["step"] == step]
-        bad = [r for r in mine if r["status"] != "ok"]
+        bad = [r for r in mine if r["status"] not in NOT_RESIDUAL]
         echo(f"  {step}. {title}: {len(mine)} checked, {len(bad)} residual(s)")
-        for r in mine if all_rows else bad:
+        for r in mine if all_rows else [r for r in mine if r["status"] != "ok"]:
             who = " ".join(
                 x for x in (r["partner_id"], f"v{r['version']}" if r["version"] else None) if x
             )
             echo(
-                f"     {'RESIDUAL' if r['status'] != 'ok' else 'ok':<8} {who + ' ' if who else ''}"
+                f"     {_LABEL.get(r['status'], 'RESIDUAL'):<8} {who + ' ' if who else ''}"
                 f"{r['subject']}: expected {_num(r['expected'], r['unit'])}, actual "
                 f"{_num(r['actual'], r['unit'])}, residual {_num(r['residual'], r['unit'])} "
                 f"{r['unit']}"
@@ -156,6 +160,22 @@ def xlsx_rows(bill: Any) -> list[list[Any]]:
     """The reconciliation of one exported bill version (a ``pipelines.exports.Bill``), from the
     bill itself: its lines -> its components and arithmetic, its invoice, and the payments
     applied to it as of the invoice date (the document's settlement)."""
+    checks = _line_checks(bill) + _invoice_checks(bill)
+    return [
+        [step, check, subject, exp, act, exp - act, "ok" if exp == act else "residual", detail]
+        for step, check, subject, exp, act, detail in checks
+    ]
+
+
+Check = tuple[int, str, str, Decimal, Decimal, str]
+
+
+def _amount(header: dict, name: str) -> Decimal:
+    return Decimal(header.get(name) or 0)
+
+
+def _line_checks(bill: Any) -> list[Check]:
+    """Step 3: the bill's components against its lines and its own arithmetic."""
     from pipelines.variance import round2
 
     h = bill.header
@@ -166,82 +186,44 @@ def xlsx_rows(bill: Any) -> list[list[Any]]:
             sums[ln["component"]] += Decimal(ln["amount"])
 
     def d(name: str) -> Decimal:
-        return Decimal(h.get(name) or 0)
+        return _amount(h, name)
 
     net = d("consume_amount") - d("refunds") + d("adjustments")
-    checks: list[tuple[int, str, str, Decimal, Decimal, str]] = [
+    expected = (
+        ("consume_amount", round2(sums["consume"]), "round2 of the consume lines"),
+        ("refunds", round2(-sums["refund"]), "round2 of the refund lines, positive"),
+        ("adjustments", round2(sums["adjustment"]), "round2 of the adjustment lines"),
+        ("coupon_total", round2(sums["coupon"]), "round2 of the coupon lines"),
         (
-            3,
-            "lines_to_bill",
-            "consume_amount",
-            round2(sums["consume"]),
-            d("consume_amount"),
-            "round2 of the consume lines",
-        ),
-        (
-            3,
-            "lines_to_bill",
-            "refunds",
-            round2(-sums["refund"]),
-            d("refunds"),
-            "round2 of the refund lines, positive",
-        ),
-        (
-            3,
-            "lines_to_bill",
-            "adjustments",
-            round2(sums["adjustment"]),
-            d("adjustments"),
-            "round2 of the adjustment lines",
-        ),
-        (
-            3,
-            "lines_to_bill",
-            "coupon_total",
-            round2(sums["coupon"]),
-            d("coupon_total"),
-            "round2 of the coupon lines",
-        ),
-        (
-            3,
-            "lines_to_bill",
             "coupon_amount",
             min(d("coupon_total"), max(net, zero)),
-            d("coupon_amount"),
             "min(coupon_total, max(net, 0))",
         ),
         (
-            3,
-            "lines_to_bill",
             "tax_amount",
             round2(max(net - d("coupon_amount"), zero) * d("tax_rate")),
-            d("tax_amount"),
             "round2(max(net - coupon_amount, 0) * tax_rate)",
         ),
         (
-            3,
-            "lines_to_bill",
             "bill_amount",
             net - d("coupon_amount") + d("tax_amount"),
-            d("bill_amount"),
             "net - coupon_amount + tax_amount",
         ),
-        (
-            3,
-            "lines_to_bill",
-            "amount_due",
-            max(d("bill_amount"), zero),
-            d("amount_due"),
-            "max(bill_amount, 0)",
-        ),
-    ]
+        ("amount_due", max(d("bill_amount"), zero), "max(bill_amount, 0)"),
+    )
+    return [(3, "lines_to_bill", name, exp, d(name), why) for name, exp, why in expected]
+
+
+def _invoice_checks(bill: Any) -> list[Check]:
+    """Step 4: the invoice number; step 5: the payments applied as of the invoice date."""
+    zero = Decimal(0)
     want = f"INV-{bill.partner_id}-{bill.month.replace('-', '')}" + (
         f"-V{bill.version}" if bill.version > 1 else ""
     )
-    due = d("amount_due")
+    due = _amount(bill.header, "amount_due")
     inv = bill.invoice_no
     ok = (inv == want) if due > 0 else inv is None
-    checks.append(
+    checks: list[Check] = [
         (
             4,
             "bill_to_invoice",
@@ -252,7 +234,7 @@ def xlsx_rows(bill: Any) -> list[list[Any]]:
             if ok
             else f"invoice number {inv or 'missing'}, expected {want if due > 0 else 'none'}",
         )
-    )
+    ]
     if bill.invoice_date is not None and due > 0:
         paid = bill.paid_amount
         checks.append(
@@ -266,10 +248,7 @@ def xlsx_rows(bill: Any) -> list[list[Any]]:
                 f"{bill.invoice_date} (oldest bill first)",
             )
         )
-    return [
-        [step, check, subject, exp, act, exp - act, "ok" if exp == act else "residual", detail]
-        for step, check, subject, exp, act, detail in checks
-    ]
+    return checks
 
 
 def xlsx_sheet(book: Any, bill: Any) -> None:

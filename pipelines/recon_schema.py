@@ -42,8 +42,10 @@ RECONCILIATION = Table(
         (
             "status",
             "VARCHAR",
-            "ok, or residual: the residual is not zero, or the link is broken (a file never "
-            "ingested, counts that differ, a line missing); koobill reconcile exits 1",
+            "ok; credit_balance: the part of a payment that settles no invoice of its partner "
+            "(not a residual); or residual: the residual is not zero, or the link is broken (a "
+            "file never ingested, counts that differ, a line missing, a payment of a partner "
+            "without a bill in its currency); koobill reconcile exits 1",
         ),
         ("detail", "VARCHAR", "The rows behind the figures: counts, line keys, invoices settled"),
         (

@@ -27,18 +27,15 @@ from typing import Any
 from pipelines import calendar as cal
 from pipelines import schema
 from pipelines.config import FILE_SUFFIXES, Paths, require_data_dir
-from pipelines.db import connect, parquet, quote_path, sql
-from pipelines.lake import (
-    KoobillError,
-    commit_version,
-    data_dir_lock,
-    lock_wait_s,
-    new_version_dir,
-    partitions,
-)
+from pipelines.db import connect, create_temp, lake_files, parquet, quote_path, sql
+from pipelines.env import settings
+from pipelines.errors import KoobillError
+from pipelines.lake import commit_version, data_dir_lock, new_version_dir, partitions
 
 Echo = Callable[[str], None]
 LAKE_TABLE = "reconcile"
+# statuses of a reconciliation row that need no action (a credit balance is the partner's)
+NOT_RESIDUAL = ("ok", "credit_balance")
 PREFIX = "bill_month"
 FILES = {
     "reconciliation": "reconciliation.parquet",
@@ -59,7 +56,7 @@ class MonthReport:
 
     @property
     def residuals(self) -> list[dict]:
-        return [r for r in self.reconciliation if r["status"] != "ok"]
+        return [r for r in self.reconciliation if r["status"] not in NOT_RESIDUAL]
 
 
 def partition_dir(root: Path, month: str) -> Path:
@@ -93,7 +90,7 @@ def reconcile_month(data_dir: str | Path | None, month: str) -> MonthReport:
             f"{month} has not been closed: there is nothing to reconcile. "
             f"Run koobill close --month {month} first."
         )
-    with data_dir_lock(root, wait_s=lock_wait_s(), what=f"reconcile {month}"):
+    with data_dir_lock(root, wait_s=settings().lock_wait_s, what=f"reconcile {month}"):
         return build_month(root, month)
 
 
@@ -208,10 +205,24 @@ def _stage(con, root: Path, month: str) -> None:
     ingest = partitions(paths.ingest, "landing_date")
     lo, hi = file_range(root, month)
     w_lo, w_hi = (d.isoformat() for d in cal.landing_window(month))
-    in_files = [(v, p) for v, p in ingest if lo <= v <= hi]
-    in_window = [(v, p) for v, p in ingest if w_lo <= v <= w_hi]
+    _stage_files(con, paths, [(v, p) for v, p in ingest if lo <= v <= hi])
+    _stage_records(con, [p for v, p in ingest if w_lo <= v <= w_hi], month)
+    _stage_bills(con, paths, month)
+    _stage_payments(con, [p for _v, p in ingest], _params(root, month)["as_of"])
+    _stage_documents(con, root, month)
+    # the estimates of the month (the variance)
+    _view(
+        con,
+        "rc_estimates",
+        [p / "estimates.parquet" for _v, p in ingest],
+        "partner_id varchar, bill_month varchar, as_of_date date, currency varchar, "
+        "estimate_amount decimal(38,2)",
+    )
 
-    # 1. files: the ingest's counts, the folders' content, the lake's accepted and quarantined
+
+def _stage_files(con, paths: Paths, in_files: list[tuple[str, Path]]) -> None:
+    """Step 1: the ingest's counts (``rc_files``), the landing folders' content (``rc_disk``),
+    the lake's accepted (``rc_accepted``) and quarantined (``rc_quarantine``) rows per file."""
     _view(
         con,
         "rc_files",
@@ -232,9 +243,21 @@ def _stage(con, root: Path, month: str) -> None:
     ]
     if disk:
         con.executemany("insert into rc_disk values (?, ?, ?)", disk)
+    _stage_accepted(con, [p for _v, p in in_files])
+    _view(
+        con,
+        "rc_quarantine_rows",
+        [p / "quarantine.parquet" for _v, p in in_files],
+        "feed varchar, landing_date date, file varchar, row bigint",
+    )
+    create_temp(con, "rc_quarantine", sql("reconcile/quarantine"))
+
+
+def _stage_accepted(con, parts: list[Path]) -> None:
+    """``rc_accepted``: the accepted rows of each landing file, counted in the lake."""
     counts = []
     for feed in ALL_FEEDS:
-        files = [p / f"{feed}.parquet" for _v, p in in_files if (p / f"{feed}.parquet").exists()]
+        files = [p / f"{feed}.parquet" for p in parts if (p / f"{feed}.parquet").exists()]
         if files:
             counts.append(
                 f"select landing_date, '{feed}' as feed, _file as file, count(*) as n "
@@ -249,80 +272,46 @@ def _stage(con, root: Path, month: str) -> None:
             "null::varchar as file, 0::bigint as n where false"
         )
     )
-    _view(
-        con,
-        "rc_quarantine_rows",
-        [p / "quarantine.parquet" for _v, p in in_files],
-        "feed varchar, landing_date date, file varchar, row bigint",
-    )
-    con.execute(
-        "create or replace temp table rc_quarantine as select landing_date, feed, file, "
-        "count(*) as n from rc_quarantine_rows group by all"
-    )
 
-    # 2. the month's accepted records, as the close reads them
+
+def _stage_records(con, window: list[Path], month: str) -> None:
+    """Step 2: ``rc_records``, the month's accepted records as the close reads them."""
     for feed in BILLED_FEEDS:
-        _view(
-            con,
-            f"{feed}_m",
-            [p / f"{feed}.parquet" for _v, p in in_window],
-            _EMPTY_RECORDS[feed],
-        )
-    con.execute(
-        """create or replace temp table rc_records as
-        select partner_id, case when amount < 0 then 'refund' else 'consume' end as component,
-               amount, late, landing_date, 'orders' as feed, _file
-        from orders_m where bill_month_assigned = $month
-        union all
-        select partner_id, 'consume', amount, late, landing_date, 'usage', _file
-        from usage_m where bill_month_assigned = $month
-        union all
-        select partner_id, 'adjustment', amount, late, landing_date, 'adjustments', _file
-        from adjustments_m where bill_month_assigned = $month
-        union all
-        select partner_id, 'coupon', amount, late, landing_date, 'coupons', _file
-        from coupons_m where bill_month_assigned = $month""",
-        {"month": month},
-    )
+        _view(con, f"{feed}_m", [p / f"{feed}.parquet" for p in window], _EMPTY_RECORDS[feed])
+    create_temp(con, "rc_records", sql("reconcile/records"), {"month": month})
 
-    # 3. the month's bills and lines, every version; invoices and payments of every month
+
+def _stage_bills(con, paths: Paths, month: str) -> None:
+    """Step 3: the month's bills and lines, every version (``rc_bills``, ``rc_lines``), the
+    lines recomputed from the records (``rc_relines``), and the invoices of every month
+    (``rc_invoices_all``, ``rc_invoices``, ``rc_billed``)."""
     bills_part = paths.bills_dir(month)
-    con.execute(
-        f"create or replace temp table rc_bills as select * from "
-        f"{parquet(bills_part / 'bills.parquet')} order by partner_id, version"
+    create_temp(
+        con, "rc_bills", sql("reconcile/bills"), {"bills": lake_files(bills_part / "bills.parquet")}
     )
-    con.execute(
-        f"create or replace temp table rc_lines as select * from "
-        f"{parquet(bills_part / 'bill_lines.parquet')}"
+    create_temp(
+        con,
+        "rc_lines",
+        sql("reconcile/lines"),
+        {"lines": lake_files(bills_part / "bill_lines.parquet")},
     )
-    con.execute(
-        "create or replace temp table bill_partners as select partner_id, version "
-        "from rc_bills where status = 'closed'"
-    )
-    con.execute("create or replace temp table rc_relines as " + sql("bill_lines"), {"month": month})
-    all_bills = [
+    create_temp(con, "bill_partners", sql("reconcile/bill_partners"))
+    create_temp(con, "rc_relines", sql("bill_lines"), {"month": month})
+    all_bills = lake_files(
         p / "bills.parquet"
         for _m, p in partitions(paths.bills, "bill_month")
         if (p / "bills.parquet").exists()
-    ]
-    src = parquet(all_bills, union_by_name=True)
-    con.execute(
-        f"create or replace temp table rc_invoices_all as "
-        f"select partner_id, bill_month, version, invoice_no from {src}"
     )
-    con.execute(
-        f"create or replace temp table rc_invoices as select partner_id, bill_month, version, "
-        f"invoice_no, currency, amount_due from {src} "
-        "where status = 'closed' and amount_due > 0"
-    )
-    pay_files = [p / "payments.parquet" for _v, p in ingest if (p / "payments.parquet").exists()]
-    as_of = _params(root, month)["as_of"]
-    if pay_files:
-        con.execute(
-            f"create or replace temp table rc_payments as select record_id, partner_id, amount, "
-            f"currency, paid_at, paid_date, reference, landing_date "
-            f"from {parquet(pay_files, union_by_name=True)} where paid_date <= ?::date",
-            [as_of],
+    for name in ("invoices_all", "invoices", "billed"):
+        create_temp(con, f"rc_{name}", sql(f"reconcile/{name}"), {"bills": all_bills})
+
+
+def _stage_payments(con, parts: list[Path], as_of: str) -> None:
+    """``rc_payments``: every payment paid on or before ``as_of``."""
+    files = lake_files(p / "payments.parquet" for p in parts if (p / "payments.parquet").exists())
+    if files:
+        create_temp(
+            con, "rc_payments", sql("reconcile/payments"), {"payments": files, "as_of": as_of}
         )
     else:
         con.execute(
@@ -330,17 +319,6 @@ def _stage(con, root: Path, month: str) -> None:
             "amount decimal(38,6), currency varchar, paid_at timestamptz, paid_date date, "
             "reference varchar, landing_date date)"
         )
-
-    _stage_documents(con, root, month)
-
-    # 4. the estimates of the month (the variance)
-    _view(
-        con,
-        "rc_estimates",
-        [p / "estimates.parquet" for _v, p in ingest],
-        "partner_id varchar, bill_month varchar, as_of_date date, currency varchar, "
-        "estimate_amount decimal(38,2)",
-    )
 
 
 def _stage_documents(con, root: Path, month: str) -> None:
@@ -356,13 +334,7 @@ def _stage_documents(con, root: Path, month: str) -> None:
     if not hist:
         return
     rows = con.execute(
-        f"""select h.partner_id, h.version, b.invoice_no, h.path, arg_max(h.sha256, h.created_at)
-        from {parquet(hist, union_by_name=True)} as h
-        inner join rc_bills as b
-          on b.partner_id = h.partner_id and b.version = h.version and b.status = 'closed'
-        where h.bill_month = ? and h.kind = 'summary' and h.format = 'pdf'
-        group by all order by all""",
-        [month],
+        sql("reconcile/documents"), {"history": lake_files(hist), "month": month}
     ).fetchall()
     for pid, v, inv, path, recorded in rows:
         f = root / path

@@ -18,6 +18,8 @@ import re
 from functools import cache
 from pathlib import Path
 
+from pipelines.files import write_text
+
 _ASSETS = Path(__file__).resolve().parent / "assets"
 
 _REMOTE_TAG = re.compile(
@@ -96,7 +98,7 @@ def make_offline(page: str, report_dir: Path) -> str:
     return page[: m.start()] + head + page[m.start() :] if m else head + page
 
 
-def write_index(root: Path, atomic_write, report: Path | None = None, success=None) -> Path:
+def write_index(root: Path, report: Path | None = None, success=None) -> Path:
     """``quality/index.html``: every report of the data dir with its result, newest group
     first. The results are kept in ``quality/index.json`` (``report`` and ``success`` record
     the report just written)."""
@@ -117,7 +119,7 @@ def write_index(root: Path, atomic_write, report: Path | None = None, success=No
         rel = p.relative_to(root).as_posix()
         groups.setdefault(p.parent.relative_to(root).as_posix(), []).append(rel)
     results = {k: v for k, v in results.items() if (root / k).is_file()}
-    atomic_write(results_path, json.dumps(results, indent=1, sort_keys=True))
+    write_text(results_path, json.dumps(results, indent=1, sort_keys=True))
     e = html.escape
     out = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -141,5 +143,5 @@ def write_index(root: Path, atomic_write, report: Path | None = None, success=No
             out.append(f"<tr><td><a href='{e(rel)}'>{name}</a></td><td>{status}</td></tr>")
     out.append("</table></div></body></html>")
     path = root / "index.html"
-    atomic_write(path, "\n".join(out))
+    write_text(path, "\n".join(out))
     return path

@@ -1,23 +1,23 @@
 """The row rules of the spec (section 2) as SQL over a staging table.
 
 ``typed_select(feed)`` turns the all-text staging columns into typed columns plus one reason per
-broken rule; ``feed_rules(feed)`` adds the rules that need the partner snapshot or the price
-list. Column names come from ``config.FEEDS`` (never from input); values are bound.
+broken rule; the rules that need the partner snapshot or the price list are in
+``pipelines.ingest`` (``FEED_RULES``). Column names come from ``config.FEEDS`` (never from
+input); values are bound.
 """
 
 from __future__ import annotations
 
 from pipelines.config import FEEDS, MONEY, ORDER_TYPE_ALIASES, ORDER_TYPES
 from pipelines.db import render
+from pipelines.patterns import DATE, MONTH, PARTNER_ID
 
 DEC_RE = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)"
 TS_RE = (
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+    DATE + r"[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
     r" ?(Z|[+-](0[0-9]|1[0-4])(:?[0-5][0-9])?)"
 )
-TS_NAIVE_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?"
-MONTH_RE = r"[0-9]{4}-(0[1-9]|1[0-2])"
-PARTNER_RE = r"[A-Za-z0-9_-]{1,64}"
+TS_NAIVE_RE = DATE + r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?"
 # A blank value: empty, or white space only. Every Unicode space separator (what DuckDB's trim
 # removes) plus tab, line breaks (LF, VT, FF, CR, NEL, U+2028/2029): an id of a lone tab is as
 # missing as an id of spaces.
@@ -108,7 +108,7 @@ def _text(k: _Col) -> Column:
 
 
 def _partner(k: _Col) -> Column:
-    value = f"case when regexp_full_match({k.raw_name}, {_lit(PARTNER_RE)}) then {k.raw_name} end"
+    value = f"case when regexp_full_match({k.raw_name}, {_lit(PARTNER_ID)}) then {k.raw_name} end"
     return value, [k.missing, k.fails("is not a valid partner id", "bad_partner_id")]
 
 
@@ -173,7 +173,7 @@ def _timestamp(k: _Col) -> Column:
 
 
 def _month(k: _Col) -> Column:
-    value = f"case when regexp_full_match({k.t}, {_lit(MONTH_RE)}) then {k.t} end"
+    value = f"case when regexp_full_match({k.t}, {_lit(MONTH)}) then {k.t} end"
     return value, [k.missing, k.fails("is not a month YYYY-MM", "bad_month")]
 
 

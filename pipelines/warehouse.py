@@ -27,7 +27,9 @@ import duckdb
 from pipelines import schema
 from pipelines.config import Paths, resolve_data_dir
 from pipelines.db import connect, database_path, ident, lake_files, render, sql
-from pipelines.lake import fsync_dir, lock_wait_s, partitions
+from pipelines.errors import KoobillError
+from pipelines.files import fsync_dir, fsync_file
+from pipelines.lake import lock_wait_s, partitions
 
 TABLES = [t for t in schema.PUBLIC if t.kind == "table"]
 # (lake table folder, partition prefix, file name in the partition, warehouse table, key column)
@@ -43,7 +45,8 @@ LAKE_SOURCES = [
     ("reconcile", "bill_month", "estimate_variance.parquet", "estimate_variance", "bill_month"),
     ("reconcile", "bill_month", "bill_provenance.parquet", "bill_provenance", "bill_month"),
 ]
-VIEWS = ["amount_due", "expenditure_by_product", "expenditure_by_customer"]
+# in creation order: _current_bill_lines (internal, undocumented) is read by the two after it
+VIEWS = ["_current_bill_lines", "amount_due", "expenditure_by_product", "expenditure_by_customer"]
 # DuckDB storage format of the published file: DuckDB 1.2.0 and every later version open it.
 PUBLISHED_STORAGE_VERSION = "v1.2.0"
 
@@ -134,8 +137,7 @@ def publish(root: Path) -> Path:
         raise
     con.close()
     try:
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        fsync_file(tmp)
         # A read-write session left open on the previous file may have a write-ahead log beside
         # it; a new connection to the new file would replay it. It belongs to a file that is no
         # longer published: drop it (analysts' own tables belong in their own database).
@@ -145,8 +147,6 @@ def publish(root: Path) -> Path:
         _unlink(wal)
         fsync_dir(root)
     except OSError as exc:
-        from pipelines.lake import KoobillError
-
         _unlink(tmp)
         raise KoobillError(
             f"cannot publish {target}: {exc.strerror or exc}; the lake is committed, "
@@ -168,8 +168,6 @@ def _connect_waiting(path: Path, read_only: bool, wait_s: float = 30.0):
     means a foreign process opened the private file: wait ``wait_s`` seconds, then fail with
     what to do."""
     import time
-
-    from pipelines.lake import KoobillError
 
     deadline = time.monotonic() + wait_s
     while True:

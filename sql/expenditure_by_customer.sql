@@ -3,14 +3,8 @@
 with
 
 current_lines as (
-    select l.*
-    from bill_lines as l
-    inner join bills as b
-        on
-            l.partner_id = b.partner_id
-            and l.bill_month = b.bill_month
-            and l.version = b.version
-    where b.status = 'closed' and l.component <> 'coupon'
+    select * from _current_bill_lines
+    where component <> 'coupon'
 ),
 
 sums as (

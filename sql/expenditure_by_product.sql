@@ -4,14 +4,7 @@
 with
 
 current_lines as (
-    select l.*
-    from bill_lines as l
-    inner join bills as b
-        on
-            l.partner_id = b.partner_id
-            and l.bill_month = b.bill_month
-            and l.version = b.version
-    where b.status = 'closed'
+    select * from _current_bill_lines
 ),
 
 products as (

@@ -13,6 +13,7 @@
 --   rc_invoices   every current bill with an amount due, all months (settled oldest first)
 --   rc_documents  the invoice PDFs exported for the month's current bills, with their sha256
 --   rc_payments   every payment paid on or before $as_of
+--   rc_billed     every partner with a current bill (any month), per currency
 with
 
 -- 1. landed rows = accepted + quarantined + duplicates, per landing file -----------------------
@@ -57,8 +58,9 @@ landed_checks as (
         end as actual,
         case
             when rows_read is null
-                then 'in the landing folder but not ingested: rerun koobill ingest --date '
-                || strftime(landing_date, '%Y-%m-%d')
+                then
+                    'in the landing folder but not ingested: rerun koobill ingest --date '
+                    || strftime(landing_date, '%Y-%m-%d')
             else
                 'read ' || rows_read || ' = accepted ' || lake_accepted || ' + quarantined '
                 || lake_quarantined || ' + duplicates ' || duplicates
@@ -80,7 +82,8 @@ landed_checks as (
 
 -- 2. accepted records -> bill lines (the current version of each partner's bill) -------------
 current_bills as (
-    select * from rc_bills where status = 'closed'
+    select * from rc_bills
+    where status = 'closed'
 ),
 
 current_lines as (
@@ -179,7 +182,7 @@ record_checks as (
         || case when b.partner_id is null then '; the partner has no bill' else '' end
         || coalesce('; ' || d.what, '') as detail,
         (b.partner_id is null and r.n is not null) or coalesce(r.n, 0) <> coalesce(l.n, 0)
-        as broken
+            as broken
     from billed_partners as p
     cross join components as c
     left join current_bills as b on p.partner_id = b.partner_id
@@ -273,6 +276,16 @@ invoice_uses as (
     group by all
 ),
 
+-- the invoice number each bill version must have (spec section 5)
+wanted_invoices as (
+    select
+        partner_id,
+        version,
+        'INV-' || partner_id || '-' || replace(bill_month, '-', '')
+        || case when version > 1 then '-V' || version else '' end as want
+    from rc_bills
+),
+
 invoice_checks as (
     select
         4 as step,
@@ -300,11 +313,8 @@ invoice_checks as (
         end as detail,
         (b.amount_due <= 0 and b.invoice_no is not null) as broken
     from rc_bills as b
-    cross join lateral (
-        select
-            'INV-' || b.partner_id || '-' || replace(b.bill_month, '-', '')
-            || case when b.version > 1 then '-V' || b.version else '' end as want
-    ) as e
+    inner join wanted_invoices as e
+        on b.partner_id = e.partner_id and b.version = e.version
     left join invoice_uses as u on b.invoice_no = u.invoice_no
 ),
 
@@ -334,7 +344,7 @@ pay_ranges as (
     select
         *,
         coalesce(sum(amount) over (
-            partition by partner_id order by paid_at, record_id
+            partition by partner_id, currency order by paid_at, record_id
             rows between unbounded preceding and 1 preceding
         ), 0) as p0
     from rc_payments
@@ -344,7 +354,7 @@ inv_ranges as (
     select
         *,
         coalesce(sum(amount_due) over (
-            partition by partner_id order by bill_month
+            partition by partner_id, currency order by bill_month
             rows between unbounded preceding and 1 preceding
         ), 0) as b0
     from rc_invoices
@@ -360,7 +370,7 @@ applied as (
             0, least(p.p0 + p.amount, i.b0 + i.amount_due) - greatest(p.p0, i.b0)
         ) as amount
     from pay_ranges as p
-    inner join inv_ranges as i on p.partner_id = i.partner_id
+    inner join inv_ranges as i on p.partner_id = i.partner_id and p.currency = i.currency
 ),
 
 pay_applied as (
@@ -369,11 +379,18 @@ pay_applied as (
         partner_id,
         sum(amount) filter (where amount > 0) as applied,
         string_agg(invoice_no || ' ' || amount::decimal(38, 2), ', ' order by bill_month)
-            filter (where amount > 0) as settles
+        filter (where amount > 0) as settles
     from applied
     group by all
 ),
 
+payers as (
+    select distinct partner_id from rc_billed
+),
+
+-- A payment, or the part of it, that settles no invoice is the partner's credit balance
+-- (status credit_balance, listed, not a residual). A payment of a partner without any bill, or
+-- in a currency none of its bills is in, can never settle anything: that one is a residual.
 payment_checks as (
     select
         5 as step,
@@ -388,15 +405,23 @@ payment_checks as (
         || coalesce(' ref ' || p.reference, '')
         || coalesce('; settles ' || a.settles, '; settles no invoice')
         || case
+            when payer.partner_id is null
+                then '; the partner has no bill: check the partner id of the payment'
+            when billed.partner_id is null
+                then '; no bill of the partner is in ' || p.currency
             when p.amount > coalesce(a.applied, 0)
-                then '; unapplied ' || (p.amount - coalesce(a.applied, 0))::decimal(38, 2)::varchar
-                || ' (credit balance: no open invoice to settle as of '
-                || strftime($as_of::date, '%Y-%m-%d') || ')'
+                then
+                    '; unapplied ' || (p.amount - coalesce(a.applied, 0))::decimal(38, 2)::varchar
+                    || ' (credit balance: no open invoice to settle as of '
+                    || strftime($as_of::date, '%Y-%m-%d') || ')'
             else ''
         end as detail,
-        false as broken
+        billed.partner_id is null as broken
     from rc_payments as p
     left join pay_applied as a on p.record_id = a.record_id and p.partner_id = a.partner_id
+    left join payers as payer on p.partner_id = payer.partner_id
+    left join rc_billed as billed
+        on p.partner_id = billed.partner_id and p.currency = billed.currency
     where p.landing_date between $file_lo::date and $file_hi::date
 ),
 
@@ -409,7 +434,7 @@ invoice_settled as (
         i.amount_due,
         coalesce(sum(a.amount), 0) as paid,
         string_agg(a.record_id || ' ' || a.amount::decimal(38, 2), ', ' order by a.record_id)
-            filter (where a.amount > 0) as by_payments
+        filter (where a.amount > 0) as by_payments
     from rc_invoices as i
     left join applied as a on i.invoice_no = a.invoice_no
     where i.bill_month = $month
@@ -461,7 +486,9 @@ select
     actual,
     (expected - actual)::decimal(38, 6) as residual,
     case
-        when broken or expected is null or actual is null or expected <> actual then 'residual'
+        when broken or expected is null or actual is null then 'residual'
+        when "check" = 'payment_to_invoice' and actual < expected then 'credit_balance'
+        when expected <> actual then 'residual'
         else 'ok'
     end as status,
     detail,

@@ -1,6 +1,8 @@
 """Reconciliation of a closed month (spec section 9): on a clean month every residual is zero;
-each link broken on purpose (a dropped bill line, a tampered bill, a payment to no invoice, a
-file never ingested) is reported with the rows behind it, and `koobill reconcile` exits 1."""
+each link broken on purpose (a dropped bill line, a tampered bill, a payment of a partner with
+no bill, a file never ingested) is reported with the rows behind it, and `koobill reconcile`
+exits 1. A payment that settles no invoice of a billed partner is its credit balance: listed,
+not a residual."""
 
 from __future__ import annotations
 
@@ -173,15 +175,34 @@ def test_a_tampered_bill_is_reported(closed, tmp_path):
     assert bad[("P2", "bill_amount")]["residual"] == Decimal(1)
 
 
-def test_a_payment_to_no_invoice_is_reported(closed, tmp_path):
+def test_a_payment_to_no_invoice_is_a_credit_balance_listed_not_a_residual(closed, tmp_path):
     d = copy_of(closed, tmp_path / "data")
-    # P3 has a zero bill: nothing to settle
+    # P3 has a zero bill: nothing to settle, the payment is P3's credit balance
     land(d, "payments", "2026-12-02", [payment("pay9", partner_id="P3", amount="30")])
     ingest(d, "2026-12-02")
+    r = reconcile_month(d, MONTH)
+    assert r.residuals == []
+    row = by_subject(r.reconciliation, "payment_to_invoice")[("P3", "payment pay9")]
+    assert row["status"] == "credit_balance" and row["residual"] == Decimal(30)
+    assert "settles no invoice" in row["detail"] and "credit balance" in row["detail"]
+    out = CliRunner().invoke(cli, ["--data-dir", str(d), "reconcile", "--month", MONTH])
+    assert out.exit_code == 0, out.output
+    assert "CREDIT" in out.output and "payment pay9" in out.output
+
+
+def test_a_payment_of_a_partner_without_any_bill_is_a_residual(closed, tmp_path):
+    d = copy_of(closed, tmp_path / "data")
+    # P4 joins after the close: no bill of any month can take its payment
+    land(d, "partners", "2026-12-02", [partner(p) for p in ("P1", "P2", "P3", "P4")])
+    land(d, "payments", "2026-12-02", [payment("pay9", partner_id="P4", amount="30")])
+    ingest(d, "2026-12-02")
     bad = by_subject(residuals(d), "payment_to_invoice")
-    assert list(bad) == [("P3", "payment pay9")]
-    assert bad[("P3", "payment pay9")]["residual"] == Decimal(30)
-    assert "settles no invoice" in bad[("P3", "payment pay9")]["detail"]
+    assert list(bad) == [("P4", "payment pay9")]
+    assert bad[("P4", "payment pay9")]["residual"] == Decimal(30)
+    assert "settles no invoice" in bad[("P4", "payment pay9")]["detail"]
+    assert "the partner has no bill" in bad[("P4", "payment pay9")]["detail"]
+    out = CliRunner().invoke(cli, ["--data-dir", str(d), "reconcile", "--month", MONTH])
+    assert out.exit_code == 1
 
 
 def test_a_file_landed_but_never_ingested_is_reported(closed, tmp_path):

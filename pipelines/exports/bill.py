@@ -7,8 +7,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from pipelines.errors import KoobillError
 from pipelines.exports.common import ZERO, round2
-from pipelines.lake import KoobillError
 
 
 @dataclass

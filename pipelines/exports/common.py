@@ -12,13 +12,13 @@ from typing import Any
 
 from pipelines import schema
 from pipelines.config import Paths, check_partner_id
-from pipelines.lake import KoobillError
+from pipelines.errors import KoobillError
+from pipelines.patterns import MONTH_RE
+from pipelines.schema import EXPORT_FORMATS as FORMATS
 
-FORMATS = ("pdf", "xlsx", "csv", "parquet")
 # opt-in formats, not in the default set: "focus" is the FOCUS 1.2 dataset (pipelines/focus.py)
 EXTRA_FORMATS = ("focus",)
 KIND = {"pdf": "summary", "xlsx": "details", "csv": "details", "parquet": "details"}
-MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 FONT_REGULAR = ASSETS / "NotoSansCJKsc-Regular-subset.ttf"
 FONT_BOLD = ASSETS / "NotoSansCJKsc-Bold-subset.ttf"
@@ -30,15 +30,16 @@ ZERO = Decimal("0")
 DETAIL_COLUMNS = schema.BILL_LINES.column_names
 MONEY_DETAIL_COLUMNS = {"official_amount", "discount_amount", "amount"}
 NUMERIC_DETAIL_COLUMNS = {"line_no", "version", "record_count", "quantity"} | MONEY_DETAIL_COLUMNS
-COMPONENTS = (
-    ("consume_amount", "Consume amount (expenditures)"),
-    ("refunds", "Refunds"),
-    ("adjustments", "Adjustments"),
-    ("coupon_amount", "Coupons deducted"),
-    ("tax_amount", "Tax"),
-    ("bill_amount", "Bill amount (tax included)"),
-    ("amount_due", "Amount due"),
-)
+COMPONENT_LABELS = {
+    "consume_amount": "Consume amount (expenditures)",
+    "refunds": "Refunds",
+    "adjustments": "Adjustments",
+    "coupon_amount": "Coupons deducted",
+    "tax_amount": "Tax",
+    "bill_amount": "Bill amount (tax included)",
+    "amount_due": "Amount due",
+}
+COMPONENTS = tuple((c, COMPONENT_LABELS[c]) for c in schema.BILL_COMPONENTS)
 
 
 class InvalidPartnerId(KoobillError, ValueError):
@@ -84,7 +85,7 @@ def check_partner(partner_id: str) -> str:
 
 
 def check_month(month: str) -> str:
-    if not isinstance(month, str) or not MONTH_RE.match(month):
+    if not isinstance(month, str) or not MONTH_RE.fullmatch(month):
         raise KoobillError(f"invalid month {month!r}: expected YYYY-MM")
     return month
 

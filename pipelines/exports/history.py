@@ -13,6 +13,7 @@ from typing import Any
 
 from pipelines import schema
 from pipelines.config import Paths, resolve_data_dir
+from pipelines.errors import KoobillError
 from pipelines.exports.common import (
     arrow_type,
     check_month,
@@ -21,7 +22,6 @@ from pipelines.exports.common import (
     rows_of,
     safe_target,
 )
-from pipelines.lake import KoobillError
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from pipelines.errors import KoobillError
 from pipelines.exports.bill import Bill
 from pipelines.exports.common import DETAIL_COLUMNS, check_partner, rows_of
-from pipelines.lake import KoobillError
 
 # the analysts' views the documents show: sql/export_<key>.sql reads each for many bills
 VIEWS = {"by_product": "expenditure_by_product", "by_customer": "expenditure_by_customer"}
@@ -165,6 +165,7 @@ def _version_view_rows(con, view: str, header: dict[str, Any]) -> list[dict[str,
             "create table bills as select * replace ('closed' as status) from src_bills"
         )
         scratch.execute("create table bill_lines as select * from src_lines")
+        scratch.execute("create view _current_bill_lines as " + sql("_current_bill_lines"))
         return rows_of(scratch.execute(sql(view)))
     finally:
         scratch.close()

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import Paths, require_data_dir
+from pipelines.env import settings as env_settings
+from pipelines.errors import KoobillError
 from pipelines.exports.bill import Bill
 from pipelines.exports.common import (
     FORMATS,
@@ -25,7 +27,6 @@ from pipelines.exports.common import (
     safe_target,
 )
 from pipelines.exports.history import ExportFile, mark_superseded, record, size_text
-from pipelines.lake import KoobillError
 
 
 def _write_csv(bill: Bill, tmp: Path) -> int:
@@ -97,7 +98,6 @@ def export_month(
     else one per core once there are enough bills to pay for starting them); each partner's
     files are written whole by one process, and this one records them all, in partner order."""
     from pipelines.lake import data_dir_lock
-    from pipelines.lake import lock_wait_s as env_lock_wait_s
 
     root = require_data_dir(data_dir)
     check_month(month)
@@ -109,7 +109,7 @@ def export_month(
     started = datetime.now(UTC)
     result = ExportResult(root, month, f"{started:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}")
     if lock_wait_s is None:  # like ingest and close: $KOOBILL_LOCK_WAIT_S, else 10 minutes
-        lock_wait_s = env_lock_wait_s()
+        lock_wait_s = env_settings().lock_wait_s
     with data_dir_lock(root, wait_s=lock_wait_s, what=f"export {month}"):
         _export_locked(root, result, partner, version, fmts, workers)
         if result.files:
@@ -261,14 +261,7 @@ BILLS_PER_WORKER = 10
 def worker_count(bills: int, workers: int | None = None) -> int:
     """How many processes write the files of ``bills`` bills."""
     if workers is None:
-        raw = os.environ.get("KOOBILL_EXPORT_WORKERS", "").strip()
-        if raw:
-            try:
-                workers = int(raw)
-            except ValueError:
-                raise KoobillError(
-                    f"KOOBILL_EXPORT_WORKERS={raw!r}: expected a whole number of processes"
-                ) from None
+        workers = env_settings().export_workers
     if workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         workers = min(cores or os.cpu_count() or 1, bills // BILLS_PER_WORKER)

@@ -122,6 +122,13 @@ def create_app(data_dir: str | Path | None = None, *, https_only: bool = False) 
     )
 
     app.add_middleware(LanguageAndHeaders)
+    _add_routes(app)
+    _add_error_handlers(app)
+    return app
+
+
+def _add_routes(app: FastAPI) -> None:
+    """The bundled font and static files, the pages, the JSON API and its OpenAPI schema."""
 
     @app.get("/static/fonts/noto-sans-cjk-sc.ttf", include_in_schema=False)
     def cjk_font() -> FileResponse:
@@ -135,47 +142,54 @@ def create_app(data_dir: str | Path | None = None, *, https_only: bool = False) 
     app.include_router(api.router)
     app.openapi = lambda: _openapi(app)
 
-    def is_api(request: Request) -> bool:
-        return request.url.path.startswith("/v2/")
 
-    @app.exception_handler(NotSignedIn)
-    async def not_signed_in(request: Request, exc: NotSignedIn) -> Response:
-        if is_api(request):
-            return JSONResponse(
-                {"error_code": "CBC.0150", "error_msg": "Sign in: Basic, Bearer or session"},
-                status_code=401,
-                headers={"WWW-Authenticate": 'Basic realm="koobill"'},
-            )
-        target = request.url.path
-        if request.url.query:
-            target += "?" + request.url.query
-        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+def _add_error_handlers(app: FastAPI) -> None:
+    """Errors as the API's JSON (paths under /v2/) or as a page (a redirect to sign in)."""
+    app.add_exception_handler(NotSignedIn, _not_signed_in)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(404, _missing)
+    app.add_exception_handler(RequestValidationError, _invalid)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        if is_api(request):
-            return JSONResponse(
-                {"error_code": f"CBC.{exc.status_code}", "error_msg": str(exc.detail)},
-                status_code=exc.status_code,
-                headers=exc.headers,
-            )
-        return render_error(request, exc.status_code, str(exc.detail), headers=exc.headers)
 
-    @app.exception_handler(404)
-    async def missing(request: Request, exc: Exception) -> Response:
-        return await http_error(request, HTTPException(404, "Not found"))
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/v2/")
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        if is_api(request):
-            return JSONResponse(
-                {
-                    "error_code": "CBC.0100",
-                    "error_msg": "invalid parameter",
-                    "errors": [e.get("msg") for e in exc.errors()][:5],
-                },
-                status_code=400,
-            )
-        return render_error(request, 404, "Not found")
 
-    return app
+async def _not_signed_in(request: Request, exc: NotSignedIn) -> Response:
+    if _is_api(request):
+        return JSONResponse(
+            {"error_code": "CBC.0150", "error_msg": "Sign in: Basic, Bearer or session"},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Basic realm="koobill"'},
+        )
+    target = request.url.path
+    if request.url.query:
+        target += "?" + request.url.query
+    return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    if _is_api(request):
+        return JSONResponse(
+            {"error_code": f"CBC.{exc.status_code}", "error_msg": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+    return render_error(request, exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+async def _missing(request: Request, exc: Exception) -> Response:
+    return await _http_error(request, HTTPException(404, "Not found"))
+
+
+async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+    if _is_api(request):
+        return JSONResponse(
+            {
+                "error_code": "CBC.0100",
+                "error_msg": "invalid parameter",
+                "errors": [e.get("msg") for e in exc.errors()][:5],
+            },
+            status_code=400,
+        )
+    return render_error(request, 404, "Not found")

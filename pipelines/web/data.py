@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import patterns
+from pipelines.db import sql
 
 MONTH_RE = patterns.MONTH_RE
 ID_RE = patterns.PARTNER_ID_RE  # partner and customer ids in paths
@@ -54,8 +55,6 @@ def _connect_published(root: Path):
     still open in the process: DuckDB caches database instances by path.)"""
     import duckdb
 
-    from pipelines.db import quote_path
-
     path = Path(root) / "warehouse.duckdb"
     try:
         st = path.stat()
@@ -68,7 +67,7 @@ def _connect_published(root: Path):
         hit = _published.get(path)
         if hit is None or hit[0] != ident:
             con = duckdb.connect(":memory:")
-            con.execute(f"attach {quote_path(path)} as published (read_only)")
+            con.execute("attach $path as published (read_only)", {"path": str(path)})
             _published[path] = (ident, con)  # the old one goes once its cursors are done
             hit = _published[path]
         cur = hit[1].cursor()
@@ -137,11 +136,6 @@ def snapshot(method):
     return cached
 
 
-def _blank(col: str) -> str:
-    """SQL that is true when ``col`` is absent: NULL or '' (both conventions are published)."""
-    return f"nullif({col}, '') is null"
-
-
 @dataclass
 class Page:
     """One window of rows (LIMIT/OFFSET in SQL) and the count of all."""
@@ -165,12 +159,12 @@ class Reader:
         self.con = con
         self.ident = ident  # the published file's identity (None: nothing published)
 
-    def rows(self, query: str, params: list | None = None) -> list[dict[str, Any]]:
-        cur = self.con.execute(query, params or [])
+    def rows(self, query: str, params: dict | None = None) -> list[dict[str, Any]]:
+        cur = self.con.execute(query, params or {})
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
-    def one(self, query: str, params: list | None = None) -> dict[str, Any] | None:
+    def one(self, query: str, params: dict | None = None) -> dict[str, Any] | None:
         found = self.rows(query, params)
         return found[0] if found else None
 
@@ -179,46 +173,22 @@ class Reader:
     @snapshot
     def partners(self) -> list[dict[str, Any]]:
         """Every partner with a bill or an estimate (finance's picker)."""
-        return self.rows(
-            "select partner_id, max(partner_name) as partner_name from ("
-            " select partner_id, partner_name from bills"
-            " union all select partner_id, partner_name from estimates"
-            ") group by partner_id order by partner_id"
-        )
+        return self.rows(sql("web/partners"))
 
     @snapshot
     def partner(self, partner_id: str) -> dict[str, Any] | None:
-        return self.one(
-            "select partner_id, max(partner_name) as partner_name, max(currency) as currency "
-            "from (select partner_id, partner_name, currency from bills where partner_id = $p"
-            " union all select partner_id, partner_name, currency from estimates"
-            " where partner_id = $p) group by partner_id",
-            {"p": partner_id},
-        )
+        return self.one(sql("web/partner"), {"partner_id": partner_id})
 
     @snapshot
     def months(self, partner_id: str) -> list[dict[str, Any]]:
         """Closed months (current version) and open months (latest estimate), newest first."""
-        return self.rows(
-            "with closed as ("
-            " select bill_month, 'closed' as kind, max(version) as version, null::date as as_of"
-            " from bills where partner_id = $p and status = 'closed' group by bill_month),"
-            " open as ("
-            " select bill_month, 'open' as kind, null::integer as version, max(as_of_date) as as_of"
-            " from estimates where partner_id = $p"
-            " and bill_month not in (select bill_month from closed) group by bill_month)"
-            " select * from closed union all select * from open order by bill_month desc",
-            {"p": partner_id},
-        )
+        return self.rows(sql("web/months"), {"partner_id": partner_id})
 
     # --- the month ---------------------------------------------------------------------------
 
     @snapshot
     def bill_versions(self, partner_id: str, month: str) -> list[dict[str, Any]]:
-        return self.rows(
-            "select * from bills where partner_id = ? and bill_month = ? order by version desc",
-            [partner_id, month],
-        )
+        return self.rows(sql("web/bill_versions"), {"partner_id": partner_id, "month": month})
 
     @snapshot
     def variance(self, partner_id: str, month: str, version: int) -> list[dict[str, Any]]:
@@ -226,80 +196,40 @@ class Reader:
         estimate_variance table was published)."""
         import duckdb
 
+        params = {"partner_id": partner_id, "month": month, "version": version}
         try:
-            return self.rows(
-                "select * from estimate_variance where partner_id = ? and bill_month = ? "
-                "and version = ? order by term_no",
-                [partner_id, month, version],
-            )
+            return self.rows(sql("web/variance"), params)
         except duckdb.CatalogException:
             return []
 
     @snapshot
     def estimate(self, partner_id: str, month: str) -> dict[str, Any] | None:
-        return self.one(
-            "select * from estimates where partner_id = ? and bill_month = ? "
-            "order by as_of_date desc limit 1",
-            [partner_id, month],
-        )
+        return self.one(sql("web/estimate"), {"partner_id": partner_id, "month": month})
 
     @snapshot
     def estimate_history(self, partner_id: str, month: str) -> list[dict[str, Any]]:
-        return self.rows(
-            "select as_of_date, estimate_amount, currency from estimates "
-            "where partner_id = ? and bill_month = ? order by as_of_date",
-            [partner_id, month],
-        )
+        return self.rows(sql("web/estimate_history"), {"partner_id": partner_id, "month": month})
 
     @snapshot
     def last_months(self, partner_id: str, n: int = 12) -> list[dict[str, Any]]:
         """Expenditure of the last ``n`` months: closed bills, else the latest estimate."""
-        return self.rows(
-            "with closed as (select bill_month, consume_amount, bill_amount, 'closed' as kind"
-            " from bills where partner_id = $p and status = 'closed'),"
-            " est as (select bill_month, consume_amount, estimate_amount as bill_amount,"
-            " 'open' as kind from estimates where partner_id = $p"
-            " and bill_month not in (select bill_month from closed)"
-            " qualify row_number() over (partition by bill_month order by as_of_date desc) = 1)"
-            " select * from (select * from closed union all select * from est"
-            " order by bill_month desc limit $n) order by bill_month",
-            {"p": partner_id, "n": n},
-        )
+        return self.rows(sql("web/last_months"), {"partner_id": partner_id, "months_shown": n})
 
     # --- By Product ----------------------------------------------------------------------------
 
     @snapshot
     def regions(self, partner_id: str, month: str) -> list[str]:
-        return [
-            r["region"]
-            for r in self.rows(
-                "select distinct region from expenditure_by_product where partner_id = ? "
-                f"and bill_month = ? and product_id <> 'OTHERS' and not {_blank('region')} "
-                "order by region",
-                [partner_id, month],
-            )
-        ]
+        params = {"partner_id": partner_id, "month": month}
+        return [r["region"] for r in self.rows(sql("web/regions"), params)]
 
     @snapshot
     def by_product(
         self, partner_id: str, month: str, region: str | None
     ) -> tuple[list[dict], dict | None]:
         """(products of the region or of every region, the Others row)."""
-        products = self.rows(
-            "select product_id, any_value(product_name) as product_name,"
-            " string_agg(distinct region, ', ' order by region) as regions,"
-            " any_value(currency) as currency, sum(consume_amount) as consume_amount"
-            " from expenditure_by_product"
-            " where partner_id = ? and bill_month = ? and product_id <> 'OTHERS'"
-            " and (? is null or region = ?)"
-            " group by product_id order by consume_amount desc, product_id",
-            [partner_id, month, region, region],
-        )
-        others = self.one(
-            "select refunds, adjustments, currency from expenditure_by_product "
-            "where partner_id = ? and bill_month = ? and product_id = 'OTHERS'",
-            [partner_id, month],
-        )
+        params = {"partner_id": partner_id, "month": month}
+        products = self.rows(sql("web/by_product"), {**params, "region": region})
+        others = self.one(sql("web/by_product_others"), params)
         return products, others
 
     # --- By Customer ---------------------------------------------------------------------------
@@ -310,25 +240,14 @@ class Reader:
     ) -> tuple[Page, dict[str, Any]]:
         # one pass over the customers: the Total Amount area, the count shown and one page
         rows = self.rows(
-            "with c as (select *, row_number() over (order by total_amount desc,"
-            f" customer_id nulls last) as pos, {_blank('customer_id')} as partner_level"
-            " from expenditure_by_customer where partner_id = $p and bill_month = $m),"
-            " s as (select count(*) as customers,"
-            " count(*) filter (where total_amount = 0) as zero,"
-            " coalesce(sum(total_amount), 0) as sum_total,"
-            " coalesce(sum(consume_amount), 0) as sum_consume,"
-            " any_value(currency) as sum_currency,"
-            " count(*) filter (where $z or total_amount <> 0) as shown from c),"
-            # the Total Amount area shows the bill's own figures: the customers' rows are each
-            # rounded to the cent and may sum to a few cents more or less
-            " b as (select consume_amount as bill_consume,"
-            " consume_amount - refunds + adjustments as bill_total from bills"
-            " where partner_id = $p and bill_month = $m and status = 'closed'),"
-            " page as (select * from c where $z or total_amount <> 0"
-            " order by pos limit $limit offset $offset)"
-            " select s.*, b.*, page.* from s left join b on true left join page on true"
-            " order by page.pos",
-            {"p": partner_id, "m": month, "z": show_zero, "limit": size, "offset": offset},
+            sql("web/by_customer"),
+            {
+                "partner_id": partner_id,
+                "month": month,
+                "show_zero": show_zero,
+                "row_limit": size,
+                "row_offset": offset,
+            },
         )
         head = rows[0]
         summary = {
@@ -347,9 +266,8 @@ class Reader:
     @snapshot
     def customer(self, partner_id: str, month: str, customer_id: str) -> dict[str, Any] | None:
         return self.one(
-            "select * from expenditure_by_customer "
-            "where partner_id = ? and bill_month = ? and customer_id = ?",
-            [partner_id, month, customer_id],
+            sql("web/customer"),
+            {"partner_id": partner_id, "month": month, "customer_id": customer_id},
         )
 
     @snapshot
@@ -364,17 +282,17 @@ class Reader:
         size: int,
     ) -> Page:
         """One page of the customer's lines of the current bill (LIMIT/OFFSET in SQL)."""
-        order = f"{LINE_SORTS[sort]} {'desc' if descending else 'asc'} nulls last, line_no"
-        base = (
-            "from bill_lines as l where l.partner_id = $p and l.bill_month = $m"
-            " and l.customer_id = $c and l.version = (select max(version) from bills"
-            " where partner_id = $p and bill_month = $m and status = 'closed')"
-        )
-        params = {"p": partner_id, "m": month, "c": customer_id}
-        total = self.con.execute(f"select count(*) {base}", params).fetchone()[0]
+        params = {"partner_id": partner_id, "month": month, "customer_id": customer_id}
+        total = self.con.execute(sql("web/customer_lines_count"), params).fetchone()[0]
         rows = self.rows(
-            f"select * {base} order by {order} limit $limit offset $offset",
-            {**params, "limit": size, "offset": offset},
+            sql("web/customer_lines"),
+            {
+                **params,
+                "sort_by": LINE_SORTS[sort],
+                "sort_desc": descending,
+                "row_limit": size,
+                "row_offset": offset,
+            },
         )
         return Page(rows, total, offset, size)
 
@@ -383,40 +301,30 @@ class Reader:
     @snapshot
     def invoice_bill(self, partner_id: str, invoice_no: str) -> dict[str, Any] | None:
         return self.one(
-            "select * from bills where partner_id = ? and invoice_no = ?",
-            [partner_id, invoice_no],
+            sql("web/invoice_bill"), {"partner_id": partner_id, "invoice_no": invoice_no}
         )
 
     @snapshot
     def export_history(
         self, partner_id: str, offset: int, size: int, month: str | None = None
     ) -> Page:
-        where = "partner_id = ? and (? is null or bill_month = ?)"
-        params = [partner_id, month, month]
-        total = self.con.execute(
-            f"select count(*) from export_history where {where}", params
-        ).fetchone()[0]
+        params = {"partner_id": partner_id, "month": month}
+        total = self.con.execute(sql("web/export_history_count"), params).fetchone()[0]
         rows = self.rows(
-            f"select * from export_history where {where} "
-            "order by created_at desc, format limit ? offset ?",
-            [*params, size, offset],
+            sql("web/export_history"), {**params, "row_limit": size, "row_offset": offset}
         )
         return Page(rows, total, offset, size)
 
     @snapshot
     def export(self, partner_id: str, export_id: str) -> dict[str, Any] | None:
-        return self.one(
-            "select * from export_history where partner_id = ? and export_id = ?",
-            [partner_id, export_id],
-        )
+        return self.one(sql("web/export"), {"partner_id": partner_id, "export_id": export_id})
 
     @snapshot
     def summary_export(self, partner_id: str, month: str, version: int) -> list[dict[str, Any]]:
         """The invoice PDFs exported for this bill version, newest first."""
         return self.rows(
-            "select * from export_history where partner_id = ? and bill_month = ? "
-            "and version = ? and format = 'pdf' order by created_at desc",
-            [partner_id, month, version],
+            sql("web/summary_export"),
+            {"partner_id": partner_id, "month": month, "version": version},
         )
 
 
