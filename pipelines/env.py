@@ -29,7 +29,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipelines.errors import SettingError
-from pipelines.schema import EXPORT_FORMATS
+from pipelines.schema import EXPORT_FORMATS, EXTRA_EXPORT_FORMATS
 
 PREFIX = "KOOBILL_"
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
@@ -119,10 +119,13 @@ class KoobillSettings(BaseSettings):
     )
     export_formats: Annotated[tuple[str, ...] | None, NoDecode] = _setting(
         None,
-        expects=f"a comma-separated list of {', '.join(EXPORT_FORMATS)}",
+        expects=f"a comma-separated list of {', '.join(EXPORT_FORMATS + EXTRA_EXPORT_FORMATS)}",
         example="pdf,xlsx",
         read="`koobill_exports` (run time)",
-        doc=f"The formats the exports DAG writes (default all: `{','.join(EXPORT_FORMATS)}`).",
+        doc=(
+            f"The formats the exports DAG writes (default: `{','.join(EXPORT_FORMATS)}`; "
+            "add `focus` for the FOCUS 1.2 dataset)."
+        ),
     )
     export_workers: int | None = _setting(
         None,
@@ -139,6 +142,23 @@ class KoobillSettings(BaseSettings):
         example="2026-01-01",
         read="the DAGs (parse time)",
         doc="The DAGs' start date, in Beijing time.",
+    )
+    end_date: dt.date | None = _setting(
+        None,
+        expects="a date YYYY-MM-DD",
+        example="2026-11-07",
+        read="the DAGs (parse time)",
+        doc="The DAGs' last date, in Beijing time (default none: they run on). A bounded catch-up, "
+        "e.g. one week of `koobill_daily` runs in `make test-services`.",
+    )
+    export_batch_size: int = _setting(
+        10,
+        ge=1,
+        expects="a whole number, 1 or more",
+        example="10",
+        read="`koobill_exports` (run time)",
+        doc="Partners per mapped export task (`export_batch.expand`): the unit of fan-out over "
+        "the Celery workers.",
     )
     retries: int | None = _setting(
         None,
@@ -191,7 +211,7 @@ class KoobillSettings(BaseSettings):
         if not isinstance(value, str):
             return value
         formats = tuple(f.strip().lower() for f in value.split(",") if f.strip())
-        if not formats or not set(formats) <= set(EXPORT_FORMATS):
+        if not formats or not set(formats) <= set(EXPORT_FORMATS + EXTRA_EXPORT_FORMATS):
             raise ValueError("unknown format")
         return formats
 
@@ -237,9 +257,28 @@ def _explain(exc: ValidationError) -> str:
 
 # --------------------------------------------------------------------------- documentation
 
-# Read by the tests and the bench, not by the package: the rows of the second table.
+# Read by the production launcher (deploy/celery), not by the package: the rows of the second table.
+DEPLOYMENT = """\
+| `KOOBILL_REPO` | the checkout | where the launcher finds dags/, the venv and data/ |
+| `KOOBILL_BIN` | `.venv/bin` | the venv's bin folder (airflow, koobill) |
+| `KOOBILL_CELERY_STATE` | `data/celery/run` | each component's pid, log and scratch folder (`TMPDIR`) |
+| `KOOBILL_SERVICES_HOST` | 127.0.0.1 | where PostgreSQL and Redis listen |
+| `KOOBILL_PG_USER` | postgres | PostgreSQL user of Airflow's metadata database (trust auth by default; set `AIRFLOW__DATABASE__SQL_ALCHEMY_CONN` for a password) |
+| `KOOBILL_PG_PORT` | 5432 | PostgreSQL port |
+| `KOOBILL_AIRFLOW_DB` | koobill_airflow | Airflow's metadata database (created if missing) |
+| `KOOBILL_REDIS_DB` | 0 | Redis database number of the Celery broker |
+| `KOOBILL_API_HOST` | 127.0.0.1 | the API server's address, also the workers' execution API URL |
+| `KOOBILL_API_PORT` | 8080 | the API server's port |
+| `KOOBILL_WORKER_HOSTNAME` | the machine's name | a worker's host name in the task logs (distinct per worker on one machine) |
+| `KOOBILL_WORKER_QUEUES` | default | the Celery queues a worker takes tasks from |
+| `KOOBILL_WORKER2_LOG_PORT` | 8794 | the second local worker's log server port |
+| `KOOBILL_CELERY_PARENT_PID` | | set by the launcher: its components stop when it dies |
+"""
+
+# Read by the tests and the bench, not by the package: the rows of the third table.
 TOOLING = """\
 | `KOOBILL_CHROMIUM` | `/usr/bin/chromium` | the browser tests: the Chromium to drive |
+| `KOOBILL_TEST_SERVICES` | | `1` (set by `make test-services`): run tests/services on PostgreSQL, Redis and two Celery workers |
 | `KOOBILL_BIG_FILE_BYTES` | 2000000000 | tests/test_reliability.py: size of its big landing file |
 | `KOOBILL_BENCH_BIG_ROWS` | 5000000 | `make bench`: usage rows of the big landing day |
 | `KOOBILL_BENCH_DAY_ROWS` | 1000000 | `make bench`: usage rows of each day of the month |
@@ -302,6 +341,14 @@ def render() -> str:
             "they are in `<data-dir>/settings.toml` (see `pipelines/assets/settings.default.toml`"
             ", which documents every key).",
             "",
+            "## The production deployment",
+            "",
+            "Read by `deploy/celery/airflow-celery.sh` and `deploy/celery/celery.env` (the "
+            "README's Production section), not by the package:",
+            "",
+            "| variable | default | meaning |",
+            "|---|---|---|",
+            DEPLOYMENT,
             "## Tests and the bench",
             "",
             "| variable | default | meaning |",
@@ -319,7 +366,15 @@ def write(path: Path = DOC_PATH) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m pipelines.env [PATH]``: write the configuration reference (docs/configuration.md
+    by default)."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv and (argv[0].startswith("-") or len(argv) > 1):
+        print(
+            "usage: python -m pipelines.env [PATH]  (writes the configuration reference; "
+            f"default {DOC_PATH})"
+        )
+        raise SystemExit(0 if argv[0] in ("-h", "--help") else 2)
     print(f"wrote {write(Path(argv[0]) if argv else DOC_PATH)}")
 
 

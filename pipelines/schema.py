@@ -73,6 +73,8 @@ BILLS = Table(
 
 # The export formats (export_history.format): the invoice PDF, and the bill's details.
 EXPORT_FORMATS = ("pdf", "xlsx", "csv", "parquet")
+# opt-in export formats, never in the default set: the FOCUS 1.2 dataset (pipelines/focus.py)
+EXTRA_EXPORT_FORMATS = ("focus",)
 
 # The published components of a bill, in the order every output shows them (spec section 4):
 # bill_amount = consume_amount - refunds + adjustments - coupon_amount + tax_amount, and
@@ -279,10 +281,15 @@ EXPORT_HISTORY = Table(
             "Status of the exported bill version: closed, or superseded once a restatement "
             "replaced it (the lake record keeps the status at export time)",
         ),
-        ("kind", "VARCHAR", "summary (the invoice PDF) or details"),
+        (
+            "kind",
+            "VARCHAR",
+            "summary (the invoice PDF), details (XLSX, CSV, Parquet), or focus (the FOCUS 1.2 "
+            "dataset, CSV and Parquet)",
+        ),
         ("format", "VARCHAR", " | ".join(EXPORT_FORMATS)),
         ("path", "VARCHAR", "Path relative to the data dir"),
-        ("rows", "BIGINT", "Detail rows in the file (bill lines)"),
+        ("rows", "BIGINT", "Detail rows in the file (bill lines; FOCUS rows for focus)"),
         ("bytes", "BIGINT", "File size"),
         ("sha256", "VARCHAR", "SHA-256 of the file"),
         ("created_at", "TIMESTAMPTZ", "When the file was written (UTC)"),

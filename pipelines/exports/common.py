@@ -16,8 +16,7 @@ from pipelines.errors import KoobillError
 from pipelines.patterns import MONTH_RE
 from pipelines.schema import EXPORT_FORMATS as FORMATS
 
-# opt-in formats, not in the default set: "focus" is the FOCUS 1.2 dataset (pipelines/focus.py)
-EXTRA_FORMATS = ("focus",)
+EXTRA_FORMATS = schema.EXTRA_EXPORT_FORMATS  # opt-in: "focus", the FOCUS 1.2 dataset
 KIND = {"pdf": "summary", "xlsx": "details", "csv": "details", "parquet": "details"}
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 FONT_REGULAR = ASSETS / "NotoSansCJKsc-Regular-subset.ttf"
