@@ -185,22 +185,31 @@ def _write_focus(root: Path, run_id: str, con, bill: Bill, settings) -> list[Exp
     ):
         digest, size = _sha256(path)
         files.append(
-            ExportFile(
-                export_id=f"{run_id}-{bill.partner_id}-focus-{fmt}",
-                partner_id=bill.partner_id,
-                bill_month=bill.month,
-                version=bill.version,
-                bill_status=str(bill.header["status"]),
-                kind=kind,
-                format=fmt,
-                path=path.relative_to(root.resolve()).as_posix(),
-                rows=rows,
-                bytes=size,
-                sha256=digest,
-                created_at=datetime.now(UTC),
-            )
+            _export_file(root, run_id, bill, f"focus-{fmt}", kind, fmt, path, rows, digest, size)
         )
     return files
+
+
+def _export_file(
+    root: Path, run_id: str, bill: Bill, key: str, kind: str, fmt: str, path: Path, *stats
+) -> ExportFile:
+    """The export_history record of one file written for ``bill`` (``stats``: rows, sha256,
+    bytes)."""
+    rows, digest, size = stats
+    return ExportFile(
+        export_id=f"{run_id}-{bill.partner_id}-{key}",
+        partner_id=bill.partner_id,
+        bill_month=bill.month,
+        version=bill.version,
+        bill_status=str(bill.header["status"]),
+        kind=kind,
+        format=fmt,
+        path=path.relative_to(root.resolve()).as_posix(),
+        rows=rows,
+        bytes=size,
+        sha256=digest,
+        created_at=datetime.now(UTC),
+    )
 
 
 def _settings_warnings(root: Path, settings) -> list[str]:
@@ -233,20 +242,7 @@ def write_partner(
                 rows = WRITERS[fmt](bill, tmp)
                 digest, size = _sha256(tmp)
             files.append(
-                ExportFile(
-                    export_id=f"{run_id}-{bill.partner_id}-{fmt}",
-                    partner_id=bill.partner_id,
-                    bill_month=bill.month,
-                    version=bill.version,
-                    bill_status=str(bill.header["status"]),
-                    kind=KIND[fmt],
-                    format=fmt,
-                    path=target.relative_to(root.resolve()).as_posix(),
-                    rows=rows,
-                    bytes=size,
-                    sha256=digest,
-                    created_at=datetime.now(UTC),
-                )
+                _export_file(root, run_id, bill, fmt, KIND[fmt], fmt, target, rows, digest, size)
             )
     except Exception as exc:
         return files, exc
