@@ -124,6 +124,7 @@ airflow-celery: install
 # stay in data/test-services/). Fails, saying how to install them, where PostgreSQL or Redis
 # is missing.
 test-services: install
+	@mkdir -p "$(CURDIR)/data"
 	KOOBILL_TEST_SERVICES=1 $(BIN)/python -m pytest -n 0 -q -s -p no:cacheprovider \
 	  --basetemp="$(CURDIR)/data/test-services" tests/services
 
