@@ -128,13 +128,19 @@ test-services: install
 	KOOBILL_TEST_SERVICES=1 $(BIN)/python -m pytest -n 0 -q -s -p no:cacheprovider \
 	  --basetemp="$(CURDIR)/data/test-services" tests/services
 
-lock:
-	uv pip compile requirements/main.in --python-version 3.11 --generate-hashes --no-header -o requirements/lock.txt
-	uv pip compile requirements/bootstrap.in --python-version 3.11 --generate-hashes --no-header -o requirements/bootstrap.txt
+# Recompile the hashed lock files from requirements/*.in with the venv's own uv (installed by
+# `make install` from requirements/bootstrap.txt).
+lock: install
+	$(BIN)/uv pip compile requirements/main.in --python-version 3.11 --generate-hashes --no-header -o requirements/lock.txt
+	$(BIN)/uv pip compile requirements/bootstrap.in --python-version 3.11 --generate-hashes --no-header -o requirements/bootstrap.txt
 
 bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/page.py
 
+# Remove what the targets made, keeping .venv: the demo's data dir (data/demo), make
+# airflow-celery's Airflow home, secrets and process state (data/celery), make test-services'
+# logs (data/test-services), make focus-check's output (test-output) and its venv
+# (.venv-focus), and pytest's cache.
 clean:
-	rm -rf data/demo .pytest_cache
+	rm -rf data/demo data/celery data/test-services test-output .venv-focus .pytest_cache

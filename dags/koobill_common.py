@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import pendulum
 from airflow.sdk import Asset
 
 TIMEZONE = "Asia/Shanghai"
+T = TypeVar("T")
 
 # The assets that chain the DAGs: koobill_daily -> estimates; koobill_month_close -> bills,
 # which schedules koobill_exports -> exports.
@@ -29,24 +32,73 @@ PARTNER_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 TAGS = ["koobill", "billing"]
 
 
+def env_setting(name: str, default: T, parse: Callable[[str], T], expected: str, example: str) -> T:
+    """The parse-time setting ``$name`` read with ``parse`` (``default`` when unset or blank).
+
+    A value ``parse`` rejects (it raises ValueError) fails the DAG file's import with a message
+    naming the variable and the form expected, e.g. ``KOOBILL_RETRIES='three' is not a whole
+    number, 0 or more (e.g. 3); fix or unset it``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return parse(raw)
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(
+            f"{name}={raw!r} is not {expected} (e.g. {example}); fix or unset it"
+        ) from None
+
+
+def _date(raw: str) -> pendulum.DateTime:
+    """A date YYYY-MM-DD as midnight in Beijing."""
+    day = dt.datetime.strptime(raw, "%Y-%m-%d") if len(raw) == 10 else None
+    if day is None:
+        raise ValueError(raw)
+    return pendulum.datetime(day.year, day.month, day.day, tz=TIMEZONE)
+
+
+def whole(minimum: int) -> Callable[[str], int]:
+    """A parser of whole numbers >= ``minimum``."""
+
+    def parse(raw: str) -> int:
+        n = int(raw)
+        if n < minimum:
+            raise ValueError(raw)
+        return n
+
+    return parse
+
+
+def positive(raw: str) -> float:
+    """A finite number > 0."""
+    x = float(raw)
+    if not (0 < x < float("inf")):
+        raise ValueError(raw)
+    return x
+
+
 def start_date() -> pendulum.DateTime:
     """The DAGs' start date: ``$KOOBILL_START_DATE`` (YYYY-MM-DD, Beijing), default 2026-01-01."""
-    return pendulum.parse(os.environ.get("KOOBILL_START_DATE", "2026-01-01"), tz=TIMEZONE)
+    return env_setting(
+        "KOOBILL_START_DATE",
+        pendulum.datetime(2026, 1, 1, tz=TIMEZONE),
+        _date,
+        "a date YYYY-MM-DD",
+        "2026-01-01",
+    )
 
 
 def end_date() -> pendulum.DateTime | None:
     """The last day the scheduled DAGs run on: ``$KOOBILL_END_DATE`` (YYYY-MM-DD, Beijing; the
     whole day counts), default none. Bounds a replay: with a start date too, unpausing
     ``koobill_daily`` catches up exactly the days between them (``make test-services``)."""
-    raw = os.environ.get("KOOBILL_END_DATE", "").strip()
-    if not raw:
-        return None
-    return pendulum.parse(raw, tz=TIMEZONE).end_of("day")
+    day = env_setting("KOOBILL_END_DATE", None, _date, "a date YYYY-MM-DD", "2026-01-31")
+    return None if day is None else day.end_of("day")
 
 
 def retries(default: int = 3) -> int:
     """Retries of a task: ``$KOOBILL_RETRIES`` (0 in tests and the demo), else ``default``."""
-    return int(os.environ.get("KOOBILL_RETRIES", str(default)))
+    return env_setting("KOOBILL_RETRIES", default, whole(0), "a whole number, 0 or more", "3")
 
 
 def default_args(
@@ -68,14 +120,7 @@ def default_args(
 
 def export_batch_size() -> int:
     """Partners per mapped export task: ``$KOOBILL_EXPORT_BATCH_SIZE`` (default 10)."""
-    raw = os.environ.get("KOOBILL_EXPORT_BATCH_SIZE", "10")
-    try:
-        size = int(raw)
-    except ValueError:
-        size = 0
-    if size < 1:
-        raise ValueError(f"KOOBILL_EXPORT_BATCH_SIZE must be a whole number >= 1, not {raw!r}")
-    return size
+    return env_setting("KOOBILL_EXPORT_BATCH_SIZE", 10, whole(1), "a whole number, 1 or more", "10")
 
 
 def batched(items: list[str], size: int) -> list[list[str]]:

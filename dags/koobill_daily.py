@@ -8,16 +8,32 @@ so that parsing this file never loads pandas, DuckDB, pyarrow or Great Expectati
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 from airflow.sdk import CronTriggerTimetable, PokeReturnValue, dag, task
-from koobill_common import ESTIMATES, TAGS, TIMEZONE, default_args, end_date, start_date
+from koobill_common import (
+    ESTIMATES,
+    TAGS,
+    TIMEZONE,
+    default_args,
+    end_date,
+    env_setting,
+    positive,
+    start_date,
+)
 
 # Parse-time settings (plain strings, no I/O). Run-time settings such as KOOBILL_DATA_DIR are
 # read inside the task.
 # How long the run waits for its landing date to arrive, and how often it looks.
-LANDING_WAIT = dt.timedelta(hours=float(os.environ.get("KOOBILL_LANDING_WAIT_H", "6")))
-LANDING_POKE = dt.timedelta(seconds=float(os.environ.get("KOOBILL_LANDING_POKE_S", "300")))
+LANDING_WAIT = dt.timedelta(
+    hours=env_setting(
+        "KOOBILL_LANDING_WAIT_H", 6.0, positive, "a number of hours, more than 0", "6"
+    )
+)
+LANDING_POKE = dt.timedelta(
+    seconds=env_setting(
+        "KOOBILL_LANDING_POKE_S", 300.0, positive, "a number of seconds, more than 0", "300"
+    )
+)
 
 DOC_MD = """
 ### koobill_daily

@@ -163,7 +163,10 @@ def koobill_exports():
     @task(outlets=[EXPORTS])
     def summarize(done: list[dict], *, outlet_events=None) -> list[str]:
         """One asset event for the whole run: the months exported and the files written."""
-        done = list(done)
+        # One slice read of the mapped results. Iterating Airflow's lazy XCom sequence instead
+        # fetches item after item until one is missing, so every run logged an
+        # "XCom not found ... offset=<number of batches>" error for the probe past the end.
+        done = list(done[:])
         months = sorted({d["month"] for d in done})
         files = sum(d["files"] for d in done)
         print(f"koobill: {files} file(s) for {len(done)} batch(es) of {', '.join(months)}")

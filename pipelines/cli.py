@@ -217,7 +217,8 @@ def amount_due_cmd(obj: _Ctx, partner: str, as_of: str | None) -> None:
     "formats",
     default=",".join(EXPORT_FORMATS),
     show_default=True,
-    help="Comma-separated formats.",
+    help="Comma-separated formats; add focus (opt-in, not in the default set) for the FOCUS 1.2 "
+    "cost-and-usage dataset in Parquet and CSV.",
 )
 @click.pass_obj
 def export(obj: _Ctx, month: str, partner: str | None, formats: str) -> None:
@@ -235,8 +236,8 @@ def exports() -> None:
 
 
 @exports.command("list")
-@click.option("--partner", default=None)
-@click.option("--month", default=None)
+@click.option("--partner", default=None, help="Only this partner's files (default: every partner).")
+@click.option("--month", default=None, help="Only this bill month YYYY-MM (default: every month).")
 @click.pass_obj
 def exports_list(obj: _Ctx, partner: str | None, month: str | None) -> None:
     """Show the export history."""

@@ -235,9 +235,8 @@ def run_demo(
     noon = _at_beijing(cal.close_date(month), 12, 0)
     if dt.datetime.now(dt.UTC) > noon:
         _say(
-            f"Note: this close replays a past month: its deadline ({noon:%Y-%m-%d %H:%M} Beijing)"
-            " had passed before the run was made, so it raises no deadline alert (a scheduler"
-            " on this Airflow home, make airflow, logs one info line saying so)"
+            f"Note: the demo closes a past month after its deadline ({noon:%Y-%m-%d %H:%M}"
+            " Beijing) had already passed, so no late-close alert was raised."
         )
     _say(f"demo finished in {time.monotonic() - t_start:.0f} s")
     _say(f"Browse the same DAGs and runs in Airflow's UI: make airflow DATA_DIR={root}")
@@ -295,6 +294,14 @@ def _run_daily(daily, days: list[dt.date], log_path: Path) -> None:
     _say(f"      done in {time.monotonic() - t:.1f} s")
 
 
+def duckdb_hint(root: Path) -> str:
+    """Python that lists the analysts' tables of ``root``'s warehouse, read-only."""
+    return (
+        f"import duckdb; duckdb.connect('{root / 'warehouse.duckdb'}', read_only=True)"
+        ".sql('show tables').show()"
+    )
+
+
 def how_to_look(root: Path, month: str) -> list[str]:
     """How to point the CLI, DuckDB and the page at the demo data (printed last)."""
     make = "make serve" if root == REPO / "data" / "demo" else f"make serve DATA_DIR={root}"
@@ -303,7 +310,9 @@ def how_to_look(root: Path, month: str) -> list[str]:
         f'  export PATH="{REPO / ".venv" / "bin"}:$PATH"   # koobill on PATH',
         f"  export KOOBILL_DATA_DIR={root}",
         f"  koobill amount-due --partner ptn-haina; koobill exports list --month {month}",
-        f"  duckdb -readonly {root / 'warehouse.duckdb'}   # the analysts' tables (README, Analysts)",
+        # the venv's DuckDB: the DuckDB command-line tool is not installed by the project
+        f'  {REPO / ".venv" / "bin" / "python"} -c "{duckdb_hint(root)}"'
+        "   # the analysts' tables (README, Analysts)",
         f"  {make}   # the Partner Bills page",
     ]
 

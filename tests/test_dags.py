@@ -632,6 +632,83 @@ def test_exports_fan_out_over_partner_batches(production_dagbag) -> None:
         batched(["a"], 0)
 
 
+def test_summarize_reads_the_mapped_results_without_probing_past_the_end(dagbag) -> None:
+    """Airflow hands ``summarize`` a lazy sequence of the batches' results; iterating it asks
+    for item after item until one is missing, which logs "XCom not found ... offset=N" as an
+    error on every run. ``summarize`` must read exactly the items there are."""
+    from collections.abc import Sequence
+
+    class Results(Sequence):
+        def __init__(self, items):
+            self.items, self.past_the_end = items, []
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, key):
+            if isinstance(key, int) and key >= len(self.items):
+                self.past_the_end.append(key)
+            return self.items[key]
+
+    done = Results(
+        [
+            {"month": MONTH, "partners": ["a"], "files": 4},
+            {"month": MONTH, "partners": ["b"], "files": 4},
+        ]
+    )
+    outlet_events = mock.MagicMock()
+    task = dagbag.dags["koobill_exports"].task_dict["summarize"]
+    assert task.python_callable(done, outlet_events=outlet_events) == [MONTH]
+    assert outlet_events.__getitem__.return_value.extra == {"months": [MONTH], "files": 8}
+    assert done.past_the_end == []
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "says"),
+    [
+        ("KOOBILL_START_DATE", "2026-02-30", "a date YYYY-MM-DD"),
+        ("KOOBILL_START_DATE", "1 Jan 2026", "a date YYYY-MM-DD"),
+        ("KOOBILL_END_DATE", "2026-13-01", "a date YYYY-MM-DD"),
+        ("KOOBILL_RETRIES", "three", "a whole number, 0 or more"),
+        ("KOOBILL_RETRIES", "-1", "a whole number, 0 or more"),
+        ("KOOBILL_LANDING_WAIT_H", "six", "a number of hours, more than 0"),
+        ("KOOBILL_LANDING_WAIT_H", "0", "a number of hours, more than 0"),
+        ("KOOBILL_LANDING_POKE_S", "-5", "a number of seconds, more than 0"),
+        ("KOOBILL_LANDING_POKE_S", "inf", "a number of seconds, more than 0"),
+    ],
+)
+def test_a_bad_parse_time_variable_is_named(airflow_env, monkeypatch, name, raw, says) -> None:
+    """Parsing a DAG file with a bad parse-time variable fails naming it and the form wanted."""
+    import importlib.util
+
+    monkeypatch.setenv(name, raw)
+    # koobill_daily reads the common settings (start, end, retries) and its landing wait, poke
+    spec = importlib.util.spec_from_file_location("bad_koobill_daily", DAGS / "koobill_daily.py")
+    with pytest.raises(ValueError) as err:
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    assert str(err.value).startswith(f"{name}={raw!r} is not {says} (e.g. ")
+    assert str(err.value).endswith("; fix or unset it")
+
+
+def test_parse_time_variables_unset_or_blank_take_their_defaults(airflow_env, monkeypatch):
+    import pendulum
+    from koobill_common import end_date, export_batch_size, retries, start_date
+
+    for name in ("KOOBILL_START_DATE", "KOOBILL_RETRIES", "KOOBILL_EXPORT_BATCH_SIZE"):
+        monkeypatch.setenv(name, " ")
+    monkeypatch.delenv("KOOBILL_END_DATE", raising=False)
+    assert start_date() == pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai")
+    assert end_date() is None and retries(6) == 6 and export_batch_size() == 10
+    monkeypatch.setenv("KOOBILL_END_DATE", "2025-01-31")
+    assert end_date() == pendulum.datetime(2025, 1, 31, tz="Asia/Shanghai").end_of("day")
+    # the batch size is read when `plan` runs
+    monkeypatch.setenv("KOOBILL_EXPORT_BATCH_SIZE", "0")
+    with pytest.raises(
+        ValueError, match=r"^KOOBILL_EXPORT_BATCH_SIZE='0' is not a whole number, 1"
+    ):
+        export_batch_size()
+
+
 def test_partner_batches_are_the_partners_with_a_closed_bill(pipeline, airflow_env) -> None:
     from koobill_common import partner_batches
 

@@ -906,6 +906,9 @@ def test_printed_summaries(exported):
     print_exports(rows, out.append)
     text = "\n".join(out)
     assert text.splitlines()[0].startswith("created_at (UTC)")
+    assert text.splitlines()[0].split()[6:8] == ["kind", "format"]  # what a file is, then its type
+    assert {r["kind"] for r in rows} == {"summary", "details"}
+    assert all(f" {r['kind']} " in text for r in rows)
     for r in rows:
         assert r["sha256"][:12] in text and r["path"] in text
     out.clear()

@@ -125,13 +125,25 @@ def test_the_demo_says_how_to_look_at_its_data(demo_like: Path) -> None:
     lines = how_to_look(demo_like, DEMO_MONTH)
     text = "\n".join(lines)
     assert f"export KOOBILL_DATA_DIR={demo_like}" in text
-    assert f"duckdb -readonly {demo_like / 'warehouse.duckdb'}" in text
     assert "make serve" in text
+    assert "duckdb -readonly" not in text  # the DuckDB CLI is not installed by the project
     path_line = next(ln for ln in lines if "export PATH=" in ln)
     bin_dir = Path(re.search(r'PATH="([^:"]+):', path_line).group(1))
     assert (bin_dir / "koobill").is_file()
+    # the DuckDB hint runs as printed, with the venv's python, and lists the analysts' tables
+    duckdb_line = next(ln for ln in lines if "import duckdb" in ln).split("   # ")[0].strip()
+    assert duckdb_line.startswith(f"{bin_dir / 'python'} -c ")
+    res = subprocess.run(
+        ["bash", "-c", duckdb_line], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "bills" in res.stdout and "expenditure_by_product" in res.stdout
     assert (demo_like / "warehouse.duckdb").is_file() and (demo_like / "landing").is_dir()
     # the README's Quickstart shows the same pointers, for the default data/demo
     quick = section("## Quickstart")
     assert 'export KOOBILL_DATA_DIR="$PWD/data/demo"' in quick
-    assert "duckdb -readonly data/demo/warehouse.duckdb" in quick and "make serve" in quick
+    assert "make serve" in quick
+    assert (
+        """.venv/bin/python -c "import duckdb; duckdb.connect('data/demo/warehouse.duckdb', """
+        """read_only=True).sql('show tables').show()\"""" in quick
+    )

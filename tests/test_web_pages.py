@@ -183,6 +183,19 @@ def test_export_and_download_from_export_history(bob, site):
     assert bob.get(f"/exports/{xlsx}").content[:2] == b"PK"
 
 
+def test_export_history_names_focus_files(bob, site):
+    from pipelines.exports import export_month
+
+    root, _ = site
+    export_month(root, CLOSED, partner=B, formats=["focus"], lock_wait_s=0)
+    page = text(bob.get("/exports").text)
+    assert "FOCUS 1.2 cost and usage (Parquet)" in page
+    assert "FOCUS 1.2 cost and usage (CSV)" in page
+    assert "Bill details (PARQUET)" not in page and "Bill details (CSV)" not in page
+    zh = text(bob.get("/exports?lang=zh").text)
+    assert "FOCUS 1.2 成本和用量 (Parquet)" in zh and "FOCUS 1.2 成本和用量 (CSV)" in zh
+
+
 def test_chinese_from_accept_language_and_switch(site):
     with TestClient(create_app(site[0])) as c:
         login(c, "alice")
