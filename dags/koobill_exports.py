@@ -9,7 +9,6 @@ the batches spread over the Celery workers.
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 from airflow.sdk import Param, dag, get_current_context, task
 from koobill_common import (
@@ -75,10 +74,13 @@ def months_to_export(
 
 
 def _formats() -> dict:
-    """``formats=`` for ``export_month`` from ``$KOOBILL_EXPORT_FORMATS`` (default: all)."""
-    if raw_formats := os.environ.get("KOOBILL_EXPORT_FORMATS", "").strip():
-        return {"formats": [f.strip() for f in raw_formats.split(",") if f.strip()]}
-    return {}
+    """``formats=`` for ``export_month`` from ``$KOOBILL_EXPORT_FORMATS`` (default: the
+    four finance formats; ``focus`` may be added). Read when the task runs, through the
+    package's settings (a bad value is an error naming the variable)."""
+    from pipelines.env import settings
+
+    formats = settings().export_formats
+    return {"formats": list(formats)} if formats else {}
 
 
 @dag(
