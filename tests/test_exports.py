@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import re
 import shutil
 import subprocess
 from datetime import UTC, date, datetime, timedelta
@@ -435,8 +434,12 @@ def test_pdf_is_the_invoice_with_cjk_text(exported):
     # one sign convention: every refund is a negative amount, never "- | 80.51"
     assert text.count("-80.51") == 2 and "- 80.51" not in text
     reader = PdfReader(path)
-    images = [img for page in reader.pages for img in page.images]
-    assert len(images) == 2  # top products and daily estimate charts
+    # the charts are vector shapes with real text: no raster images, their titles, labels and
+    # amounts are text
+    assert not [img for page in reader.pages for img in page.images]
+    assert "Top products by consumption (CNY)" in text
+    assert "Daily estimate of 2026-01 against the bill (CNY)" in text
+    assert "Daily estimate (no tax, no coupons)" in text and "Bill: 1,362.49" in text
 
     # layout: the issuer top left, the title and the invoice number top right, the recipient
     # under the issuer, the amounts under both
@@ -914,14 +917,16 @@ def test_printed_summaries(exported):
 
 
 @pytest.mark.parametrize(
-    ("start_y", "pages", "width_mm"),
+    ("start_y", "pages", "side_by_side"),
     [
-        (60, 1, 87),  # room: side by side under the text
-        (225, 1, 66),  # a little short: side by side, shrunk to the room left
-        (250, 2, 164),  # too short: a page of their own, one above the other at full width
+        (60, 1, True),  # room: side by side under the text
+        (225, 1, True),  # a little short: side by side, lower, in the room left
+        (250, 2, False),  # too short: a page of their own, one above the other at full width
     ],
 )
-def test_charts_never_sit_small_and_alone_on_a_page(exported, tmp_path, start_y, pages, width_mm):
+def test_charts_never_sit_small_and_alone_on_a_page(
+    exported, tmp_path, start_y, pages, side_by_side
+):
     from fpdf import FPDF
     from pypdf import PdfReader
 
@@ -948,14 +953,19 @@ def test_charts_never_sit_small_and_alone_on_a_page(exported, tmp_path, start_y,
     pdf.output(str(out))
     reader = PdfReader(out)
     assert len(reader.pages) == pages
-    images = reader.pages[-1].images
-    assert len(images) == 2  # both charts on the same page
-    # the drawn width of each chart (its transformation matrix, in points)
-    content = reader.pages[-1].get_contents().get_data().decode("latin-1")
-    widths = [
-        float(m.split()[0]) * 25.4 / 72 for m in re.findall(r"q ([\d.]+ 0 0 [\d.]+)", content)
-    ]
-    assert len(widths) == 2 and all(abs(w - width_mm) < 3 for w in widths), widths
+    words = pdf_words(out)
+    last = len(reader.pages) - 1
+    products = where(words, "Top products by consumption")
+    daily = where(words, "Daily estimate of")
+    assert products[0] == daily[0] == last  # both charts on the same page
+    page_w = float(reader.pages[0].mediabox.width)
+    if side_by_side:
+        assert abs(products[2] - daily[2]) < 1 and products[1] < page_w / 2 < daily[1]
+    else:
+        assert daily[2] - products[2] > 100  # one above the other
+    # every text of the charts (axis amounts, dates, legend) above the bottom margin (16 mm)
+    bottom = float(reader.pages[0].mediabox.height) - 16 * 72 / 25.4
+    assert all(y <= bottom for p, _t, _x, y in words if p == last)
 
 
 def test_invoices_outside_the_demo_without_settings_warn(fresh):
