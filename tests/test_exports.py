@@ -916,6 +916,38 @@ def test_printed_summaries(exported):
     assert out == ["no exports recorded"]
 
 
+def test_font_subsets_made_from_the_process_universe_are_those_of_the_whole_face():
+    """pipelines.exports.fonts subsets a small font of the glyphs used so far (it grows when a
+    document needs more): the PDF must be the bytes FPDF.add_font gives, in any order."""
+    from datetime import datetime
+
+    from fpdf import FPDF
+
+    from pipelines import exports
+    from pipelines.exports import fonts
+
+    def doc(text: str, ours: bool) -> bytes:
+        pdf = FPDF()
+        if ours:
+            fonts.add_fonts(pdf)
+        else:
+            pdf.add_font("cjk", "", str(exports.FONT_REGULAR))
+            pdf.add_font("cjk", "B", str(exports.FONT_BOLD))
+        pdf.set_creation_date(datetime(2026, 1, 1))
+        pdf.add_page()
+        pdf.set_font("cjk", "B", 10)
+        pdf.cell(0, 5, "Subtotal 1,234.56")
+        pdf.set_font("cjk", "", 10)
+        pdf.cell(0, 5, text)
+        return bytes(pdf.output())
+
+    fonts._UNIVERSE.clear()
+    fonts._SUBSETS.clear()
+    texts = ["云ERP企业版 CloudERP 对象存储", "对象 Cloud", "智能文字识别 OCR Pro …", "云 ERP"]
+    for text in texts:  # a new universe, a subset of it, growth, a subset again
+        assert doc(text, ours=True) == doc(text, ours=False), text
+
+
 @pytest.mark.parametrize(
     ("start_y", "pages", "side_by_side"),
     [
