@@ -916,6 +916,38 @@ def test_printed_summaries(exported):
     assert out == ["no exports recorded"]
 
 
+def test_pdf_table_wraps_a_long_name_only_and_keeps_all_of_it(tmp_path):
+    """The invoice's tables write one line a row, and wrap a text that does not fit its column
+    (at spaces, else between CJK characters) without losing any of it."""
+    from fpdf import FPDF
+
+    from pipelines.exports import fonts
+    from pipelines.exports import pdf as invoice
+
+    pdf = FPDF(unit="mm", format="A4")
+    fonts.add_fonts(pdf)
+    pdf.set_margins(16, 14, 16)
+    pdf.add_page()
+    pdf.set_font("cjk", "", 8.5)
+    long_en = "Enterprise Data Warehouse Platform with Real-Time Analytics Extension Pack"
+    long_cn = "企业级数据仓库平台实时分析扩展包企业级数据仓库平台实时分析扩展包"
+    t = invoice._Table(pdf, [40, 30, 30, 30], ("L", "L", "L", "R"), 4.8, head=["A", "B", "C", "D"])
+    y0 = pdf.get_y()
+    t.row(["short", "PID", "cn-north-4", "1.00"])
+    assert pdf.get_y() - y0 == pytest.approx(4.8)  # one line
+    for name in (long_en, long_cn):
+        y0 = pdf.get_y()
+        t.row([name, "PID", "cn-north-4", "1,234.56"])
+        assert pdf.get_y() - y0 >= 2 * 4.8  # wrapped
+        lines = invoice._wrap(pdf, name, 40 - 2 * invoice.PAD)
+        assert len(lines) >= 2 and all(invoice._width(pdf, ln) <= 38 for ln in lines)
+        assert "".join(lines).replace(" ", "") == name.replace(" ", "")
+    out = tmp_path / "t.pdf"
+    pdf.output(str(out))
+    text = pdf_text(out).replace("\n", "").replace(" ", "")
+    assert long_en.replace(" ", "") in text and long_cn in text
+
+
 def test_font_subsets_made_from_the_process_universe_are_those_of_the_whole_face():
     """pipelines.exports.fonts subsets a small font of the glyphs used so far (it grows when a
     document needs more): the PDF must be the bytes FPDF.add_font gives, in any order."""

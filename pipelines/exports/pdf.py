@@ -228,11 +228,12 @@ class _Table:
         if head is not None:
             self._row(head, "B", HEAD_FILL)
 
-    def row(self, cells, style: str = "", fill=None) -> None:
-        """``cells``: (text, span, grey) tuples, or plain strings."""
-        self._row(cells, style, fill)
+    def row(self, cells, style: str = "", fill=None, keep: int = 0) -> None:
+        """``cells``: (text, span, grey) tuples, or plain strings; ``keep``: how many one-line
+        rows after it must share its page (a section's label is never alone at a page foot)."""
+        self._row(cells, style, fill, keep)
 
-    def _row(self, cells, style: str, fill) -> None:
+    def _row(self, cells, style: str, fill, keep: int = 0) -> None:
         pdf = self.pdf
         pdf.set_font("cjk", style, self.size)
         placed = []
@@ -244,7 +245,7 @@ class _Table:
             col += span
         lines = max(len(p[2]) for p in placed)
         h = self.line_h * lines
-        if pdf.get_y() + h > pdf.page_break_trigger:
+        if pdf.get_y() + h + keep * self.line_h > pdf.page_break_trigger:
             pdf.add_page()
             if self.head is not None and cells is not self.head:
                 self._row(self.head, "B", HEAD_FILL)
@@ -575,7 +576,7 @@ def _products(pdf, bill: Bill) -> None:
         "B",
         SUBTOTAL_FILL,
     )
-    t.row([("Others", 4, False)], "B", OTHERS_FILL)
+    t.row([("Others", 4, False)], "B", OTHERS_FILL, keep=3)
     t.row(
         [("Refunds (unsubscriptions and changes)", 3, False), (fmt_amount(-h["refunds"]), 1, False)]
     )
