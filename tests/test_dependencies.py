@@ -17,7 +17,7 @@ PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["
 OWN = {"pipelines", "expectations", "tests", "helpers", "web_helpers", "chromium", "live_server"}
 # the tests' and the bench's own modules import each other by name
 OWN |= {p.stem for folder in ("tests", "bench", "dags") for p in (REPO / folder).rglob("*.py")}
-# Maintainer scripts run by hand, not imported by the package (fontTools comes with matplotlib).
+# Maintainer scripts run by hand, not imported by the package (fontTools is declared: the exports subset the font with it).
 NOT_SHIPPED_CODE = {"pipelines/assets/make_fonts.py"}
 # Declared, used, and not imported by name: the library that needs them imports them.
 USED_WITHOUT_IMPORT = {
@@ -104,7 +104,7 @@ def _closure(names: set[str]) -> set[str]:
 
 def test_the_tests_and_the_bench_import_only_what_is_declared_or_comes_with_it() -> None:
     """The tests may use what a declared dependency brings (pendulum with Airflow, PIL with
-    matplotlib, hypothesis with schemathesis), since the lock installs it."""
+    fpdf2, hypothesis with schemathesis), since the lock installs it."""
     declared = _closure(set(RUNTIME) | set(EXTRAS["test"]) | set(EXTRAS["production"]))
     assert _undeclared(_imports("tests", "bench"), declared) == {}
 

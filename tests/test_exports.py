@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import re
 import shutil
 import subprocess
 from datetime import UTC, date, datetime, timedelta
@@ -435,8 +434,12 @@ def test_pdf_is_the_invoice_with_cjk_text(exported):
     # one sign convention: every refund is a negative amount, never "- | 80.51"
     assert text.count("-80.51") == 2 and "- 80.51" not in text
     reader = PdfReader(path)
-    images = [img for page in reader.pages for img in page.images]
-    assert len(images) == 2  # top products and daily estimate charts
+    # the charts are vector shapes with real text: no raster images, their titles, labels and
+    # amounts are text
+    assert not [img for page in reader.pages for img in page.images]
+    assert "Top products by consumption (CNY)" in text
+    assert "Daily estimate of 2026-01 against the bill (CNY)" in text
+    assert "Daily estimate (no tax, no coupons)" in text and "Bill: 1,362.49" in text
 
     # layout: the issuer top left, the title and the invoice number top right, the recipient
     # under the issuer, the amounts under both
@@ -916,15 +919,81 @@ def test_printed_summaries(exported):
     assert out == ["no exports recorded"]
 
 
+def test_pdf_table_wraps_a_long_name_only_and_keeps_all_of_it(tmp_path):
+    """The invoice's tables write one line a row, and wrap a text that does not fit its column
+    (at spaces, else between CJK characters) without losing any of it."""
+    from fpdf import FPDF
+
+    from pipelines.exports import fonts
+    from pipelines.exports import pdf as invoice
+
+    pdf = FPDF(unit="mm", format="A4")
+    fonts.add_fonts(pdf)
+    pdf.set_margins(16, 14, 16)
+    pdf.add_page()
+    pdf.set_font("cjk", "", 8.5)
+    long_en = "Enterprise Data Warehouse Platform with Real-Time Analytics Extension Pack"
+    long_cn = "企业级数据仓库平台实时分析扩展包企业级数据仓库平台实时分析扩展包"
+    t = invoice._Table(pdf, [40, 30, 30, 30], ("L", "L", "L", "R"), 4.8, head=["A", "B", "C", "D"])
+    y0 = pdf.get_y()
+    t.row(["short", "PID", "cn-north-4", "1.00"])
+    assert pdf.get_y() - y0 == pytest.approx(4.8)  # one line
+    for name in (long_en, long_cn):
+        y0 = pdf.get_y()
+        t.row([name, "PID", "cn-north-4", "1,234.56"])
+        assert pdf.get_y() - y0 >= 2 * 4.8  # wrapped
+        lines = invoice._wrap(pdf, name, 40 - 2 * invoice.PAD)
+        assert len(lines) >= 2 and all(invoice._width(pdf, ln) <= 38 for ln in lines)
+        assert "".join(lines).replace(" ", "") == name.replace(" ", "")
+    out = tmp_path / "t.pdf"
+    pdf.output(str(out))
+    text = pdf_text(out).replace("\n", "").replace(" ", "")
+    assert long_en.replace(" ", "") in text and long_cn in text
+
+
+def test_font_subsets_made_from_the_process_universe_are_those_of_the_whole_face():
+    """pipelines.exports.fonts subsets a small font of the glyphs used so far (it grows when a
+    document needs more): the PDF must be the bytes FPDF.add_font gives, in any order."""
+    from datetime import datetime
+
+    from fpdf import FPDF
+
+    from pipelines import exports
+    from pipelines.exports import fonts
+
+    def doc(text: str, ours: bool) -> bytes:
+        pdf = FPDF()
+        if ours:
+            fonts.add_fonts(pdf)
+        else:
+            pdf.add_font("cjk", "", str(exports.FONT_REGULAR))
+            pdf.add_font("cjk", "B", str(exports.FONT_BOLD))
+        pdf.set_creation_date(datetime(2026, 1, 1))
+        pdf.add_page()
+        pdf.set_font("cjk", "B", 10)
+        pdf.cell(0, 5, "Subtotal 1,234.56")
+        pdf.set_font("cjk", "", 10)
+        pdf.cell(0, 5, text)
+        return bytes(pdf.output())
+
+    fonts._UNIVERSE.clear()
+    fonts._SUBSETS.clear()
+    texts = ["云ERP企业版 CloudERP 对象存储", "对象 Cloud", "智能文字识别 OCR Pro …", "云 ERP"]
+    for text in texts:  # a new universe, a subset of it, growth, a subset again
+        assert doc(text, ours=True) == doc(text, ours=False), text
+
+
 @pytest.mark.parametrize(
-    ("start_y", "pages", "width_mm"),
+    ("start_y", "pages", "side_by_side"),
     [
-        (60, 1, 87),  # room: side by side under the text
-        (225, 1, 66),  # a little short: side by side, shrunk to the room left
-        (250, 2, 164),  # too short: a page of their own, one above the other at full width
+        (60, 1, True),  # room: side by side under the text
+        (225, 1, True),  # a little short: side by side, lower, in the room left
+        (250, 2, False),  # too short: a page of their own, one above the other at full width
     ],
 )
-def test_charts_never_sit_small_and_alone_on_a_page(exported, tmp_path, start_y, pages, width_mm):
+def test_charts_never_sit_small_and_alone_on_a_page(
+    exported, tmp_path, start_y, pages, side_by_side
+):
     from fpdf import FPDF
     from pypdf import PdfReader
 
@@ -951,14 +1020,19 @@ def test_charts_never_sit_small_and_alone_on_a_page(exported, tmp_path, start_y,
     pdf.output(str(out))
     reader = PdfReader(out)
     assert len(reader.pages) == pages
-    images = reader.pages[-1].images
-    assert len(images) == 2  # both charts on the same page
-    # the drawn width of each chart (its transformation matrix, in points)
-    content = reader.pages[-1].get_contents().get_data().decode("latin-1")
-    widths = [
-        float(m.split()[0]) * 25.4 / 72 for m in re.findall(r"q ([\d.]+ 0 0 [\d.]+)", content)
-    ]
-    assert len(widths) == 2 and all(abs(w - width_mm) < 3 for w in widths), widths
+    words = pdf_words(out)
+    last = len(reader.pages) - 1
+    products = where(words, "Top products by consumption")
+    daily = where(words, "Daily estimate of")
+    assert products[0] == daily[0] == last  # both charts on the same page
+    page_w = float(reader.pages[0].mediabox.width)
+    if side_by_side:
+        assert abs(products[2] - daily[2]) < 1 and products[1] < page_w / 2 < daily[1]
+    else:
+        assert daily[2] - products[2] > 100  # one above the other
+    # every text of the charts (axis amounts, dates, legend) above the bottom margin (16 mm)
+    bottom = float(reader.pages[0].mediabox.height) - 16 * 72 / 25.4
+    assert all(y <= bottom for p, _t, _x, y in words if p == last)
 
 
 def test_invoices_outside_the_demo_without_settings_warn(fresh):

@@ -53,7 +53,6 @@ PRELOAD = [
     "pyarrow",
     "xlsxwriter",
     "fpdf",
-    "matplotlib.pyplot",
 ]
 FAULTS = {"kills": 0}  # counted for the report
 

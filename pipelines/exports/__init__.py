@@ -26,7 +26,7 @@ The modules, one job each:
 - ``history``: ``export_history`` (record, list, the status of each exported version);
 - ``common``: formats, file names, checks, money and text-cell formatting.
 
-Heavy libraries (DuckDB, pyarrow, xlsxwriter, fpdf2, matplotlib) are imported where used, so
+Heavy libraries (DuckDB, pyarrow, xlsxwriter, fpdf2) are imported where used, so
 importing this package is cheap.
 """
 

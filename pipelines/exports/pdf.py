@@ -101,6 +101,179 @@ def _heading(pdf, text: str) -> None:
     _text(pdf, 9)
 
 
+# ---------------------------------------------------------------------------------------------
+# text and tables, placed by hand: widths measured once per string (a process-wide cache), a
+# line broken only when it does not fit, and written with ``text()`` (fpdf2's ``cell()`` and
+# ``multi_cell()`` cost 0.07 and 0.25 ms each; a bill prints a few hundred strings)
+
+_WIDTHS: dict[tuple[str, float, str], float] = {}
+PAD = 1.0  # mm of padding left and right of a table cell's text
+RULE = (226, 231, 238)
+SUBTOTAL_FILL = (243, 246, 250)
+OTHERS_FILL = (236, 236, 236)
+
+
+def _runs(pdf, text: str) -> list[tuple[str, str]]:
+    """``text`` as (style, run) pieces: the bold face holds Latin only, so in bold text the
+    other characters are written in the regular face (as fpdf2's fallback fonts would)."""
+    style = pdf.font_style
+    if not style or text.isascii():
+        return [(style, text)]
+    out: list[tuple[str, str]] = []
+    for ch in text:
+        st = style if ord(ch) < 0x2E80 else ""
+        if out and out[-1][0] == st:
+            out[-1] = (st, out[-1][1] + ch)
+        else:
+            out.append((st, ch))
+    return out
+
+
+def _width(pdf, text: str) -> float:
+    """The width of ``text`` in the current font and size, in mm."""
+    key = (pdf.font_style, pdf.font_size_pt, text)
+    w = _WIDTHS.get(key)
+    if w is None:
+        if len(_WIDTHS) > 200_000:
+            _WIDTHS.clear()
+        runs = _runs(pdf, text)
+        if len(runs) == 1 and runs[0][0] == pdf.font_style:
+            w = pdf.get_string_width(text)
+        else:
+            keep, size = pdf.font_style, pdf.font_size_pt
+            w = 0.0
+            for style, run in runs:
+                pdf.set_font("cjk", style, size)
+                w += pdf.get_string_width(run)
+            pdf.set_font("cjk", keep, size)
+        _WIDTHS[key] = w
+    return w
+
+
+def _put(pdf, x: float, baseline: float, text: str) -> None:
+    """``text`` with its left end at ``x`` on ``baseline`` (bold falls back as in ``_runs``)."""
+    if not text:
+        return
+    runs = _runs(pdf, text)
+    if len(runs) == 1 and runs[0][0] == pdf.font_style:
+        pdf.text(x, baseline, text)
+        return
+    keep, size = pdf.font_style, pdf.font_size_pt
+    for style, run in runs:
+        pdf.set_font("cjk", style, size)
+        pdf.text(x, baseline, run)
+        x += _width(pdf, run)
+    pdf.set_font("cjk", keep, size)
+
+
+def _wrap(pdf, text: str, w: float) -> list[str]:
+    """``text`` broken into lines no wider than ``w`` (at spaces, else between characters, as
+    for CJK text); one line when it fits, which is nearly always."""
+    out: list[str] = []
+    for para in text.split("\n"):
+        if _width(pdf, para) <= w:
+            out.append(para)
+            continue
+        line = ""
+        for word in para.split(" "):
+            cand = f"{line} {word}" if line else word
+            if _width(pdf, cand) <= w:
+                line = cand
+                continue
+            if line:
+                out.append(line)
+                line = ""
+            # a word wider than the line: break it between characters
+            for ch in word:
+                if line and _width(pdf, line + ch) > w:
+                    out.append(line)
+                    line = ""
+                line += ch
+        out.append(line)
+    return out
+
+
+def _baseline(pdf, y: float, line_h: float) -> float:
+    return y + line_h / 2 + 0.3 * pdf.font_size
+
+
+def _para(pdf, w: float, line_h: float, text: str, align: str = "L", x: float | None = None):
+    """A paragraph of ``text`` at the current position (or at ``x``), wrapped to ``w``; the
+    position moves to the line under it, at the left margin."""
+    pad = pdf.c_margin
+    x = (pdf.l_margin if x is None else x) + pad
+    w -= 2 * pad
+    for ln in _wrap(pdf, text, w):
+        if pdf.get_y() + line_h > pdf.page_break_trigger:
+            pdf.add_page()
+        y = pdf.get_y()
+        tx = x + w - _width(pdf, ln) if align == "R" else x
+        _put(pdf, tx, _baseline(pdf, y, line_h), ln)
+        pdf.set_y(y + line_h)
+    pdf.set_x(pdf.l_margin)
+
+
+class _Table:
+    """A table drawn by hand: fixed column widths, a heading row (repeated on a new page), rows
+    of cells (text, columns spanned, style) one line high unless a text needs more lines."""
+
+    def __init__(self, pdf, widths, aligns, line_h: float, head=None) -> None:
+        self.pdf = pdf
+        self.widths = list(widths)
+        self.aligns = aligns
+        self.line_h = line_h
+        self.head = head
+        self.size = pdf.font_size_pt
+        self.x = pdf.l_margin
+        if head is not None:
+            self._row(head, "B", HEAD_FILL)
+
+    def row(self, cells, style: str = "", fill=None, keep: int = 0) -> None:
+        """``cells``: (text, span, grey) tuples, or plain strings; ``keep``: how many one-line
+        rows after it must share its page (a section's label is never alone at a page foot)."""
+        self._row(cells, style, fill, keep)
+
+    def _row(self, cells, style: str, fill, keep: int = 0) -> None:
+        pdf = self.pdf
+        pdf.set_font("cjk", style, self.size)
+        placed = []
+        col = 0
+        for cell in cells:
+            text, span, grey = (cell, 1, False) if isinstance(cell, str) else cell
+            w = sum(self.widths[col : col + span])
+            placed.append((col, w, _wrap(pdf, text, w - 2 * PAD), grey))
+            col += span
+        lines = max(len(p[2]) for p in placed)
+        h = self.line_h * lines
+        if pdf.get_y() + h + keep * self.line_h > pdf.page_break_trigger:
+            pdf.add_page()
+            if self.head is not None and cells is not self.head:
+                self._row(self.head, "B", HEAD_FILL)
+                pdf.set_font("cjk", style, self.size)
+        y = pdf.get_y()
+        total_w = sum(self.widths)
+        if fill is not None:
+            pdf.set_fill_color(*fill)
+            pdf.rect(self.x, y, total_w, h, style="F")
+        for col, w, texts, grey in placed:
+            cx = self.x + sum(self.widths[:col])
+            align = self.aligns[col]
+            pdf.set_text_color(*(GREY if grey else INK))
+            if grey:  # a note: regular, grey
+                pdf.set_font("cjk", "", self.size)
+            for i, ln in enumerate(texts):
+                base = _baseline(pdf, y + i * self.line_h, self.line_h)
+                tx = cx + w - PAD - _width(pdf, ln) if align == "R" else cx + PAD
+                _put(pdf, tx, base, ln)
+            if grey:
+                pdf.set_font("cjk", style, self.size)
+        pdf.set_text_color(*INK)
+        pdf.set_draw_color(*RULE)
+        pdf.set_line_width(0.2)
+        pdf.line(self.x, y + h, self.x + total_w, y + h)
+        pdf.set_xy(pdf.l_margin, y + h)
+
+
 def _header(pdf, bill: Bill, title: str) -> None:
     """Issuer (left) and the document's title and key facts (right); then Bill to (left) and
     the amount box (right)."""
@@ -118,7 +291,7 @@ def _issuer_and_facts(pdf, bill: Bill, title: str, left_w, right_x, right_w) -> 
     # issuer
     if s is not None:
         _text(pdf, 11, "B")
-        pdf.multi_cell(left_w, 5.5, s.issuer.name, new_x="LMARGIN", new_y="NEXT", align="L")
+        _para(pdf, left_w, 5.5, s.issuer.name)
         _text(pdf, 8.5, "", GREY)
         lines = [s.issuer.local_name] if s.issuer.local_name else []
         lines += list(s.issuer.address)
@@ -128,7 +301,7 @@ def _issuer_and_facts(pdf, bill: Bill, title: str, left_w, right_x, right_w) -> 
         if contact:
             lines.append(contact)
         for ln in lines:
-            pdf.multi_cell(left_w, 4.2, ln, new_x="LMARGIN", new_y="NEXT", align="L")
+            _para(pdf, left_w, 4.2, ln)
     left_end = pdf.get_y()
 
     # title and facts
@@ -165,15 +338,15 @@ def _bill_to_and_amount(pdf, bill: Bill, left_w, right_x, right_w) -> None:
     pdf.cell(left_w, 4.5, "BILL TO", new_x="LMARGIN", new_y="NEXT")
     rec = recipient_lines(bill)
     _text(pdf, 10, "B")
-    pdf.multi_cell(left_w, 5, rec[0], new_x="LMARGIN", new_y="NEXT", align="L")
+    _para(pdf, left_w, 5, rec[0])
     _text(pdf, 8.5)
     for ln in rec[1:]:
-        pdf.multi_cell(left_w, 4.3, ln, new_x="LMARGIN", new_y="NEXT", align="L")
+        _para(pdf, left_w, 4.3, ln)
     _text(pdf, 8.5, "", GREY)
     partner = f"Partner ID: {bill.partner_id}"
     if bill.header.get("partner_name") and bill.header.get("partner_name") != rec[0]:
         partner += f" · {bill.header['partner_name']}"
-    pdf.multi_cell(left_w, 4.3, partner, new_x="LMARGIN", new_y="NEXT", align="L")
+    _para(pdf, left_w, 4.3, partner)
     left_end = pdf.get_y()
 
     box_h = 24
@@ -218,62 +391,51 @@ def _notices(pdf, bill: Bill) -> None:
     sup = bill.supersedes_invoice_no
     if sup:
         _text(pdf, 9.5, "B", ACCENT)
-        pdf.multi_cell(
+        _para(
+            pdf,
             pdf.epw,
             5,
             f"This {document_title(bill).lower()} (version {bill.version}) supersedes invoice "
             f"{sup}: it replaces that invoice, which is void. Payments made against {sup} are "
             "applied to the partner's bills as shown below.",
-            new_x="LMARGIN",
-            new_y="NEXT",
-            align="L",
         )
         pdf.ln(2)
     elif bill.version > 1:
         _text(pdf, 9.5, "B", ACCENT)
-        pdf.multi_cell(
+        _para(
+            pdf,
             pdf.epw,
             5,
             f"Restated bill: version {bill.version} replaces version {bill.version - 1} of "
             f"{bill.month}.",
-            new_x="LMARGIN",
-            new_y="NEXT",
-            align="L",
         )
         pdf.ln(2)
     if not bill.is_current:
         _text(pdf, 10, "B", RED)
-        pdf.multi_cell(
+        _para(
+            pdf,
             pdf.epw,
             5.5,
             f"SUPERSEDED: version {bill.version} was replaced by a restatement; "
             "this document is void and kept as issued.",
-            new_x="LMARGIN",
-            new_y="NEXT",
-            align="L",
         )
         pdf.ln(2)
 
 
 def _amount_table(pdf, rows, bold_rows=(), width_ratio=0.72, col_widths=(62, 40, 26)) -> None:
-    from fpdf.fonts import FontFace
-
-    bold = FontFace(emphasis="BOLD")
-    with pdf.table(
-        col_widths=col_widths,
-        width=pdf.epw * width_ratio,
-        align="LEFT",
-        text_align=("LEFT", "LEFT", "RIGHT"),
-        line_height=5.6,
-        first_row_as_headings=True,
-        headings_style=FontFace(emphasis="BOLD", fill_color=HEAD_FILL),
-    ) as t:
-        for i, (a, b, c) in enumerate(rows):
-            row = t.row()
-            style = bold if i in bold_rows else None
-            row.cell(a, style=style)
-            row.cell(b, style=FontFace(color=GREY) if i else None)
-            row.cell(c, style=style)
+    """A heading row and rows of (label, note, amount): the note grey, the amount right."""
+    total = pdf.epw * width_ratio
+    scale = total / sum(col_widths)
+    t = _Table(
+        pdf,
+        [c * scale for c in col_widths],
+        ("L", "L", "R"),
+        5.6,
+        head=list(rows[0]),
+    )
+    for i, (a, b, c) in enumerate(rows[1:], start=1):
+        bold = i in bold_rows
+        t.row([(a, 1, False), (b, 1, True), (c, 1, False)], "B" if bold else "")
 
 
 def _components(pdf, bill: Bill) -> None:
@@ -311,14 +473,12 @@ def _payment(pdf, bill: Bill) -> None:
     if bill.amount_due <= 0:
         _text(pdf, 9)
         what = "negative" if bill.header["bill_amount"] < 0 else "zero"
-        pdf.multi_cell(
+        _para(
+            pdf,
             pdf.epw,
             4.6,
             f"The bill amount is {what}: no amount is due and no payment is requested for "
             f"{bill.month}. This statement is not a request for payment.",
-            new_x="LMARGIN",
-            new_y="NEXT",
-            align="L",
         )
         pdf.ln(3)
         return
@@ -327,13 +487,8 @@ def _payment(pdf, bill: Bill) -> None:
         return
     _text(pdf, 9)
     if bill.account is not None and bill.balance_due <= 0:
-        pdf.multi_cell(
-            pdf.epw,
-            4.6,
-            f"This invoice is paid in full as of {bill.invoice_date}. Thank you.",
-            new_x="LMARGIN",
-            new_y="NEXT",
-            align="L",
+        _para(
+            pdf, pdf.epw, 4.6, f"This invoice is paid in full as of {bill.invoice_date}. Thank you."
         )
         pdf.ln(3)
         return
@@ -343,14 +498,12 @@ def _payment(pdf, bill: Bill) -> None:
     pay = bill.balance_due if bill.account is not None else bill.amount_due
     terms = f" ({s.terms_days} days from the invoice date)" if s is not None else ""
     _text(pdf, 9)
-    pdf.multi_cell(
+    _para(
+        pdf,
         pdf.epw,
         4.8,
         f"Please pay {fmt_amount(pay)} {bill.currency} by {bill.due_date}{terms}. "
         f"Payment reference: {bill.invoice_no}.",
-        new_x="LMARGIN",
-        new_y="NEXT",
-        align="L",
     )
     account = s.account_for(bill.currency) if s is not None else None
     if account is not None:
@@ -358,139 +511,145 @@ def _payment(pdf, bill: Bill) -> None:
             _text(pdf, 8.5, "", GREY)
             pdf.cell(32, 4.6, label)
             _text(pdf, 8.5)
-            pdf.multi_cell(pdf.epw - 32, 4.6, value, new_x="LMARGIN", new_y="NEXT", align="L")
+            _para(pdf, pdf.epw - 32, 4.6, value, x=pdf.l_margin + 32)
         _text(pdf, 8.5, "", GREY)
         pdf.cell(32, 4.6, "Reference")
         _text(pdf, 8.5, "B")
         pdf.cell(pdf.epw - 32, 4.6, str(bill.invoice_no), new_x="LMARGIN", new_y="NEXT")
     if s is not None and s.payment_note:
         _text(pdf, 8, "", GREY)
-        pdf.multi_cell(pdf.epw, 4.2, s.payment_note, new_x="LMARGIN", new_y="NEXT", align="L")
+        _para(pdf, pdf.epw, 4.2, s.payment_note)
     pdf.ln(3)
 
 
 def _products(pdf, bill: Bill) -> None:
-    from fpdf.fonts import FontFace
-
     if pdf.get_y() + 30 > pdf.page_break_trigger:
         pdf.add_page()  # no heading alone at the foot of a page
     _heading(pdf, "Expenditure by product")
     h = bill.header
     groups = product_groups(bill)
-    bold = FontFace(emphasis="BOLD")
-    grey = FontFace(color=GREY)
     _text(pdf, 8.5)
-    with pdf.table(
-        col_widths=(62, 40, 28, 30),
-        width=pdf.epw,
-        line_height=4.8,
-        text_align=("LEFT", "LEFT", "LEFT", "RIGHT"),
-        repeat_headings=1,
-        headings_style=FontFace(emphasis="BOLD", fill_color=HEAD_FILL),
-    ) as t:
-        head = t.row()
-        for text in ("Product", "Product ID", "Region", f"Amount ({bill.currency})"):
-            head.cell(text)
-        for g in groups:
-            name = g["product_name"] or g["product_id"]
-            if len(g["rows"]) == 1:
-                row = t.row()
-                row.cell(name)
-                row.cell(g["product_id"], style=grey)
-                row.cell(g["rows"][0]["region"] or "")
-                row.cell(fmt_amount(g["subtotal"]))
-                continue
-            for r in g["rows"]:
-                row = t.row()
-                first = r is g["rows"][0]
-                row.cell(name if first else "", style=None)
-                row.cell(g["product_id"] if first else "", style=grey)
-                row.cell(r["region"] or "")
-                row.cell(fmt_amount(r["consume_amount"]))
-            row = t.row()
-            row.cell(f"Subtotal {name}", colspan=3, style=bold)
-            row.cell(fmt_amount(g["subtotal"]), style=bold)
-        # each row is rounded to the cent on its own (as in expenditure_by_product), so their
-        # sum may miss the bill's consume amount by a few cents: show it, to add up
-        diff = h["consume_amount"] - sum((g["subtotal"] for g in groups), ZERO)
-        if diff:
-            row = t.row()
-            row.cell("Rounding (each row is rounded to the cent)", colspan=3)
-            row.cell(fmt_amount(diff))
-        row = t.row()
-        row.cell("Total consumption", colspan=3, style=bold)
-        row.cell(fmt_amount(h["consume_amount"]), style=bold)
-        row = t.row()
-        row.cell("Others", colspan=4, style=FontFace(emphasis="BOLD", fill_color=(240, 240, 240)))
-        row = t.row()
-        row.cell("Refunds (unsubscriptions and changes)", colspan=3)
-        row.cell(fmt_amount(-h["refunds"]))
-        row = t.row()
-        row.cell("Adjustments", colspan=3)
-        row.cell(fmt_amount(h["adjustments"]))
-        row = t.row()
-        row.cell("Total before coupons and tax", colspan=3, style=bold)
-        row.cell(fmt_amount(h["consume_amount"] - h["refunds"] + h["adjustments"]), style=bold)
+    scale = pdf.epw / 160
+    t = _Table(
+        pdf,
+        [c * scale for c in (62, 40, 28, 30)],
+        ("L", "L", "L", "R"),
+        4.8,
+        head=["Product", "Product ID", "Region", f"Amount ({bill.currency})"],
+    )
+    for g in groups:
+        name = g["product_name"] or g["product_id"]
+        if len(g["rows"]) == 1:
+            t.row(
+                [
+                    (name, 1, False),
+                    (g["product_id"], 1, True),
+                    (g["rows"][0]["region"] or "", 1, False),
+                    (fmt_amount(g["subtotal"]), 1, False),
+                ]
+            )
+            continue
+        for r in g["rows"]:
+            first = r is g["rows"][0]
+            t.row(
+                [
+                    (name if first else "", 1, False),
+                    (g["product_id"] if first else "", 1, True),
+                    (r["region"] or "", 1, False),
+                    (fmt_amount(r["consume_amount"]), 1, False),
+                ]
+            )
+        t.row(
+            [(f"Subtotal {name}", 3, False), (fmt_amount(g["subtotal"]), 1, False)],
+            "B",
+            SUBTOTAL_FILL,
+        )
+    # each row is rounded to the cent on its own (as in expenditure_by_product), so their
+    # sum may miss the bill's consume amount by a few cents: show it, to add up
+    diff = h["consume_amount"] - sum((g["subtotal"] for g in groups), ZERO)
+    if diff:
+        t.row(
+            [("Rounding (each row is rounded to the cent)", 3, False), (fmt_amount(diff), 1, False)]
+        )
+    t.row(
+        [("Total consumption", 3, False), (fmt_amount(h["consume_amount"]), 1, False)],
+        "B",
+        SUBTOTAL_FILL,
+    )
+    t.row([("Others", 4, False)], "B", OTHERS_FILL, keep=3)
+    t.row(
+        [("Refunds (unsubscriptions and changes)", 3, False), (fmt_amount(-h["refunds"]), 1, False)]
+    )
+    t.row([("Adjustments", 3, False), (fmt_amount(h["adjustments"]), 1, False)])
+    t.row(
+        [
+            ("Total before coupons and tax", 3, False),
+            (fmt_amount(h["consume_amount"] - h["refunds"] + h["adjustments"]), 1, False),
+        ],
+        "B",
+        SUBTOTAL_FILL,
+    )
     pdf.ln(1.5)
     _text(pdf, 7.5, "", GREY)
-    pdf.multi_cell(
+    _para(
+        pdf,
         pdf.epw,
         4,
         f"{len(bill.lines)} bill lines; the details are in "
         f"bill-details-{bill.partner_id}-{bill.month}-v{bill.version}.xlsx / .csv / .parquet. "
         "Refunds and coupons are shown as negative amounts. Bill amount = consume amount + "
         "refunds + adjustments + coupons + tax; amount due = max(bill amount, 0).",
-        new_x="LMARGIN",
-        new_y="NEXT",
-        align="L",
     )
     pdf.ln(3)
 
 
 def _charts(pdf, bill: Bill) -> None:
-    """The charts that earn their place. Side by side under one heading in the space left on
-    the page (shrunk a little if need be); when that space is too small, on a page of their
-    own, one above the other at full width, so that no page holds a lone small chart."""
-    shown = _render_charts(bill, 4.2, 3.0)
+    """The charts that earn their place, drawn as vector shapes. Side by side under one
+    heading in the space left on the page (a little lower if need be); when that space is too
+    small, on a page of their own, one above the other at full width, so that no page holds a
+    lone small chart."""
+    shown = _chart_jobs(bill)
     if not shown:
         return
-    gap = 4
+    gap = 6
     w = (pdf.epw - gap) / 2 if len(shown) == 2 else pdf.epw * 0.62
-    wpx, hpx = shown[0][0].size
-    img_h = w * hpx / wpx
+    h = w * 3.0 / 4.2
     room = pdf.page_break_trigger - pdf.get_y() - 9  # the heading takes 8 mm
-    if room >= img_h * 0.6:
-        if room < img_h:
-            w, img_h = w * room / img_h, room
+    if room >= h * 0.6:
+        h = min(h, room)
         _heading(pdf, "Charts")
         y = pdf.get_y()
-        for i, (image, alt) in enumerate(shown):
-            pdf.image(image, x=pdf.l_margin + i * (w + gap), y=y, w=w, alt_text=alt)
-        pdf.set_y(y + img_h + 2)
+        for i, draw in enumerate(shown):
+            draw(pdf, pdf.l_margin + i * (w + gap), y, w, h)
+        pdf.set_y(y + h + 2)
         return
     pdf.add_page()
     _heading(pdf, "Charts")
     w = pdf.epw * 0.92
-    for image, alt in _render_charts(bill, 7.0, 4.6):
-        pdf.image(image, x=pdf.l_margin + (pdf.epw - w) / 2, w=w, alt_text=alt)
-        pdf.ln(4)
+    h = w * 4.6 / 7.0
+    for draw in shown:
+        y = pdf.get_y()
+        draw(pdf, pdf.l_margin + (pdf.epw - w) / 2, y, w, h)
+        pdf.set_y(y + h + 6)
 
 
-def _render_charts(bill: Bill, w: float, h: float) -> list[tuple[Any, str]]:
+def _chart_jobs(bill: Bill) -> list[Any]:
+    """The charts of ``bill`` that say something, each a ``draw(pdf, x, y, w, h)``."""
     from pipelines.exports import charts
 
     head = bill.header
     net = head["consume_amount"] - head["refunds"] + head["adjustments"]
-    pair = [
-        (
-            charts.products_chart(product_groups(bill), bill.currency, w, h),
-            "Top products by consumption",
-        ),
-        (
-            charts.estimates_chart(
-                bill.estimates, net, head["bill_amount"], bill.month, bill.currency, w, h
-            ),
-            "Daily estimate against the bill",
-        ),
-    ]
-    return [(image, alt) for image, alt in pair if image is not None]
+    jobs = []
+    top = charts.products_data(product_groups(bill))
+    if top is not None:
+        jobs.append(
+            lambda pdf, x, y, w, h: charts.products_chart(pdf, top, bill.currency, x, y, w, h)
+        )
+    est = charts.estimates_data(bill.estimates)
+    if est is not None:
+        jobs.append(
+            lambda pdf, x, y, w, h: charts.estimates_chart(
+                pdf, est, net, head["bill_amount"], bill.month, bill.currency, x, y, w, h
+            )
+        )
+    return jobs

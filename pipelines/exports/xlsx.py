@@ -28,7 +28,12 @@ from typing import Any
 from pipelines import schema
 from pipelines.exports import document as doc
 from pipelines.exports.bill import Bill
-from pipelines.exports.common import MONEY_DETAIL_COLUMNS, neutralise, round2
+from pipelines.exports.common import (
+    FORMULA_PREFIXES,
+    MONEY_DETAIL_COLUMNS,
+    neutralise,
+    round2,
+)
 
 MONEY_2 = "#,##0.00"
 MONEY_6 = "#,##0.000000"
@@ -57,7 +62,12 @@ class _Book:
         self.wb = xlsxwriter.Workbook(
             str(path),
             # not in_memory: it would save a few temporary files but changes the zip's bytes
-            {"strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False},
+            {
+                "in_memory": True,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+                "strings_to_numbers": False,
+            },
         )
         closed_at = bill.header.get("closed_at")
         self.wb.set_properties(
@@ -103,9 +113,28 @@ class _Book:
         for c, h in enumerate(headers):
             ws.write_string(0, c, h, self.fmt["head"])
         r = 0
+        # the data rows, the bulk of a workbook (a bill's lines): one writer a column, chosen
+        # once; numbers' widths from each column's extremes, once at the end
+        writers = [self._column_writer(ws, kind) for kind in kinds]
+        lo = [0.0] * len(kinds)
+        hi = [0.0] * len(kinds)
         for r, row in enumerate(rows, start=1):
-            for c, (value, kind) in enumerate(zip(row, kinds, strict=True)):
-                widths[c] = max(widths[c], self._write(ws, r, c, value, kind))
+            for c, value in enumerate(row):
+                if value is None or value == "":
+                    continue  # a blank cell without a format: xlsxwriter writes nothing
+                got = writers[c](r, c, value)
+                if got is None:  # a money cell: its width later
+                    v = float(value)
+                    if v < lo[c]:
+                        lo[c] = v
+                    elif v > hi[c]:
+                        hi[c] = v
+                elif got > widths[c]:
+                    widths[c] = got
+        for c, kind in enumerate(kinds):
+            if kind in ("money2", "money6"):
+                places = 2 if kind == "money2" else 6
+                widths[c] = max(widths[c], *(len(f"{v:,.{places}f}") + 3 for v in (lo[c], hi[c])))
         for row in totals:
             r += 1
             for c, (value, kind) in enumerate(zip(row, kinds, strict=True)):
@@ -115,6 +144,43 @@ class _Book:
         ws.freeze_panes(1, 0)
         if rows:
             ws.autofilter(0, 0, len(rows), len(headers) - 1)
+
+    def _column_writer(self, ws, kind: str):
+        """A writer of the non-null data cells of a column of ``kind``: ``(r, c, value)`` ->
+        the width the cell needs, or None for a money cell (sized from the column's range).
+        The same cells as ``_write``, without choosing the kind at each one."""
+        fmt = self.fmt
+        if kind == "text":
+            write_string = ws.write_string
+
+            def text(r: int, c: int, value: Any) -> int:
+                s = value if isinstance(value, str) else str(value)
+                if s.startswith(FORMULA_PREFIXES):
+                    s = "'" + s
+                write_string(r, c, s)
+                return (len(s) if s.isascii() else _display_width(s)) + 2
+
+            return text
+        if kind in ("money2", "money6"):
+            write_number, money = ws.write_number, fmt[kind]
+
+            def amount(r: int, c: int, value: Any) -> None:
+                write_number(r, c, float(value), money)
+
+            return amount
+        if kind == "qty":
+            write_number, qty = ws.write_number, fmt["qty"]
+            sizes: dict[Any, int] = {}
+
+            def quantity(r: int, c: int, value: Any) -> int:
+                write_number(r, c, float(value), qty)
+                w = sizes.get(value)
+                if w is None:
+                    w = sizes[value] = len(format(Decimal(value).normalize(), "f")) + 3
+                return w
+
+            return quantity
+        return lambda r, c, value: self._write(ws, r, c, value, kind)
 
     def _write(self, ws, r: int, c: int, value: Any, kind: str, bold: bool = False) -> int:
         """Write one typed cell; returns the width it needs."""
