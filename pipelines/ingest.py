@@ -139,9 +139,6 @@ def landing_date_present(data_dir: str | Path | None, day: str | dt.date) -> boo
 
 def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> IngestResult:
     t0 = time.monotonic()
-    from pipelines import quality
-
-    quality.prewarm()  # the quality gate's import overlaps the reading and the checks
     paths = Paths(root)
     day = d.isoformat()
     part = paths.ingest_dir(day)
@@ -153,6 +150,7 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
         ignored: list[str] = []
         for feed in FEED_ORDER:
             stats[feed] = _stage_feed(con, paths, feed, day, echo, ignored)
+            _prewarm_if_needed(feed, stats[feed])
         _previous_reference(con, earlier)
         # the reference feeds first: a date whose records have no snapshot or price list at
         # all stops here, before anything is written
@@ -249,6 +247,17 @@ def _stage_feed(
         if n >= 1_000_000:
             echo(f"  {feed}/{path.name}: {n:,} rows read")
     return st
+
+
+def _prewarm_if_needed(feed: str, st: FeedStats) -> None:
+    """Start importing Great Expectations in the background (``quality.prewarm``) as soon as a
+    staged record feed is small enough for the quality gate to hand GX every row, so the
+    import overlaps the reading and the checks. A day whose record feeds are all bigger than
+    that (or empty) does not import GX at all unless DuckDB finds a row breaking a rule."""
+    from pipelines import quality
+
+    if feed in RECORD_FEEDS and 0 < st.total("rows_read") <= quality.MAX_GX_ROWS:
+        quality.prewarm()
 
 
 def _previous_reference(con, earlier) -> None:
@@ -575,15 +584,22 @@ def _accept(con, feed: str, vdir: Path) -> None:
         accepted = f"({sql('ingest/accepted_records')})"
     else:
         accepted = f"{feed}_accepted"
-    con.execute(
-        render(
-            "ingest/accepted",
-            output=output_columns(feed),
-            accepted=accepted,
-            order_by="" if feed == "usage" else "order by _file, _row",
-        ),
-        {"path": str(target)},
+    query = render(
+        "ingest/accepted",
+        output=output_columns(feed),
+        accepted=accepted,
+        order_by="" if feed == "usage" else "order by _file, _row",
     )
+    if feed == "usage":
+        # the usage file keeps no order (see accepted.sql): without insertion order DuckDB
+        # writes it from every thread at once instead of reassembling the scan's order first
+        con.execute("set preserve_insertion_order = false")
+        try:
+            con.execute(query, {"path": str(target)})
+        finally:
+            con.execute("set preserve_insertion_order = true")
+    else:
+        con.execute(query, {"path": str(target)})
     variable = f"koobill_out_{feed}"
     con.execute(f"set variable {variable} = $files", {"files": lake_files(target)})
     con.execute(render("ingest/output_view", view=f"out_{feed}", variable=variable))

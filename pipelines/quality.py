@@ -12,7 +12,10 @@ Which engine counts what (README, "Data quality: how it is checked"):
   suite is loaded (``load_suite``; a type without a SQL form is refused then, before any data
   is read). Great Expectations validates the rows handed to it (every row of a table up to
   ``max_gx_rows``, else the offending rows DuckDB found, up to ``SAMPLE_ROWS`` per rule) and
-  must agree. The report says so and names the engine of each count. (GX's own SQL engine on
+  must agree. The report says so and names the engine of each count. When no row is handed to
+  GX (a table over ``max_gx_rows`` in which DuckDB found no offending row), GX is not run, nor
+  imported: the suite is plain data (``expectations.feeds.Suite``), and the report says that
+  DuckDB alone counted. (GX's own SQL engine on
   DuckDB through SQLAlchemy does not run with the pinned GX, SQLAlchemy and duckdb-engine: see
   the README.)
 
@@ -23,8 +26,8 @@ Each validation writes ``<name>.html`` (Great Expectations' validation page, wit
 the counts, their engine, failures and offending rows at the top) and ``<name>.json`` (the
 validation result; koobill's summary under ``meta.koobill``) into ``report_dir``, pass or fail.
 
-Great Expectations is imported inside the functions that validate: importing this module is
-cheap.
+Great Expectations is imported inside the functions that validate, and only when it validates
+rows: importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -65,7 +68,6 @@ def prewarm() -> None:
     def run() -> None:
         try:
             import expectations.bills  # noqa: F401  (imports great_expectations)
-            import expectations.feeds  # noqa: F401
         except Exception:  # noqa: BLE001  the validating thread imports again and reports
             pass
 
@@ -219,12 +221,13 @@ def _sql_form(suite_name: str, rule: _Rule, kw: dict, p: str) -> tuple[str, dict
 
 
 def load_suite(suite: Any, engine: str) -> list[_Rule]:
-    """The rules of ``suite`` for ``engine`` ("gx": Great Expectations evaluates every
-    expectation itself; "duckdb": each is translated to SQL now). Refuses, before any data is
-    read, a suite whose rule names repeat or that holds a type the engine cannot count."""
+    """The rules of ``suite`` (a Great Expectations suite, or ``expectations.feeds.Suite``: the
+    same as plain data) for ``engine`` ("gx": Great Expectations evaluates every expectation
+    itself; "duckdb": each is translated to SQL now). Refuses, before any data is read, a suite
+    whose rule names repeat or that holds a type the engine cannot count."""
     rules = []
     for i, e in enumerate(suite.expectations):
-        kw = e.configuration.kwargs
+        kw = _kwargs(e)
         meta = e.meta or {}
         rule = _Rule(
             name=_rule(e),
@@ -300,6 +303,9 @@ def _offending_rows(df: Any, rule: _Rule, key: tuple[str, ...], index: list) -> 
 def _gx_run(df: Any, suite: Any, name: str, result_format: str) -> Any:
     """Great Expectations' pandas engine validates ``df`` (every row of it) with ``suite``."""
     import great_expectations as gx
+
+    if not isinstance(suite, gx.ExpectationSuite):
+        suite = suite.gx()  # expectations.feeds.Suite: plain data
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -569,8 +575,11 @@ def _validate_feed_duckdb(
         df, handed = _gx_frame(con, flagged, params, rules, counts, (n_rows, max_gx_rows))
     finally:
         con.execute(f"drop view if exists {view}")
-    res = _gx_run(df, suite, suite.name, "BASIC")
-    outcomes = _gx_outcomes(res)
+    if len(df):
+        res = _gx_run(df, suite, suite.name, "BASIC")
+        outcomes = _gx_outcomes(res)
+    else:  # no row for GX to validate: it is not run (nor imported), DuckDB alone counted
+        res, outcomes = None, {r.name: (True, 0, [], "") for r in rules}
     checks, failures = [], []
     for i, (rule, count) in enumerate(zip(rules, counts, strict=True)):
         gx_ok, _n, _index, err = outcomes.get(rule.name, (False, None, [], "no result"))
@@ -584,7 +593,57 @@ def _validate_feed_duckdb(
         f"DuckDB counted every expectation on all {n_rows:,} rows; Great Expectations "
         f"validated {len(df):,} of them ({handed})"
     )
+    if res is None:
+        why = "no row breaks a rule" if n_rows else "the table is empty"
+        coverage = (
+            f"DuckDB counted every expectation on all {n_rows:,} rows; no row was handed to "
+            f"Great Expectations ({why}), so it was not run"
+        )
+        res = _DuckDBResult(suite, rules, checks)
     return _Outcome(res, n_rows, len(df), coverage, checks, failures)
+
+
+class _DuckDBResult:
+    """The validation result of a feed that DuckDB alone counted (no row for Great
+    Expectations): the shape of GX's JSON (``success``, ``results``, ``statistics``) with
+    DuckDB's counts. Its HTML page is koobill's summary alone (``_write_report``)."""
+
+    def __init__(self, suite: Any, rules: list[_Rule], checks: list[dict]) -> None:
+        self.suite, self.rules, self.checks = suite, rules, checks
+
+    def to_json_dict(self) -> dict:
+        kwargs = {_rule(e): _kwargs(e) for e in self.suite.expectations}
+        results = [
+            {
+                "success": check["success"],
+                "expectation_config": {
+                    "type": rule.type,
+                    "kwargs": kwargs.get(rule.name, {}),
+                    "description": rule.description,
+                    "meta": {"rule": rule.name, "show": rule.show},
+                },
+                "result": {"unexpected_count": check["violations"]},
+                "counted_by": "DuckDB",
+            }
+            for rule, check in zip(self.rules, self.checks, strict=True)
+        ]
+        ok = sum(1 for r in results if r["success"])
+        return {
+            "success": ok == len(results),
+            "suite_name": self.suite.name,
+            "results": results,
+            "statistics": {
+                "evaluated_expectations": len(results),
+                "successful_expectations": ok,
+                "unsuccessful_expectations": len(results) - ok,
+                "success_percent": 100.0 * ok / len(results) if results else None,
+            },
+        }
+
+
+def _kwargs(e: Any) -> dict:
+    """The arguments of an expectation, GX object or plain data (``expectations.feeds``)."""
+    return dict(e.configuration.kwargs if hasattr(e, "configuration") else e.kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -680,6 +739,19 @@ def _write_report(report_dir: Path, name: str, res: Any, meta: dict) -> tuple[Pa
     doc.setdefault("meta", {})["koobill"] = meta
     write_text(json_path, json.dumps(doc, indent=2, default=str))
     summary = _summary_html(meta)
+    if isinstance(res, _DuckDBResult):  # GX was not run: koobill's summary is the page
+        page = (
+            "<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>{html.escape(meta['title'])}</title>"
+            f"<style>{reports.stylesheet()}</style></head><body>"
+            f"<div class='container-fluid p-3'><p><a href='{html.escape(reports.index_href(report_dir))}'>"
+            f"Home</a></p></div>{summary}</body></html>"
+        )
+        _atomic_write(html_path, page)
+        reports.write_index(
+            reports.quality_root(report_dir), _atomic_write, html_path, meta["success"]
+        )
+        return html_path, json_path
     try:
         from great_expectations.render.renderer import ValidationResultsPageRenderer
         from great_expectations.render.view import DefaultJinjaPageView

@@ -5,7 +5,8 @@
 -- feed's columns, the bill month and, for usage, the rated amounts); accepted the
 -- accepted rows; order_by the order the file keeps (usage, the feed at metering scale,
 -- is written in the order the parallel engine yields it: sorting millions of wide rows would
--- cost a third of the ingest; every other file keeps the landing files' order).
+-- cost a third of the ingest; every other file keeps the landing files' order). zstd at level 1:
+-- on a 1M-row usage day it writes a file no larger than the default level 3, with less CPU.
 
 copy (
     select
@@ -13,4 +14,4 @@ copy (
         {{ output }}
     from {{ accepted }}
     {{ order_by }}
-) to $path (format parquet, compression zstd)
+) to $path (format parquet, compression zstd, compression_level 1)
