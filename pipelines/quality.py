@@ -747,10 +747,8 @@ def _write_report(report_dir: Path, name: str, res: Any, meta: dict) -> tuple[Pa
             f"<div class='container-fluid p-3'><p><a href='{html.escape(reports.index_href(report_dir))}'>"
             f"Home</a></p></div>{summary}</body></html>"
         )
-        _atomic_write(html_path, page)
-        reports.write_index(
-            reports.quality_root(report_dir), _atomic_write, html_path, meta["success"]
-        )
+        write_text(html_path, page)
+        reports.write_index(reports.quality_root(report_dir), html_path, meta["success"])
         return html_path, json_path
     try:
         from great_expectations.render.renderer import ValidationResultsPageRenderer
