@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,11 @@ def provenance_rows(con, root: Path, month: str, bills: list[dict]) -> list[dict
     paths = Paths(root)
     inputs = _Inputs.read(con, paths, month)
     stat = _FileStat(root)
+    # every billed landing file hashed once, on every core (a month of big usage days is GBs)
+    stat.prefetch(
+        [f"landing/{feed}/{d}/{f}" for _p, feed, d, f, _n in inputs.records]
+        + [f"landing/prices/{d}/{f}" for d, f in inputs.price_files]
+    )
     out: list[dict] = []
     for b in bills:
         base = {"partner_id": b["partner_id"], "bill_month": month, "version": int(b["version"])}
@@ -200,8 +206,22 @@ class _FileStat:
     def __call__(self, rel: str) -> tuple[int | None, str | None]:
         p = self.root / rel
         if p not in self.seen:
-            self.seen[p] = (p.stat().st_size, sha256_of(p)) if p.is_file() else (None, None)
+            self.seen[p] = self._read(p)
         return self.seen[p]
+
+    @staticmethod
+    def _read(p: Path) -> tuple[int | None, str | None]:
+        return (p.stat().st_size, sha256_of(p)) if p.is_file() else (None, None)
+
+    def prefetch(self, rels: list[str]) -> None:
+        """Hash these files in threads, one per core (hashlib releases the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo = sorted({self.root / r for r in rels} - set(self.seen))
+        if len(todo) < 2:
+            return
+        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
+            self.seen.update(zip(todo, pool.map(self._read, todo), strict=True))
 
 
 def _settings(month: str, bill: dict, discount: Any, snapshot: str | None) -> list[tuple]:
