@@ -176,7 +176,7 @@ def _amount(header: dict, name: str) -> Decimal:
 
 def _line_checks(bill: Any) -> list[Check]:
     """Step 3: the bill's components against its lines and its own arithmetic."""
-    from pipelines.variance import round2
+    from pipelines.exports.common import round2
 
     h = bill.header
     zero = Decimal(0)

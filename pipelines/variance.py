@@ -22,11 +22,12 @@ of its exact sum), so the terms add up to bill_amount(v) - E exactly, to the cen
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from pipelines import calendar as cal
+from pipelines.exports.common import round2  # the bills' rounding: half away from zero
 
 ZERO = Decimal(0)
 TERMS = (
@@ -37,12 +38,6 @@ TERMS = (
     "tax",
     "unexplained",
 )
-
-
-def round2(x: Decimal) -> Decimal:
-    """Half away from zero to the cent (the bills' rounding)."""
-    q = abs(x).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    return q if x >= 0 else -q
 
 
 def net_of(rows: list[tuple[str, Decimal]]) -> Decimal:
