@@ -24,6 +24,7 @@ from pipelines.config import Paths, require_data_dir, resolve_data_dir
 from pipelines.db import connect, create_temp, database_path, lake_files, render, sql
 from pipelines.errors import KoobillError
 from pipelines.lake import (
+    at,
     commit_version,
     data_dir_lock,
     lock_wait_s,
@@ -96,7 +97,7 @@ def close_month(
 
 
 def _existing(paths: Paths, month: str, con) -> tuple[int, Path | None]:
-    part = paths.bills_dir(month)
+    part = at(paths.bills_dir(month))
     f = part / "bills.parquet"
     if not f.exists():
         return 0, None

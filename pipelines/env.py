@@ -107,6 +107,16 @@ class KoobillSettings(BaseSettings):
         doc="`0` turns off importing Great Expectations in a background thread while an ingest "
         "or a close runs its SQL.",
     )
+    lake_retention_hours: int = _setting(
+        0,
+        ge=0,
+        expects="a whole number of hours",
+        example="168",
+        read="ingest, close, export, reconcile",
+        doc="How long the lake keeps a data file after a commit replaced it (Delta Lake time "
+        "travel to older versions needs them). `0` deletes it right after the commit; the "
+        "table's log keeps every commit either way.",
+    )
     web_export_lock_wait_s: float = _setting(
         20.0,
         ge=0,

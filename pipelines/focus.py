@@ -240,7 +240,10 @@ def usage_detail(root: Path | None, partner_id: str, month: str) -> dict[tuple, 
     from pipelines.config import Paths
     from pipelines.db import connect, parquet
 
-    files = sorted(Paths(Path(root)).ingest.glob("landing_date=*/usage.parquet"))
+    from pipelines.lake import partitions
+
+    parts = partitions(Paths(Path(root)).ingest, "landing_date")
+    files = [p / "usage.parquet" for _v, p in parts if (p / "usage.parquet").exists()]
     if not files:
         return {}
     con = connect()

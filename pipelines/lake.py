@@ -1,10 +1,12 @@
 """Atomic, idempotent writes to the lake and a single-writer lock on the data dir.
 
-A partition (one landing date, one bill month) is a folder committed as a whole: its files are
-written into a fresh version folder under ``<table>/.versions/``, then a symlink named after the
-partition is swapped to it with one atomic ``rename``. A reader sees the old partition or the new
-one, never half of either; a crash leaves the previous version in place and an orphan folder
-that the next commit removes.
+The lake is made of Delta Lake tables (:mod:`pipelines.delta`). A lake table such as
+``lake/ingest`` (one partition per landing date) or ``lake/bills`` (per bill month) is a folder
+of *member* tables, one per file kind (``lake/ingest/usage``, ``lake/bills/bill_lines``, ...),
+all partitioned by the same key. A writer writes a partition's files into a staging folder
+(``<table>/.staging/``), then commits each as that partition of its member table, one Delta
+transaction each, the marker member last (``MARKERS``): the partition is listed from then on.
+A crash leaves the previous version in place and a staging folder the next commit removes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 # Re-exported: the errors live in pipelines.errors, the atomic file writes in pipelines.files.
+from pipelines import delta, objectstore
 from pipelines.errors import DataDirError, KoobillError, LockBusy
 from pipelines.files import atomic_path as _atomic_path
 from pipelines.files import fsync_dir, fsync_file
@@ -28,14 +31,20 @@ __all__ = [
     "DataDirError",
     "KoobillError",
     "LockBusy",
+    "append_export_history",
     "atomic_path",
     "clean_orphans",
+    "at",
     "commit_version",
     "data_dir_lock",
     "fsync_dir",
     "lock_wait_s",
     "memory_limit",
+    "drop_partition",
+    "export_history_files",
+    "members",
     "new_version_dir",
+    "partition",
     "partitions",
 ]
 
@@ -94,72 +103,184 @@ def data_dir_lock(root: Path, *, wait_s: float = 0.0, what: str = "a command") -
         os.close(fd)  # closing the descriptor releases the flock
 
 
+# The member committed last in each lake table: a partition exists once it has this member, so
+# a writer killed between two members' commits leaves the partition listed as before (its old
+# marker) or not at all (a first commit), never half-made and listed. The rerun recommits all.
+MARKERS = {"ingest": "files", "bills": "bills", "reconcile": "reconciliation"}
+
+
+def _marker(table_dir: Path) -> str:
+    return MARKERS.get(Path(table_dir).name, "")
+
+
+class Partition:
+    """One committed partition of a lake table: ``part / "usage.parquet"`` is the local path of
+    member table ``usage``'s file for this partition (fetched from object storage when the data
+    dir is remote), or a path that does not exist when that member has no file here."""
+
+    def __init__(self, table_dir: Path, prefix: str, value: str, files: _MemberFiles) -> None:
+        self.table_dir = Path(table_dir)
+        self.prefix = prefix
+        self.value = value
+        self.name = f"{prefix}={value}"
+        self._files = files
+
+    def __truediv__(self, name: str) -> Path:
+        member = name.removesuffix(".parquet")
+        uris = self._files.of(member).get(self.value, [])
+        if not uris:
+            return self.table_dir / member / self.name / ".absent" / name
+        if len(uris) > 1:
+            raise KoobillError(
+                f"lake table {self.table_dir / member}: partition {self.name} has {len(uris)} "
+                "files; koobill commits exactly one per partition"
+            )
+        return delta.local_file(uris[0])
+
+    def exists(self) -> bool:
+        """A listed partition is committed."""
+        return True
+
+    def __repr__(self) -> str:
+        return f"Partition({self.table_dir}, {self.name})"
+
+
+class _MemberFiles:
+    """The member tables of one lake table, each read once (lazily) per listing."""
+
+    def __init__(self, table_dir: Path, prefix: str) -> None:
+        self.table_dir = Path(table_dir)
+        self.prefix = prefix
+        self._cache: dict[str, dict[str, list[str]]] = {}
+
+    def of(self, member: str) -> dict[str, list[str]]:
+        if member not in self._cache:
+            self._cache[member] = delta.partition_files(self.table_dir / member, self.prefix)
+        return self._cache[member]
+
+    def members(self) -> list[str]:
+        return members(self.table_dir)
+
+
+def members(table_dir: Path) -> list[str]:
+    """The member tables of a lake table (sorted), local or on object storage."""
+    table_dir = Path(table_dir)
+    remote = objectstore.remote_of(table_dir)
+    if remote is not None:
+        return objectstore.list_tables(table_dir)
+    if not table_dir.is_dir():
+        return []
+    return sorted(p.name for p in table_dir.iterdir() if (p / "_delta_log").is_dir())
+
+
+def partitions(table_dir: Path, prefix: str) -> list[tuple[str, Partition]]:
+    """Committed partitions of a lake table: ``[(value, partition)]`` sorted by value.
+
+    A partition is committed when the table's marker member has it (the member every commit
+    writes last)."""
+    table_dir = Path(table_dir)
+    files = _MemberFiles(table_dir, prefix)
+    marker = _marker(table_dir) or next(iter(members(table_dir)), None)
+    if marker is None:
+        return []
+    values = sorted(files.of(marker))
+    return [(v, Partition(table_dir, prefix, v, files)) for v in values]
+
+
+def partition(table_dir: Path, prefix: str, value: str) -> Partition | None:
+    """The committed partition ``prefix=value`` of a lake table, or None."""
+    return dict(partitions(table_dir, prefix)).get(value)
+
+
+def at(partition_path: Path) -> Partition:
+    """The partition at ``partition_path`` (``.../<table>/<prefix>=<value>``), committed or not:
+    ``at(p) / "bills.parquet"`` is the member's file, or a path that does not exist."""
+    prefix, value = Path(partition_path).name.split("=", 1)
+    table_dir = Path(partition_path).parent
+    return Partition(table_dir, prefix, value, _MemberFiles(table_dir, prefix))
+
+
+def export_history_files(root: Path) -> list[Path]:
+    """The local paths of the export history's files (``lake/export_history``, an append-only
+    Delta table: one file per export run)."""
+    table = Path(root) / "lake" / "export_history"
+    return [delta.local_file(u) for u in delta.table_files(table)]
+
+
+def append_export_history(root: Path, file: Path, run_id: str) -> None:
+    """Append one export run's rows (a Parquet file) to ``lake/export_history``."""
+    delta.append_file(Path(root) / "lake" / "export_history", file, what=f"export run {run_id}")
+
+
+def staging_dir(table_dir: Path) -> Path:
+    """The lake table's scratch folder for files being written (never read as the lake)."""
+    return Path(table_dir) / ".staging"
+
+
 def new_version_dir(partition: Path) -> Path:
-    """A fresh, empty folder to write the next version of ``partition`` into."""
-    versions = partition.parent / ".versions"
+    """A fresh, empty folder to write the next version of ``partition`` into (its files are
+    committed by :func:`commit_version`)."""
+    staging = staging_dir(partition.parent)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    path = versions / f"{partition.name}.{stamp}.{uuid.uuid4().hex[:8]}.tmp"
+    path = staging / f"{partition.name}.{stamp}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        versions.mkdir(parents=True, exist_ok=True)
+        staging.mkdir(parents=True, exist_ok=True)
         path.mkdir()
     except OSError as exc:
         raise KoobillError(
-            f"cannot write under {versions}: {exc.strerror or exc}; nothing was changed"
+            f"cannot write under {staging}: {exc.strerror or exc}; nothing was changed"
         ) from None
     return path
 
 
 def commit_version(partition: Path, version_dir: Path) -> None:
-    """Atomically make ``version_dir`` the content of ``partition`` and drop the old version."""
-    if partition.exists() and not partition.is_symlink():
-        raise KoobillError(f"{partition} is not a koobill partition link; refusing to replace it")
-    old = Path(os.readlink(partition)) if partition.is_symlink() else None
+    """Commit the files of ``version_dir`` (``<member>.parquet`` each) as partition
+    ``partition`` (``.../<table>/<prefix>=<value>``) of their member tables: one Delta
+    transaction per member, the marker member last; a member the new version lacks has the
+    partition removed. The previous version stays readable until each commit lands."""
+    table_dir = partition.parent
+    prefix, value = partition.name.split("=", 1)
+    files = {f.name.removesuffix(".parquet"): f for f in version_dir.iterdir()}
+    bad = [n for n, f in files.items() if not f.name.endswith(".parquet") or not f.is_file()]
+    if bad:
+        raise KoobillError(f"cannot commit {partition}: unexpected entries {bad} in {version_dir}")
+    marker = _marker(table_dir)
+    if marker and marker not in files:
+        raise KoobillError(f"cannot commit {partition}: the version has no {marker}.parquet")
+    what = f"{table_dir.name} {partition.name}"
+    order = sorted(files, key=lambda n: (n == marker, n))
+    for name in sorted(set(members(table_dir)) - set(files)):
+        delta.delete_partition(table_dir / name, prefix, value, what=what)
     try:
-        for f in version_dir.iterdir():
-            fsync_file(f)
-        final = version_dir.with_suffix("")  # strip ".tmp": the folder is complete
-        os.rename(version_dir, final)
-        fsync_dir(final.parent)
-        tmp_link = partition.parent / f".{partition.name}.{uuid.uuid4().hex[:8]}.link"
-        os.symlink(os.path.relpath(final, partition.parent), tmp_link)
-        os.replace(tmp_link, partition)  # the atomic switch
+        for name in order:
+            delta.commit_file(table_dir / name, prefix, value, files[name], what=what)
     except OSError as exc:
         raise KoobillError(
             f"cannot commit {partition}: {exc.strerror or exc}; the previous version stays"
         ) from None
-    fsync_dir(partition.parent)
-    if old is not None:
-        old_abs = (partition.parent / old).resolve()
-        if old_abs != final.resolve():
-            shutil.rmtree(old_abs, ignore_errors=True)
-    clean_orphans(partition.parent)
+    shutil.rmtree(version_dir, ignore_errors=True)
+    clean_orphans(table_dir)
+
+
+def drop_partition(partition: Path) -> bool:
+    """Remove a partition from every member table (marker first, so it stops being listed
+    before its members go); False when it was not there."""
+    table_dir = partition.parent
+    prefix, value = partition.name.split("=", 1)
+    marker = _marker(table_dir)
+    names = sorted(members(table_dir), key=lambda n: (n != marker, n))
+    found = False
+    for name in names:
+        found |= delta.delete_partition(table_dir / name, prefix, value, what="drop")
+    return found
 
 
 def clean_orphans(table_dir: Path) -> None:
-    """Remove version folders no partition link points to (left by a crash)."""
-    versions = table_dir / ".versions"
-    if not versions.is_dir():
-        return
-    live = set()
-    for link in table_dir.iterdir():
-        if link.is_symlink():
-            live.add((table_dir / os.readlink(link)).resolve())
-        elif link.name.startswith(".") and link.name.endswith(".link"):
-            link.unlink(missing_ok=True)
-    for v in versions.iterdir():
-        if v.resolve() not in live:
+    """Remove staging folders left by a killed writer (callers hold the writer lock)."""
+    staging = staging_dir(table_dir)
+    if staging.is_dir():
+        for v in staging.iterdir():
             shutil.rmtree(v, ignore_errors=True)
-
-
-def partitions(table_dir: Path, prefix: str) -> list[tuple[str, Path]]:
-    """Committed partitions of a table: ``[(value, folder)]`` sorted by value."""
-    if not table_dir.is_dir():
-        return []
-    out = []
-    for link in table_dir.iterdir():
-        if link.name.startswith(prefix + "=") and link.is_symlink() and link.exists():
-            out.append((link.name.split("=", 1)[1], link))
-    return sorted(out)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,14 @@ from pipelines.config import FILE_SUFFIXES, Paths, require_data_dir
 from pipelines.db import connect, create_temp, lake_files, parquet, quote_path, sql
 from pipelines.env import settings
 from pipelines.errors import KoobillError
-from pipelines.lake import commit_version, data_dir_lock, new_version_dir, partitions
+from pipelines.lake import (
+    at,
+    commit_version,
+    data_dir_lock,
+    export_history_files,
+    new_version_dir,
+    partitions,
+)
 
 Echo = Callable[[str], None]
 LAKE_TABLE = "reconcile"
@@ -70,7 +77,7 @@ def after_close(root: Path, month: str, echo: Echo | None = None) -> MonthReport
     """The close's hook (the caller holds the writer lock): build the month's tables; say how
     many residuals the reconciliation lists. A month with no bills (nothing closed) is left
     alone."""
-    if not (Paths(root).bills_dir(month) / "bills.parquet").exists():
+    if not (at(Paths(root).bills_dir(month)) / "bills.parquet").exists():
         return None
     report = build_month(root, month)
     if echo is not None and report.residuals:
@@ -85,7 +92,7 @@ def reconcile_month(data_dir: str | Path | None, month: str) -> MonthReport:
     """``koobill reconcile``: rebuild and store the month's tables under the writer lock."""
     root = require_data_dir(data_dir)
     cal.parse_month(month)
-    if not (Paths(root).bills_dir(month) / "bills.parquet").exists():
+    if not (at(Paths(root).bills_dir(month)) / "bills.parquet").exists():
         raise KoobillError(
             f"{month} has not been closed: there is nothing to reconcile. "
             f"Run koobill close --month {month} first."
@@ -285,7 +292,7 @@ def _stage_bills(con, paths: Paths, month: str) -> None:
     """Step 3: the month's bills and lines, every version (``rc_bills``, ``rc_lines``), the
     lines recomputed from the records (``rc_relines``), and the invoices of every month
     (``rc_invoices_all``, ``rc_invoices``, ``rc_billed``)."""
-    bills_part = paths.bills_dir(month)
+    bills_part = at(paths.bills_dir(month))
     create_temp(
         con, "rc_bills", sql("reconcile/bills"), {"bills": lake_files(bills_part / "bills.parquet")}
     )
@@ -330,7 +337,7 @@ def _stage_documents(con, root: Path, month: str) -> None:
         "create or replace temp table rc_documents (partner_id varchar, version integer, "
         "invoice_no varchar, path varchar, recorded varchar, on_disk varchar)"
     )
-    hist = sorted((Paths(root).lake / "export_history").glob("*.parquet"))
+    hist = export_history_files(root)
     if not hist:
         return
     rows = con.execute(

@@ -29,7 +29,7 @@ from pipelines.config import Paths, resolve_data_dir
 from pipelines.db import connect, database_path, ident, lake_files, render, sql
 from pipelines.errors import KoobillError
 from pipelines.files import fsync_dir, fsync_file
-from pipelines.lake import lock_wait_s, partitions
+from pipelines.lake import at, export_history_files, lock_wait_s, partitions
 
 TABLES = [t for t in schema.PUBLIC if t.kind == "table"]
 # (lake table folder, partition prefix, file name in the partition, warehouse table, key column)
@@ -242,7 +242,7 @@ def sync_partition(root: Path, lake_table: str, value: str) -> None:
     publish. An ingest partition also moves the latest landing date."""
     paths = Paths(root)
     prefix = next(pf for lt, pf, *_ in LAKE_SOURCES if lt == lake_table)
-    part = paths.lake / lake_table / f"{prefix}={value}"
+    part = at(paths.lake / lake_table / f"{prefix}={value}")
     con = open_warehouse(root)
     try:
         con.execute("begin transaction")
@@ -299,7 +299,7 @@ def _rebuild_work(root: Path) -> None:
             ]
             if files:
                 insert_from_lake(con, table, files)
-        hist = sorted((paths.lake / "export_history").glob("*.parquet"))
+        hist = export_history_files(root)
         if hist:
             from pipelines.exports import refresh_export_status
 

@@ -52,14 +52,20 @@ def _history_table(files: Sequence[ExportFile]):
 
 
 def record(root: Path, con, run_id: str, files: Sequence[ExportFile]) -> Path:
-    """Append the run's rows to the lake (one Parquet file per run), then to the warehouse."""
+    """Append the run's rows to the lake (one Parquet file per run, one commit of the Delta table
+    ``lake/export_history``), then to the warehouse; returns the table's folder."""
     import pyarrow.parquet as pq
 
-    from pipelines.lake import atomic_path
+    from pipelines.lake import append_export_history, staging_dir
 
-    path = Paths(root).lake / "export_history" / f"{run_id}.parquet"
-    with atomic_path(path) as tmp:
-        pq.write_table(_history_table(files), tmp)
+    staging = staging_dir(Paths(root).lake / "export_history")
+    staging.mkdir(parents=True, exist_ok=True)
+    path = staging / f"{run_id}.parquet"
+    try:
+        pq.write_table(_history_table(files), path)
+        append_export_history(root, path, run_id)
+    finally:
+        path.unlink(missing_ok=True)  # moved into the table unless the commit failed
     cols = schema.EXPORT_HISTORY.column_names
     placeholders = ", ".join("?" for _ in cols)
     con.execute("begin transaction")
@@ -72,7 +78,7 @@ def record(root: Path, con, run_id: str, files: Sequence[ExportFile]) -> Path:
     except BaseException:
         con.execute("rollback")
         raise
-    return path
+    return Paths(root).lake / "export_history"
 
 
 def size_text(n: int) -> str:
@@ -102,7 +108,9 @@ def list_exports(
         check_partner(partner)
     if month is not None:
         check_month(month)
-    files = sorted((Paths(root).lake / "export_history").glob("*.parquet"))
+    from pipelines.lake import export_history_files
+
+    files = export_history_files(root)
     if not files:
         return []
     where, params = [], []
@@ -147,7 +155,9 @@ def bill_statuses(
 
     out: dict[tuple[str, str, int], tuple[str, str | None]] = {}
     for m in months:
-        f = Paths(root).bills_dir(m) / "bills.parquet"
+        from pipelines.lake import at
+
+        f = at(Paths(root).bills_dir(m)) / "bills.parquet"
         if not f.exists():
             continue
         for pid, ver, st, cur_inv, cur_ver in con.execute(

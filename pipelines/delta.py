@@ -1,0 +1,325 @@
+"""The lake's tables: Delta Lake tables (delta-rs), on local disk or on S3-compatible storage.
+
+Every lake file kind is one Delta table, partitioned by the lake table's key
+(``lake/ingest/usage`` by ``landing_date``, ``lake/bills/bills`` by ``bill_month``, ...). A
+partition holds one Parquet file, written by DuckDB and committed as it is: a commit adds the
+new file and removes the partition's old one in one Delta transaction (``overwrite`` with a
+partition filter), so a reader sees the old file or the new one, never both or neither, and a
+writer killed before the log entry lands leaves the previous version in place. Two writers
+racing on one table: the log's conditional write lets one commit; the other gets
+``CommitFailedError`` (:class:`LakeConflict` here) and nothing of it is visible.
+
+The same code runs on a local data dir and on ``s3://bucket/prefix``: a table's address is its
+path under the data dir, mapped to the object store's URI when the data dir is a mounted mirror
+(:mod:`pipelines.objectstore`). DuckDB reads the files through local paths: on object storage
+each data file (immutable, uniquely named) is fetched into the mirror once, when first read.
+
+Superseded files are removed right after each commit (the Delta ``vacuum`` of the files the
+log itself removed, never of a file another writer may be about to commit), unless
+``KOOBILL_LAKE_RETENTION_HOURS`` keeps them for time travel; the log keeps every commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.errors import KoobillError
+
+__all__ = [
+    "LakeConflict",
+    "commit_file",
+    "append_file",
+    "delete_partition",
+    "history",
+    "is_table",
+    "partition_files",
+    "table_files",
+    "table_uri",
+]
+
+
+class LakeConflict(KoobillError):
+    """Another writer committed to the same table first; nothing of this commit is visible."""
+
+
+_LOCK = threading.Lock()
+_TABLES: dict[str, object] = {}  # uri -> DeltaTable, refreshed incrementally on each use
+
+
+def _remote(path: Path) -> str | None:
+    from pipelines import objectstore
+
+    return objectstore.remote_of(path)
+
+
+def table_uri(path: Path) -> str:
+    """The Delta table's URI: its local path, or its ``s3://`` URI under a mounted mirror."""
+    return _remote(Path(path)) or str(path)
+
+
+def _storage_options(uri: str) -> dict[str, str] | None:
+    if not uri.startswith("s3://"):
+        return None
+    from pipelines import objectstore
+
+    return objectstore.delta_storage_options()
+
+
+def _open(path: Path, *, refresh: bool = True):
+    """The table at ``path`` (cached per process, brought up to its latest version), or None
+    when no table was ever committed there."""
+    from deltalake import DeltaTable
+
+    uri = table_uri(path)
+    with _LOCK:
+        dt = _TABLES.get(uri)
+    if dt is not None:
+        if refresh:
+            dt.update_incremental()
+        return dt
+    if not uri.startswith("s3://") and not (Path(path) / "_delta_log").is_dir():
+        return None
+    try:
+        dt = DeltaTable(uri, storage_options=_storage_options(uri))
+    except Exception as exc:  # deltalake raises its own TableNotFoundError or OSError
+        if type(exc).__name__ == "TableNotFoundError":
+            return None
+        raise KoobillError(f"cannot read the lake table {uri}: {exc}") from None
+    with _LOCK:
+        _TABLES[uri] = dt
+    return dt
+
+
+def is_table(path: Path) -> bool:
+    """True when a table was ever committed at ``path``."""
+    return _open(path) is not None
+
+
+def partition_files(path: Path, prefix: str) -> dict[str, list[str]]:
+    """``{partition value: [file URI, ...]}`` of the table's current version (empty when there
+    is no table)."""
+    dt = _open(path)
+    if dt is None:
+        return {}
+    out: dict[str, list[str]] = {}
+    mark = f"/{prefix}="
+    for uri in dt.file_uris():
+        i = uri.rfind(mark)
+        if i < 0:
+            raise KoobillError(f"lake table {table_uri(path)}: file {uri} is outside a partition")
+        value = uri[i + len(mark) :].split("/", 1)[0]
+        out.setdefault(value, []).append(uri)
+    return out
+
+
+def local_file(uri: str) -> Path:
+    """A local path DuckDB can read for the data file ``uri`` (fetched once from object
+    storage into the mirror; data files are immutable)."""
+    if not uri.startswith("s3://"):
+        return Path(uri)
+    from pipelines import objectstore
+
+    return objectstore.fetch_immutable(uri)
+
+
+def _schema_with(schema: pa.Schema, prefix: str) -> pa.Schema:
+    """The table's schema: the file's, plus the partition column as a string when the file
+    does not carry it (Delta requires partition columns in the schema)."""
+    if prefix in schema.names:
+        return schema
+    return schema.append(pa.field(prefix, pa.string()))
+
+
+def _retention_hours() -> int:
+    from pipelines.env import settings
+
+    return settings().lake_retention_hours
+
+
+def commit_file(path: Path, prefix: str, value: str, file: Path, *, what: str = "") -> None:
+    """Make ``file`` (a Parquet file written for this commit) the whole content of partition
+    ``prefix=value`` of the table at ``path``, in one Delta transaction.
+
+    The file is moved (local) or uploaded (object storage) to a new, uniquely named data file
+    of the table first; only the log entry makes it visible."""
+    from deltalake import Schema
+    from deltalake.exceptions import CommitFailedError
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    path = Path(path)
+    rel = f"{prefix}={value}/part-{uuid.uuid4().hex}.parquet"
+    meta = pq.read_metadata(file)
+    schema = _schema_with(meta.schema.to_arrow_schema(), prefix)
+    size = os.path.getsize(file)
+    _place(path, rel, Path(file))
+    stats = json.dumps({"numRecords": meta.num_rows})
+    add = AddAction(rel, size, {prefix: value}, int(time.time() * 1000), True, stats)
+    uri = table_uri(path)
+    props = _commit_properties(what or f"{prefix}={value}")
+    try:
+        dt = _open(path)
+        if dt is None:
+            create_table_with_add_actions(
+                uri,
+                Schema.from_arrow(schema),
+                [add],
+                mode="error",
+                partition_by=[prefix],
+                storage_options=_storage_options(uri),
+                commit_properties=props,
+            )
+        else:
+            dt.create_write_transaction(
+                [add],
+                mode="overwrite",
+                schema=schema,
+                partition_by=[prefix],
+                partition_filters=[(prefix, "=", value)],
+                commit_properties=props,
+            )
+    except CommitFailedError as exc:
+        _forget(uri)
+        raise LakeConflict(
+            f"another writer committed to {uri} first; this commit of {prefix}={value} was "
+            f"not made ({exc}). Run the command again."
+        ) from None
+    except Exception as exc:
+        _forget(uri)
+        if type(exc).__name__ == "DeltaError" and "already exists" in str(exc):
+            raise LakeConflict(
+                f"another writer created {uri} first; this commit of {prefix}={value} was not "
+                "made. Run the command again."
+            ) from None
+        raise
+    _vacuum(path)
+
+
+def append_file(path: Path, file: Path, *, what: str = "") -> None:
+    """Add ``file`` to the unpartitioned, append-only table at ``path`` in one transaction
+    (concurrent appends do not conflict)."""
+    from deltalake import Schema
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    path = Path(path)
+    rel = f"part-{uuid.uuid4().hex}.parquet"
+    meta = pq.read_metadata(file)
+    schema = meta.schema.to_arrow_schema()
+    size = os.path.getsize(file)
+    _place(path, rel, Path(file))
+    stats = json.dumps({"numRecords": meta.num_rows})
+    add = AddAction(rel, size, {}, int(time.time() * 1000), True, stats)
+    uri = table_uri(path)
+    props = _commit_properties(what or "append")
+    dt = _open(path)
+    if dt is None:
+        try:
+            create_table_with_add_actions(
+                uri,
+                Schema.from_arrow(schema),
+                [add],
+                mode="error",
+                storage_options=_storage_options(uri),
+                commit_properties=props,
+            )
+            return
+        except Exception as exc:
+            if "already exists" not in str(exc):
+                raise
+            _forget(uri)
+            dt = _open(path)
+    dt.create_write_transaction([add], mode="append", schema=schema, commit_properties=props)
+
+
+def table_files(path: Path) -> list[str]:
+    """Every data file URI of the table's current version (empty when there is no table)."""
+    dt = _open(path)
+    return [] if dt is None else sorted(dt.file_uris())
+
+
+def delete_partition(path: Path, prefix: str, value: str, *, what: str = "") -> bool:
+    """Remove partition ``prefix=value`` from the table at ``path`` (a commit of the table's
+    log); False when the table has no such partition."""
+    if value not in partition_files(path, prefix):
+        return False
+    dt = _open(path)
+    dt.delete(
+        f"{prefix} = '{_literal(value)}'", commit_properties=_commit_properties(what or "delete")
+    )
+    _vacuum(path)
+    return True
+
+
+def history(path: Path, limit: int | None = None) -> list[dict]:
+    """The table's commits, newest first (``version``, ``timestamp``, ``operation``, ...)."""
+    dt = _open(path)
+    return [] if dt is None else dt.history(limit)
+
+
+def _literal(value: str) -> str:
+    """A partition value in a Delta predicate: koobill's values are dates and months, checked
+    by their patterns before they get here; a quote is refused, never escaped."""
+    if "'" in value or "\\" in value:
+        raise KoobillError(f"invalid lake partition value {value!r}")
+    return value
+
+
+def _commit_properties(what: str):
+    from deltalake import CommitProperties
+
+    from pipelines import __version__
+
+    meta = {"koobill": what, "koobill_version": __version__, "pid": os.getpid()}
+    return CommitProperties(custom_metadata=meta)
+
+
+def _place(path: Path, rel: str, file: Path) -> None:
+    """Put the data file where the table expects it, before the log entry names it: moved into
+    the table's folder (on object storage, the mirror's copy) and uploaded when remote."""
+    from pipelines.files import fsync_dir, fsync_file
+
+    dst = path / rel
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(file, dst)
+    except OSError:  # another file system (a scratch folder elsewhere)
+        shutil.copyfile(file, dst)
+    fsync_file(dst)
+    fsync_dir(dst.parent)
+    if _remote(dst) is not None:
+        from pipelines import objectstore
+
+        objectstore.upload(dst)
+
+
+def _vacuum(path: Path) -> None:
+    """Delete the files this table's log has removed (never untracked files: those may be
+    another writer's, about to be committed), keeping them ``lake_retention_hours``."""
+    dt = _open(path)
+    hours = _retention_hours()
+    removed = dt.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False)
+    if removed and _remote(Path(path)) is not None:
+        for rel in removed:  # the mirror's copies of the removed files
+            local = Path(path) / rel
+            with contextlib.suppress(OSError):
+                local.unlink()
+
+
+def _forget(uri: str) -> None:
+    with _LOCK:
+        _TABLES.pop(uri, None)
+
+
+def reset_cache() -> None:
+    """Forget every opened table (tests; a process that changes data dir)."""
+    with _LOCK:
+        _TABLES.clear()
