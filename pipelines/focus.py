@@ -239,7 +239,6 @@ def usage_detail(root: Path | None, partner_id: str, month: str) -> dict[tuple, 
         return {}
     from pipelines.config import Paths
     from pipelines.db import connect, parquet
-
     from pipelines.lake import partitions
 
     parts = partitions(Paths(Path(root)).ingest, "landing_date")

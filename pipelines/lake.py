@@ -25,7 +25,7 @@ from pathlib import Path
 from pipelines import delta, objectstore
 from pipelines.errors import DataDirError, KoobillError, LockBusy
 from pipelines.files import atomic_path as _atomic_path
-from pipelines.files import fsync_dir, fsync_file
+from pipelines.files import fsync_dir
 
 __all__ = [
     "DataDirError",
