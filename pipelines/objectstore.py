@@ -669,9 +669,8 @@ def _acquire(obj: _Object, root_uri: str, what: str, wait_s: float, lease_s: flo
         if held is None:
             continue  # released meanwhile
         info, held_etag = held
-        if float(info["expires_at"]) <= time.time():
-            _delete_if(obj, held_etag)
-            continue
+        if float(info["expires_at"]) <= time.time() and _delete_if(obj, held_etag):
+            continue  # an expired lease removed: try to create ours again
         left = deadline - time.monotonic()
         if left <= 0:
             raise LockBusy(

@@ -112,6 +112,19 @@ def test_upload_download_round_trip(s3_env: str) -> None:
     assert f.is_file()
 
 
+def test_a_big_file_is_uploaded_in_parts(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "MULTIPART_BYTES", 5 * 1024 * 1024)  # S3's smallest part
+    root = _mirror(s3_env)
+    f = root / "warehouse.duckdb"
+    data = os.urandom(11 * 1024 * 1024)
+    f.write_bytes(data)
+    etag = store.upload(f)
+    assert etag.strip('"').endswith("-3")  # a multipart etag: 3 parts
+    f.unlink()
+    assert store.download(f) and f.read_bytes() == data
+    assert store.sync_down(root) == 0  # the etag of the upload was recorded
+
+
 def test_download_of_a_missing_object_is_false(s3_env: str) -> None:
     root = _mirror(s3_env)
     target = root / "exports" / "nothing.pdf"
@@ -286,6 +299,39 @@ def test_an_unreadable_lease_expires_after_the_lease_time(s3_env: str) -> None:
             pass
     with store.remote_lock(s3_env, "close", wait_s=0, lease_s=0):
         pass
+
+
+class _NoConditionalDelete:
+    """The real client, except that a DeleteObject with If-Match is not implemented (as on
+    stores without conditional deletes)."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+    def delete_object(self, **kw):
+        from botocore.exceptions import ClientError
+
+        if "IfMatch" in kw:
+            raise ClientError({"Error": {"Code": "NotImplemented"}}, "DeleteObject")
+        return self.real.delete_object(**kw)
+
+
+def test_without_conditional_deletes_the_lock_reads_then_deletes(
+    s3_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = store.client()
+    monkeypatch.setattr(store, "client", lambda: _NoConditionalDelete(real))
+    bucket, key = _lock_key(s3_env)
+    dead = {"host": "gone-host", "pid": 1, "what": "ingest", "expires_at": time.time() - 1}
+    store.put_if_absent(f"s3://{bucket}/{key}", json.dumps(dead).encode())
+    with store.remote_lock(s3_env, "close", wait_s=0):  # taken over
+        with pytest.raises(LockBusy, match="close"):
+            with store.remote_lock(s3_env, "export", wait_s=0):
+                pass
+    assert not store.exists(f"s3://{bucket}/{key}")  # released
 
 
 def test_a_taken_over_holder_does_not_release_the_new_lease(s3_env: str) -> None:
