@@ -62,6 +62,15 @@ class KoobillSettings(BaseSettings):
         doc="The data dir when `--data-dir` is not given (default `./data`). Every command but "
         "`init` and `generate` refuses a path that is no data dir (no `landing/` folder).",
     )
+    cache_dir: Path | None = _setting(
+        None,
+        expects="a folder path",
+        example="/var/cache/koobill",
+        read="every command on an `s3://` data dir",
+        doc="Where the local mirror of a data dir on object storage is kept: "
+        "`<cache>/s3/<bucket>/<prefix>` (default `~/.cache/koobill`). A cache: deleting it "
+        "loses nothing that was uploaded.",
+    )
     lock_wait_s: float = _setting(
         600.0,
         ge=0,
@@ -249,6 +258,13 @@ def settings() -> KoobillSettings:
     return found
 
 
+def aws_environment() -> dict[str, str]:
+    """The standard ``AWS_*`` variables as set now (empty ones left out). boto3 and deltalake
+    read them themselves; :mod:`pipelines.objectstore` looks at the endpoint, the region and
+    the locking provider (see the object storage table of docs/configuration.md)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("AWS_") and v}
+
+
 def _explain(exc: ValidationError) -> str:
     fields = KoobillSettings.model_fields
     out = []
@@ -283,6 +299,14 @@ DEPLOYMENT = """\
 | `KOOBILL_WORKER_QUEUES` | default | the Celery queues a worker takes tasks from |
 | `KOOBILL_WORKER2_LOG_PORT` | 8794 | the second local worker's log server port |
 | `KOOBILL_CELERY_PARENT_PID` | | set by the launcher: its components stop when it dies |
+"""
+
+# Standard AWS variables of a data dir on object storage: the rows of the object storage table.
+OBJECT_STORAGE = """\
+| `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) | AWS | the S3-compatible endpoint, e.g. `http://127.0.0.1:9000`; an `http://` one is allowed for the lake too |
+| `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | | the credentials (or `AWS_PROFILE` and the AWS config files) |
+| `AWS_REGION` (or `AWS_DEFAULT_REGION`) | `us-east-1` | the bucket's region |
+| `AWS_S3_LOCKING_PROVIDER` | | `dynamodb`: the lake's commits go through a DynamoDB lock instead of conditional writes (stores without `If-None-Match`) |
 """
 
 # Read by the tests and the bench, not by the package: the rows of the third table.
@@ -359,6 +383,14 @@ def render() -> str:
             "| variable | default | meaning |",
             "|---|---|---|",
             DEPLOYMENT,
+            "## A data dir on object storage",
+            "",
+            "With `--data-dir s3://bucket/prefix` (or `KOOBILL_DATA_DIR`), boto3 and deltalake "
+            "read the standard AWS variables themselves; these are the ones that matter:",
+            "",
+            "| variable | default | meaning |",
+            "|---|---|---|",
+            OBJECT_STORAGE,
             "## Tests and the bench",
             "",
             "| variable | default | meaning |",

@@ -23,3 +23,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KOOBILL_DATA_DIR", str(d))
     monkeypatch.setenv("KOOBILL_LOCK_WAIT_S", "0")
     return d
+
+
+# A local S3 server (moto) and an s3:// data dir on it, for the object storage tests.
+from s3server import s3_env, s3_server  # noqa: E402, F401
