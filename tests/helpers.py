@@ -245,7 +245,38 @@ def ingest(data_dir: Path, day: str = DAY, share: float | None = 1.0, allow_empt
 
 
 def lake_path(data_dir: Path, day: str, name: str) -> Path:
-    return Path(data_dir) / "lake" / "ingest" / f"landing_date={day}" / f"{name}.parquet"
+    """The local path of the lake's current ``<name>`` file of ingest partition ``day`` (a path
+    that does not exist when that member has no file for the day)."""
+    from pipelines import lake
+
+    return lake.at(Path(data_dir) / "lake" / "ingest" / f"landing_date={day}") / f"{name}.parquet"
+
+
+def commit_lake_files(partition: Path, files: dict[str, Path | pa.Table]) -> None:
+    """Commit ``{member: parquet file or arrow table}`` as one version of a lake partition
+    (``.../lake/<table>/<prefix>=<value>``) through the lake's real commit path."""
+    from pipelines import lake
+
+    vdir = lake.new_version_dir(Path(partition))
+    for name, src in files.items():
+        dst = vdir / f"{name}.parquet"
+        if isinstance(src, pa.Table):
+            pq.write_table(src, dst)
+        else:
+            dst.write_bytes(Path(src).read_bytes())
+    lake.commit_version(Path(partition), vdir)
+
+
+def lake_state(table_dir: Path) -> dict[str, tuple[int, list[str]]]:
+    """``{member: (Delta table version, current data files)}`` of a lake table: equal before
+    and after a command exactly when the command made no new commit to it."""
+    from pipelines import delta
+
+    out = {}
+    for member in sorted(p.name for p in Path(table_dir).iterdir() if (p / "_delta_log").is_dir()):
+        path = Path(table_dir) / member
+        out[member] = (len(delta.history(path)) - 1, delta.table_files(path))
+    return out
 
 
 def lake_rows(data_dir: Path, day: str, name: str) -> list[dict]:
@@ -284,7 +315,9 @@ def file_digest(p: Path) -> str:
     """sha256 of a file's bytes; for the lake's usage record files (written in the order the
     parallel engine yields rows: the same rows on every run, not the same order), sha256 of
     their rows sorted by file and row."""
-    if p.name == "usage.parquet" and "landing_date=" in p.as_posix():
+    if "landing_date=" in p.as_posix() and (
+        p.name == "usage.parquet" or p.parent.parent.name == "usage"
+    ):
         t = pq.read_table(p)
         t = t.sort_by([("_file", "ascending"), ("_row", "ascending")])
         sink = pa.BufferOutputStream()
