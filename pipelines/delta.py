@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -113,13 +114,20 @@ def partition_files(path: Path, prefix: str) -> dict[str, list[str]]:
         return {}
     out: dict[str, list[str]] = {}
     mark = f"/{prefix}="
-    for uri in dt.file_uris():
+    for uri in _file_uris(dt):
         i = uri.rfind(mark)
         if i < 0:
             raise KoobillError(f"lake table {table_uri(path)}: file {uri} is outside a partition")
         value = uri[i + len(mark) :].split("/", 1)[0]
         out.setdefault(value, []).append(uri)
     return out
+
+
+def _file_uris(dt) -> list[str]:
+    """The table's data files as plain paths or ``s3://`` URIs: delta-rs percent-encodes them
+    (a space is ``%20``, a brace ``%7B``), and so decodes a table path it is given (a data dir
+    whose path holds a literal ``%xx`` is not a path delta-rs can open)."""
+    return [unquote(u) for u in dt.file_uris()]
 
 
 def local_file(uri: str) -> Path:
@@ -243,7 +251,7 @@ def append_file(path: Path, file: Path, *, what: str = "") -> None:
 def table_files(path: Path) -> list[str]:
     """Every data file URI of the table's current version (empty when there is no table)."""
     dt = _open(path)
-    return [] if dt is None else sorted(dt.file_uris())
+    return [] if dt is None else sorted(_file_uris(dt))
 
 
 def delete_partition(path: Path, prefix: str, value: str, *, what: str = "") -> bool:

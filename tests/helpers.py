@@ -252,6 +252,15 @@ def lake_path(data_dir: Path, day: str, name: str) -> Path:
     return lake.at(Path(data_dir) / "lake" / "ingest" / f"landing_date={day}") / f"{name}.parquet"
 
 
+def committed(partition: Path) -> bool:
+    """Whether the lake partition ``.../lake/<table>/<prefix>=<value>`` is committed (listed)."""
+    from pipelines import lake
+
+    partition = Path(partition)
+    prefix, value = partition.name.split("=", 1)
+    return lake.partition(partition.parent, prefix, value) is not None
+
+
 def commit_lake_files(partition: Path, files: dict[str, Path | pa.Table]) -> None:
     """Commit ``{member: parquet file or arrow table}`` as one version of a lake partition
     (``.../lake/<table>/<prefix>=<value>``) through the lake's real commit path."""

@@ -143,11 +143,11 @@ def _file(result, partner: str, fmt: str, root: Path) -> Path:
 def test_recipient_columns_are_kept_by_the_ingest_and_carried_by_the_close(restated):
     import duckdb
 
+    from pipelines import lake
+
     d, _first, _second = restated
-    snap = duckdb.sql(
-        f"select * from read_parquet('{d}/lake/ingest/landing_date={WINDOW[2]}/partners.parquet') "
-        "order by partner_id"
-    ).fetchall()
+    partners = lake.at(d / "lake" / "ingest" / f"landing_date={WINDOW[2]}") / "partners.parquet"
+    snap = duckdb.sql(f"select * from read_parquet('{partners}') order by partner_id").fetchall()
     assert len(snap) == 2
     con = duckdb.connect(str(d / "warehouse.duckdb"), read_only=True)
     try:

@@ -17,7 +17,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import db
+from pipelines import db, lake
 from pipelines.amount_due import amount_due
 from pipelines.close import close_month
 from pipelines.generate import generate
@@ -39,12 +39,12 @@ def _run(root: Path, seed: int = 7) -> dict:
     for day in DATES:
         ingest_date(root, day)
     close = close_month(root, MONTH)
-    part = root / "lake" / "bills" / f"bill_month={MONTH}"
+    part = lake.at(root / "lake" / "bills" / f"bill_month={MONTH}")
     bills = pq.read_table(part / "bills.parquet").drop_columns(["closed_at"]).to_pylist()
     lines = pq.read_table(part / "bill_lines.parquet").to_pylist()
     quarantine = []
     for day in DATES:
-        f = root / "lake" / "ingest" / f"landing_date={day}" / "quarantine.parquet"
+        f = lake.at(root / "lake" / "ingest" / f"landing_date={day}") / "quarantine.parquet"
         quarantine += pq.read_table(f).to_pylist()
     due = {}
     for b in close.bills:
