@@ -189,7 +189,7 @@ def insert_bill(con, partner, name, currency, version, status, amounts, lines, i
 
 def land_usage(root: Path) -> None:
     import pyarrow as pa
-    import pyarrow.parquet as pq
+    from helpers import commit_lake_files
 
     rows = [
         {
@@ -213,9 +213,13 @@ def land_usage(root: Path) -> None:
     types = {"late": pa.bool_(), "quantity": money, "official_amount": money, "amount": money}
     fields = [pa.field(c, types.get(c, pa.string())) for c in rows[0]]
     t = pa.Table.from_pylist(rows, schema=pa.schema(fields))
-    folder = root / "lake" / "ingest" / "landing_date=2026-01-10"
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(t, folder / "usage.parquet")
+    # committed as an ingest of 2026-01-10 (its files member, the marker, with no landing file)
+    files = pa.schema(
+        [("landing_date", pa.date32()), ("feed", pa.string()), ("file", pa.string())]
+        + [(c, pa.int64()) for c in ("rows_read", "accepted", "quarantined", "duplicates")]
+    ).empty_table()
+    partition = root / "lake" / "ingest" / "landing_date=2026-01-10"
+    commit_lake_files(partition, {"usage": t, "files": files})
 
 
 def make_data_dir(root: Path, with_usage: bool = True) -> Path:
