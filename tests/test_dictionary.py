@@ -10,17 +10,17 @@ import duckdb
 import pytest
 from helpers import adjustment, coupon, ingest, land, order, partner, payment, price, usage
 
-from pipelines import dictionary, schema
+from pipelines import dictionary, lake, schema
 from pipelines.close import close_month
 
 DAY = "2026-11-30"
-LAKE = {  # warehouse table -> lake file it is loaded from
-    "bills": "bills/bill_month=2026-11/bills.parquet",
-    "bill_lines": "bills/bill_month=2026-11/bill_lines.parquet",
-    "payments": f"ingest/landing_date={DAY}/payments.parquet",
-    "quarantine": f"ingest/landing_date={DAY}/quarantine.parquet",
-    "ingest_files": f"ingest/landing_date={DAY}/files.parquet",
-    "estimates": f"ingest/landing_date={DAY}/estimates.parquet",
+LAKE = {  # warehouse table -> lake partition and member file it is loaded from
+    "bills": ("bills/bill_month=2026-11", "bills.parquet"),
+    "bill_lines": ("bills/bill_month=2026-11", "bill_lines.parquet"),
+    "payments": (f"ingest/landing_date={DAY}", "payments.parquet"),
+    "quarantine": (f"ingest/landing_date={DAY}", "quarantine.parquet"),
+    "ingest_files": (f"ingest/landing_date={DAY}", "files.parquet"),
+    "estimates": (f"ingest/landing_date={DAY}", "estimates.parquet"),
 }
 
 
@@ -93,8 +93,8 @@ def test_every_documented_column_exists_with_its_type_in_the_warehouse(dd):
 def test_the_lake_files_carry_every_documented_column_with_its_type(dd):
     con = duckdb.connect()
     try:
-        for table, rel in LAKE.items():
-            f = dd / "lake" / rel
+        for table, (partition, name) in LAKE.items():
+            f = lake.at(dd / "lake" / partition) / name
             assert f.exists(), f
             got = dict(
                 (r[0], r[1])
