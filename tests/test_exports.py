@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import schema
+from pipelines import delta, schema
 from pipelines.config import init_data_dir
 from pipelines.exports import export_month, list_exports, print_export_result, print_exports
-from pipelines.lake import KoobillError, LockBusy, data_dir_lock
+from pipelines.lake import KoobillError, LockBusy, data_dir_lock, export_history_files
 from pipelines.warehouse import open_warehouse, publish, rebuild
 
 MONTH = "2026-01"
@@ -765,8 +765,11 @@ def test_history_matches_files(exported):
         assert r["bill_status"] == "closed" and r["bill_month"] == MONTH
         assert r["version"] == (2 if r["partner_id"] == CN else 1)
         assert r["created_at"].tzinfo is not None
-    lake = list((root / "lake" / "export_history").glob("*.parquet"))
-    assert [p.name for p in lake] == [f"{result.export_run_id}.parquet"]
+    # one file, committed by the run (the commit names it), holds the run's rows
+    lake = export_history_files(root)
+    assert len(lake) == 1 and lake[0].is_file()
+    commits = delta.history(root / "lake" / "export_history")
+    assert [c["koobill"] for c in commits] == [f"export run {result.export_run_id}"]
     assert sorted(pq.read_table(lake[0]).column("sha256").to_pylist()) == sorted(
         r["sha256"] for r in rows
     )
@@ -780,7 +783,7 @@ def test_export_twice_appends_history_and_leaves_no_temp_files(fresh):
     assert len(first.files) == len(second.files) == 4
     assert len(history(fresh)) == 8
     assert len(list_exports(fresh, partner=CN, month=MONTH)) == 8
-    assert len(list((fresh / "lake" / "export_history").glob("*.parquet"))) == 2
+    assert len(export_history_files(fresh)) == 2
     leftovers = [p for p in fresh.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
     on_disk = sorted(p.name for p in (fresh / "exports" / CN / MONTH).iterdir())
@@ -808,7 +811,7 @@ def test_worker_processes_write_the_same_files_recorded_once_in_order(exported, 
     ]
     rows = history(fresh)
     assert sorted(r["export_id"] for r in rows) == sorted(f.export_id for f in pooled.files)
-    assert len(list((fresh / "lake" / "export_history").glob("*.parquet"))) == 1
+    assert len(export_history_files(fresh)) == 1
     assert not [p for p in fresh.rglob("*") if p.name.endswith(".tmp")]
 
 
