@@ -356,7 +356,7 @@ def _stage_documents(con, root: Path, month: str) -> None:
 
 
 def _stored(con, part: Path, name: str) -> list[dict]:
-    f = part / FILES[name]
+    f = at(part) / FILES[name]
     if not f.exists():
         return []
     return query_rows(con, f"select * from {parquet(f)}")
