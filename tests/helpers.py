@@ -281,7 +281,9 @@ def lake_state(table_dir: Path) -> dict[str, tuple[int, list[str]]]:
     and after a command exactly when the command made no new commit to it."""
     from pipelines import delta
 
-    out = {}
+    out: dict[str, tuple[int, list[str]]] = {}
+    if not Path(table_dir).is_dir():
+        return out
     for member in sorted(p.name for p in Path(table_dir).iterdir() if (p / "_delta_log").is_dir()):
         path = Path(table_dir) / member
         out[member] = (len(delta.history(path)) - 1, delta.table_files(path))

@@ -20,8 +20,20 @@ from pathlib import Path
 import duckdb
 import pytest
 from click.testing import CliRunner
-from helpers import adjustment, coupon, ingest, land, order, partner, price, usage
+from helpers import (
+    adjustment,
+    committed,
+    coupon,
+    ingest,
+    lake_state,
+    land,
+    order,
+    partner,
+    price,
+    usage,
+)
 
+from pipelines import lake
 from pipelines.cli import cli
 from pipelines.close import close_month, missing_dates, print_close_result
 from pipelines.lake import KoobillError
@@ -87,7 +99,7 @@ def lines(d: Path, partner_id: str, month: str = MONTH, version: int | None = No
 def lake_bill_rows(
     d: Path, month: str = MONTH, name: str = "bills", exclude: str | None = None
 ) -> list[dict]:
-    f = d / "lake" / "bills" / f"bill_month={month}" / f"{name}.parquet"
+    f = lake.at(d / "lake" / "bills" / f"bill_month={month}") / f"{name}.parquet"
     if not f.exists():
         return []
     con = duckdb.connect()
@@ -515,15 +527,12 @@ def land_more(d: Path) -> None:
     assert any(MONTH in w for w in res.closed_month_warnings)
 
 
-def lake_bytes(d: Path) -> dict[str, bytes]:
-    """Every file under the month's bills partition and the version store, by path."""
-    base = d / "lake" / "bills"
+def lake_bytes(d: Path) -> dict[str, tuple[int, dict[str, bytes]]]:
+    """Every member table of the bills: its Delta version and its current files' bytes (a new
+    commit shows as a new version)."""
     return {
-        str(p.relative_to(base)): p.read_bytes()
-        for p in sorted(base.rglob("*"))
-        if p.is_file() and not p.is_symlink()
-    } | {
-        str(p.relative_to(base)): os.readlink(p).encode() for p in base.rglob("*") if p.is_symlink()
+        member: (version, {f: Path(f).read_bytes() for f in files})
+        for member, (version, files) in lake_state(d / "lake" / "bills").items()
     }
 
 
@@ -674,7 +683,7 @@ def test_close_refuses_while_dates_are_missing_and_force_records_them(data_dir):
     with pytest.raises(KoobillError) as exc:
         close_month(data_dir, MONTH)
     assert "2026-12-02" in str(exc.value) and "2026-12-04" in str(exc.value)
-    assert not (data_dir / "lake" / "bills" / f"bill_month={MONTH}").exists()
+    assert not committed(data_dir / "lake" / "bills" / f"bill_month={MONTH}")
     assert rows(data_dir, "select * from bills") == []
     runner = CliRunner()
     res = runner.invoke(cli, ["--data-dir", str(data_dir), "close", "--month", MONTH])
@@ -699,8 +708,8 @@ import os, signal, sys
 point = sys.argv[4]
 
 def hook(event, args):
-    if point == "before-commit" and event == "os.rename" and "bills/.versions" in str(args[0]):
-        os.kill(os.getpid(), signal.SIGSTOP)  # version folder written, not yet committed
+    if point == "before-commit" and event == "os.rename" and "bills/.staging" in str(args[0]):
+        os.kill(os.getpid(), signal.SIGSTOP)  # version staged, no member moved or committed
     if point == "before-warehouse" and event == "open" and str(args[0]).endswith(
             "amount_due.sql"):
         os.kill(os.getpid(), signal.SIGSTOP)  # lake committed, warehouse not yet replaced
@@ -725,7 +734,7 @@ def crash_close(d: Path, point: str, restate: bool = False) -> None:
         cwd=REPO,
         env=env,
     )
-    versions = d / "lake" / "bills" / ".versions"
+    staging = d / "lake" / "bills" / ".staging"
     deadline = time.monotonic() + 120
     try:
         while True:  # poll until the child is frozen at the crash point
@@ -733,8 +742,9 @@ def crash_close(d: Path, point: str, restate: bool = False) -> None:
             assert time.monotonic() < deadline, "the close never reached the crash point"
             if _stopped(proc.pid):
                 if point == "before-commit":
-                    tmp = [p for p in versions.iterdir() if p.name.endswith(".tmp")]
+                    tmp = [p for p in staging.iterdir() if p.name.endswith(".tmp")]
                     assert tmp and (tmp[0] / "bills.parquet").exists()
+                    assert (tmp[0] / "bill_lines.parquet").exists()
                 break
             time.sleep(0.02)
     finally:
@@ -746,14 +756,15 @@ def crash_close(d: Path, point: str, restate: bool = False) -> None:
 def test_a_crash_before_the_lake_commit_leaves_no_bills(base, closed, tmp_path):
     d = copy_of(base, tmp_path / "data")
     crash_close(d, "before-commit")
-    assert not (d / "lake" / "bills" / f"bill_month={MONTH}").exists()
+    assert not committed(d / "lake" / "bills" / f"bill_month={MONTH}")
+    assert lake_state(d / "lake" / "bills") == {}  # no member table got a commit
     assert rows(d, "select * from bills") == []
     assert rows(d, "select * from bill_lines") == []
     r = close_month(d, MONTH)  # the rerun gives the clean result
     assert r.changed and r.version == 1
     assert snapshot(d) == snapshot(closed)
     assert [
-        p.name for p in (d / "lake" / "bills" / ".versions").iterdir() if p.name.endswith(".tmp")
+        p.name for p in (d / "lake" / "bills" / ".staging").iterdir() if p.name.endswith(".tmp")
     ] == []  # the orphan was cleaned by the next commit
 
 
