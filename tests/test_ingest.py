@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import (
     adjustment,
+    committed,
     coupon,
     file_counts,
     ingest,
@@ -33,6 +34,7 @@ from helpers import (
     warehouse,
 )
 
+from pipelines import delta, lake
 from pipelines.lake import KoobillError
 
 D = Decimal
@@ -43,9 +45,12 @@ KOOBILL = str(Path(sys.executable).parent / "koobill")
 def _snapshot(data_dir: Path) -> dict[str, bytes]:
     """Every committed lake file of every landing date, by relative path."""
     out = {}
-    for link in sorted((data_dir / "lake" / "ingest").glob("landing_date=*")):
-        for f in sorted(link.iterdir()):
-            out[f"{link.name}/{f.name}"] = f.read_bytes()
+    table = data_dir / "lake" / "ingest"
+    for _day, part in lake.partitions(table, "landing_date"):
+        for member in lake.members(table):
+            f = part / f"{member}.parquet"
+            if f.exists():
+                out[f"{part.name}/{member}.parquet"] = f.read_bytes()
     return out
 
 
@@ -656,9 +661,14 @@ def test_rerun_is_identical(data_dir):
         t2 = pq.read_table(pa.BufferReader(lake2[name]))
         assert t1.equals(t2), name
         assert lake1[name] == lake2[name], f"{name} is not byte-identical after a rerun"
-    # only the committed version is kept
-    versions = list((data_dir / "lake" / "ingest" / ".versions").iterdir())
-    assert len(versions) == 2
+    # only the committed version is kept: each member table's folder holds its current files
+    table = data_dir / "lake" / "ingest"
+    for member in lake.members(table):
+        on_disk = sorted(str(f) for f in (table / member).glob("landing_date=*/*.parquet"))
+        assert on_disk == delta.table_files(table / member), member
+        per_date = delta.partition_files(table / member, "landing_date")
+        assert all(len(files) == 1 for files in per_date.values()), member
+    assert not [p for p in (table / ".staging").iterdir()]
 
 
 # --- section 2: landing files -------------------------------------------------------------------
@@ -683,7 +693,7 @@ def test_missing_required_column_fails_the_date_and_keeps_the_old_version(data_d
     assert _snapshot(data_dir) == before
     assert _warehouse_dump(data_dir) == wh_before
     assert not [
-        p for p in (data_dir / "lake" / "ingest" / ".versions").iterdir() if p.name.endswith(".tmp")
+        p for p in (data_dir / "lake" / "ingest" / ".staging").iterdir() if p.name.endswith(".tmp")
     ]
 
 
@@ -693,7 +703,7 @@ def test_empty_file_fails_clearly(data_dir):
     land_bytes(data_dir, "orders", day, "empty.csv", b"")
     with pytest.raises(KoobillError, match=r"empty\.csv: the file is empty \(0 bytes\)"):
         ingest(data_dir, day)
-    assert not (data_dir / "lake" / "ingest" / f"landing_date={day}").exists()
+    assert not committed(data_dir / "lake" / "ingest" / f"landing_date={day}")
 
 
 def test_header_only_and_no_files_are_valid_empty_ingests(data_dir):
