@@ -276,6 +276,57 @@ def commit_lake_files(partition: Path, files: dict[str, Path | pa.Table]) -> Non
     lake.commit_version(Path(partition), vdir)
 
 
+# The partition key of each partitioned lake table.
+LAKE_PREFIX = {"ingest": "landing_date", "bills": "bill_month", "reconcile": "bill_month"}
+
+
+def partition_digest(partition: Path) -> dict[str, str]:
+    """``{<member>.parquet: digest}`` of a committed lake partition as a reader sees it (empty
+    when the partition is not committed)."""
+    from pipelines import lake
+
+    partition = Path(partition)
+    table = partition.parent
+    prefix, value = partition.name.split("=", 1)
+    part = lake.partition(table, prefix, value)
+    if part is None:
+        return {}
+    out = {}
+    for member in lake.members(table):
+        f = part / f"{member}.parquet"
+        if f.exists():
+            out[f"{member}.parquet"] = file_digest(f)
+    return out
+
+
+def lake_digest(lake_dir: Path, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """What a reader sees in the lake: the digest of every committed partition's member files
+    by ``<table>/<prefix>=<value>/<member>.parquet`` (an unpartitioned table, the export
+    history: ``<table>/<n>`` over its files' sorted digests). A path holding any of ``skip``
+    is left out."""
+    from pipelines import delta, lake
+
+    out: dict[str, str] = {}
+    lake_dir = Path(lake_dir)
+    if not lake_dir.is_dir():
+        return out
+    for table in sorted(p for p in lake_dir.iterdir() if p.is_dir() and p.name[0] != "."):
+        if any(s in table.name for s in skip):
+            continue
+        if (table / "_delta_log").is_dir():
+            files = [delta.local_file(u) for u in delta.table_files(table)]
+            digests = sorted(file_digest(f) for f in files)
+            out.update({f"{table.name}/{i}": d for i, d in enumerate(digests)})
+            continue
+        prefix = LAKE_PREFIX[table.name]
+        for value, _part in lake.partitions(table, prefix):
+            rel = f"{table.name}/{prefix}={value}"
+            for name, digest in partition_digest(table / f"{prefix}={value}").items():
+                if not any(s in f"{rel}/{name}" for s in skip):
+                    out[f"{rel}/{name}"] = digest
+    return out
+
+
 def lake_state(table_dir: Path) -> dict[str, tuple[int, list[str]]]:
     """``{member: (Delta table version, current data files)}`` of a lake table: equal before
     and after a command exactly when the command made no new commit to it."""

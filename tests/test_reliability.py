@@ -30,11 +30,14 @@ from helpers import (
     after_data_dir_line,
     coupon,
     file_counts,
-    file_digest,
     ingest,
+    lake_digest,
+    lake_path,
     lake_rows,
+    lake_state,
     land,
     order,
+    partition_digest,
     partner,
     payment,
     price,
@@ -54,23 +57,6 @@ GOOD_USAGE = [usage("gu1")]
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def tree_digest(root: Path, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
-    """sha256 of every file under ``root`` by path relative to it, following partition links
-    (so a link switched to another version shows up as changed content, not as a new path)."""
-    out = {}
-    if not root.exists():
-        return out
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if d != ".versions"]
-        for name in filenames:
-            p = Path(dirpath) / name
-            rel = p.relative_to(root).as_posix()
-            if any(s in rel for s in skip):
-                continue
-            out[rel] = file_digest(p)
-    return out
 
 
 def ingest_cli(data_dir: Path, day: str):
@@ -123,12 +109,14 @@ def put(data_dir: Path, name: str, day: str = DAY, as_name: str | None = None) -
 
 
 def state(data_dir: Path) -> dict:
-    """What a reader sees: the lake through its partition links, and the warehouse tables."""
+    """What a reader sees: the lake's committed partitions and the warehouse tables; and the
+    lake's Delta versions (a failed command commits nothing)."""
     wh = {
         t: warehouse(data_dir, f"select * from {t} order by all")
         for t in ("ingest_files", "quarantine", "payments", "estimates")
     }
-    return {"lake": tree_digest(data_dir / "lake"), "warehouse": wh}
+    versions = lake_state(data_dir / "lake" / "ingest")
+    return {"lake": lake_digest(data_dir / "lake"), "versions": versions, "warehouse": wh}
 
 
 # --- the corpus: whole-file errors ------------------------------------------------------------
@@ -158,7 +146,7 @@ def assert_clean_failure(data_dir: Path, before: dict, result, fragments: list[s
         assert f in out, (f, out)
     # the previous version of the date, the other dates and the warehouse are unchanged
     assert state(data_dir) == before
-    assert not list((data_dir / "lake" / "ingest" / ".versions").glob("*.tmp"))
+    assert not list((data_dir / "lake" / "ingest" / ".staging").glob("*.tmp"))
 
 
 def test_a_failed_date_leaves_the_next_date_free(case_dir: Path):
@@ -355,7 +343,7 @@ def all_rows(template: Path, tmp_path_factory) -> tuple[Path, dict]:
     record ids are distinct), and D ingested again: one ingest serves every case below."""
     d = tmp_path_factory.mktemp("rows") / "data"
     shutil.copytree(template, d, symlinks=True)
-    d0_before = tree_digest(d / "lake" / "ingest" / f"landing_date={D0}")
+    d0_before = partition_digest(d / "lake" / "ingest" / f"landing_date={D0}")
     # the partners case *is* the day's snapshot (it lists P1 and P2 as before)
     (d / "landing" / "partners" / DAY / "partners.csv").unlink()
     for name in ROW_CASES:
@@ -386,7 +374,7 @@ def test_corpus_row_problems(all_rows, name: str):
     )
     assert [(r, q[r]["reason"]) for r in sorted(q)] == wq
     # the other date is unchanged
-    assert tree_digest(case_dir / "lake" / "ingest" / f"landing_date={D0}") == d0_before
+    assert partition_digest(case_dir / "lake" / "ingest" / f"landing_date={D0}") == d0_before
     _check_values(case_dir, name)
 
 
@@ -672,7 +660,4 @@ def test_big_usage_file_is_streamed_with_bounded_memory(tmp_path: Path):
     assert peak_mb < min(3000, MEMORY_LIMIT_MB + 1000), peak_mb
     read, acc, quar, dup = file_counts(d, DAY)[("usage", "big.csv")]
     assert (read, acc, quar, dup) == (rows, 20_000, 0, rows - 20_000)
-    assert (
-        pq.read_metadata(d / "lake" / "ingest" / f"landing_date={DAY}" / "usage.parquet").num_rows
-        == 20_000
-    )
+    assert pq.read_metadata(lake_path(d, DAY, "usage")).num_rows == 20_000
