@@ -5,7 +5,7 @@ must not write outside the data dir nor mix partners.
 The commands run as real ``koobill`` processes (``pipelines.cli.main`` with its argv), forked
 from a server that has imported koobill, DuckDB and Great Expectations once: a kill lands in
 the work itself, not in interpreter start-up. After every kill the visible state is checked
-(a partition link points to a complete version or does not exist; no ``*.tmp`` export is
+(a committed partition has every member file, each whole; no ``*.tmp`` export is
 listed); the final rerun must equal a clean run, byte for byte.
 """
 
@@ -28,7 +28,6 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import (
     after_data_dir_line,
-    file_digest,
     land,
     order,
     partner,
@@ -37,6 +36,9 @@ from helpers import (
     usage,
     warehouse,
 )
+from helpers import lake_digest as _lake_digest
+
+from pipelines import delta, lake
 
 REPO = Path(__file__).resolve().parent.parent
 MONTH = "2026-11"
@@ -133,23 +135,15 @@ def koobill(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> st
 
 
 def lake_digest(data_dir: Path, *, skip: tuple[str, ...] = ("export_history",)) -> dict:
-    """sha256 of every file of every committed partition (through the partition links)."""
-    out = {}
-    lake = data_dir / "lake"
-    for dirpath, dirnames, files in os.walk(lake, followlinks=True):
-        dirnames[:] = [d for d in dirnames if d != ".versions"]
-        for f in files:
-            p = Path(dirpath) / f
-            rel = p.relative_to(lake).as_posix()
-            if not any(s in rel for s in skip):
-                out[rel] = file_digest(p)
-    return out
+    """sha256 of every member file of every committed partition (as a reader sees them)."""
+    return _lake_digest(data_dir / "lake", skip=skip)
 
 
 def bills_content(data_dir: Path) -> list[dict]:
     """bills.parquet of every month without closed_at (a timestamp, expected to differ)."""
     rows = []
-    for f in sorted((data_dir / "lake" / "bills").glob("bill_month=*/bills.parquet")):
+    for _month, part in lake.partitions(data_dir / "lake" / "bills", "bill_month"):
+        f = part / "bills.parquet"
         rows += [
             {k: v for k, v in r.items() if k != "closed_at"} for r in pq.read_table(f).to_pylist()
         ]
@@ -166,37 +160,30 @@ def warehouse_content(data_dir: Path) -> dict:
 
 
 def assert_visible_state_complete(data_dir: Path) -> None:
-    """Every partition link points to a finished version folder whose files all read whole."""
-    for table in ("ingest", "bills"):
+    """Every committed partition has its members' files, each whole; no member table lists a
+    file that is not there or torn."""
+    want = {
+        "bills": {"bills.parquet", "bill_lines.parquet"},
+        "ingest": {
+            "orders.parquet",
+            "usage.parquet",
+            "files.parquet",
+            "quarantine.parquet",
+            "estimates.parquet",
+            "partners.parquet",
+            "prices.parquet",
+        },
+    }
+    for table, prefix in (("ingest", "landing_date"), ("bills", "bill_month")):
         tdir = data_dir / "lake" / table
-        if not tdir.is_dir():
-            continue
-        for link in tdir.iterdir():
-            if link.name.startswith("."):
-                continue
-            assert link.is_symlink(), link
-            target = link.resolve()
-            assert target.is_dir() and not target.name.endswith(".tmp"), target
-            names = {p.name for p in target.iterdir()}
-            want = (
-                {"bills.parquet", "bill_lines.parquet"}
-                if table == "bills"
-                else {
-                    "orders.parquet",
-                    "usage.parquet",
-                    "files.parquet",
-                    "quarantine.parquet",
-                    "estimates.parquet",
-                    "partners.parquet",
-                    "prices.parquet",
-                }
-            )
-            assert want <= names, (link, names)
-            for p in target.iterdir():
-                pq.read_metadata(p)  # a torn Parquet file has no footer
-        if table == "ingest":
-            for link in tdir.glob("landing_date=*"):
-                for r in pq.read_table(link / "files.parquet").to_pylist():
+        for member in lake.members(tdir):
+            for uri in delta.table_files(tdir / member):
+                pq.read_metadata(delta.local_file(uri))  # a torn Parquet file has no footer
+        for _value, part in lake.partitions(tdir, prefix):
+            names = {f"{m}.parquet" for m in lake.members(tdir) if (part / f"{m}.parquet").exists()}
+            assert want[table] <= names, (part, names)
+            if table == "ingest":
+                for r in pq.read_table(part / "files.parquet").to_pylist():
                     assert r["rows_read"] == r["accepted"] + r["quarantined"] + r["duplicates"]
 
 
@@ -339,7 +326,7 @@ def kill_then_rerun(
     seconds: float,
     seed: int,
     n: int = 4,
-    tmp_glob: str = "lake/*/.versions/*.tmp",
+    tmp_glob: str = "lake/*/.staging/*.tmp",
 ) -> int:
     """Kill ``koobill args`` at ``n`` random moments (plus once right after its version folder
     appears), checking the visible state after each kill; return the number of kills."""
@@ -388,7 +375,7 @@ def test_kill_ingest_then_rerun_equals_a_clean_run(reference: dict, tmp_path: Pa
     }
     assert bills_content(d) == reference["bills"]
     assert warehouse_content(d) == reference["warehouse"]
-    assert not list((d / "lake").glob("*/.versions/*.tmp"))
+    assert not list((d / "lake").glob("*/.staging/*.tmp"))
 
 
 def test_kill_close_then_rerun_equals_a_clean_run(reference: dict, tmp_path: Path):
@@ -463,19 +450,11 @@ def test_lake_that_cannot_be_written_fails_clearly(reference: dict, tmp_path: Pa
 def test_exports_that_cannot_be_written_fail_clearly(reference: dict, tmp_path: Path):
     d = fresh_copy(reference, tmp_path, "export")
     (d / "exports").write_text("not a folder")
-    hist_before = (
-        sorted((d / "lake" / "export_history").glob("*.parquet"))
-        if (d / "lake" / "export_history").exists()
-        else []
-    )
+    hist_before = lake.export_history_files(d)
     code, out = Run(d, "export", "--month", MONTH).wait()
     assert code == 1 and after_data_dir_line(out).startswith("error: "), out
     assert "Traceback" not in out
-    assert (
-        sorted((d / "lake" / "export_history").glob("*.parquet")) == hist_before
-        if (d / "lake" / "export_history").exists()
-        else True
-    )
+    assert lake.export_history_files(d) == hist_before
 
 
 @contextlib.contextmanager
@@ -514,7 +493,7 @@ def test_full_disk_keeps_the_previous_state(full_disk: Path):
     assert code == 1, out
     assert lake_digest(d) == before
     assert warehouse_content(d) == wh
-    assert not list((d / "lake").glob("*/.versions/*.tmp"))
+    assert not list((d / "lake").glob("*/.staging/*.tmp"))
     assert_visible_state_complete(d)
 
 
