@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import (
     after_data_dir_line,
+    lake_state,
     land,
     order,
     partner,
@@ -519,10 +520,11 @@ def test_every_command_twice_gives_the_same_bytes(reference: dict, tmp_path: Pat
         koobill(d, "ingest", "--date", day, "--quiet")
         assert lake_digest(d) == first
     koobill(d, "close", "--month", MONTH, "--force")
-    first = lake_digest(d)
+    first, versions = lake_digest(d), lake_state(d / "lake" / "bills")
     out = koobill(d, "close", "--month", MONTH, "--force")
     assert "already closed (version 1); nothing changed" in out
     assert lake_digest(d) == first
+    assert lake_state(d / "lake" / "bills") == versions  # no new commit
     koobill(d, "export", "--month", MONTH, "--partner", "P10")
     exports = export_digest(d)
     koobill(d, "export", "--month", MONTH, "--partner", "P10")
