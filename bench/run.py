@@ -192,11 +192,11 @@ def _fresh_run_dir(path: Path, landing: Path) -> Path:
 
 
 def _drop_partition(part: Path) -> None:
-    """Remove a committed lake partition (symlink and its version folder)."""
-    if part.is_symlink():
-        target = part.resolve()
-        part.unlink()
-        shutil.rmtree(target, ignore_errors=True)
+    """Remove a committed lake partition from every member table (a Delta commit each; the
+    files are vacuumed)."""
+    from pipelines import lake
+
+    lake.drop_partition(part)
 
 
 # --------------------------------------------------------------------------- children
@@ -425,12 +425,10 @@ def _lower_close(duckdb, data_dir: Path, month: str, out: Path) -> dict:
     from pipelines import calendar as cal
 
     lo, hi = (d.isoformat() for d in cal.landing_window(month))
+    from pipelines import lake
+
     ingest = data_dir / "lake" / "ingest"
-    parts = sorted(
-        p
-        for p in ingest.iterdir()
-        if p.name.startswith("landing_date=") and lo <= p.name[13:] <= hi
-    )
+    parts = [p for v, p in lake.partitions(ingest, "landing_date") if lo <= v <= hi]
 
     def files(feed: str) -> str:
         fs = [p / f"{feed}.parquet" for p in parts if (p / f"{feed}.parquet").exists()]
@@ -1284,11 +1282,9 @@ def measure_month(cfg: dict, res: dict, save) -> None:
     if not (state / "landing").exists():
         state.mkdir(parents=True, exist_ok=True)
         (state / "landing").symlink_to(landing, target_is_directory=True)
-    done = {
-        p.name.split("=", 1)[1]
-        for p in (state / "lake" / "ingest").glob("landing_date=*")
-        if p.is_symlink()
-    }
+    from pipelines import lake
+
+    done = {v for v, _p in lake.partitions(state / "lake" / "ingest", "landing_date")}
     todo = [d for d in days[:-1] if d not in done]
     if todo:
         log(

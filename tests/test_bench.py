@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import lake_path
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = (
@@ -306,7 +307,7 @@ def test_pandas_day_agrees_with_koobill(tmp_path: Path) -> None:
         ingest_date(data, d, max_quarantine_share=1.0)
 
     def lake(d: str, name: str) -> Path:
-        return data / "lake" / "ingest" / f"landing_date={d}" / f"{name}.parquet"
+        return lake_path(data, d, name)
 
     cols = [
         "record_id",
@@ -392,7 +393,7 @@ def test_yardstick_rates_like_koobill(tmp_path: Path) -> None:
     out = tmp_path / "yardstick" / "usage.parquet"
     r = bench._lower_ingest(duckdb, data / "landing", day, out)
 
-    lake = data / "lake" / "ingest" / f"landing_date={day}" / "usage.parquet"
+    lake = lake_path(data, day, "usage")
     cols = ["quantity", "currency", "unit_price", "discount_rate"]
     cols += ["official_amount", "discount_amount", "amount"]
     kb = {x["record_id"]: x for x in pq.read_table(lake).to_pylist()}
