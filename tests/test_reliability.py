@@ -344,6 +344,7 @@ def all_rows(template: Path, tmp_path_factory) -> tuple[Path, dict]:
     d = tmp_path_factory.mktemp("rows") / "data"
     shutil.copytree(template, d, symlinks=True)
     d0_before = partition_digest(d / "lake" / "ingest" / f"landing_date={D0}")
+    assert "usage.parquet" in d0_before and "files.parquet" in d0_before
     # the partners case *is* the day's snapshot (it lists P1 and P2 as before)
     (d / "landing" / "partners" / DAY / "partners.csv").unlink()
     for name in ROW_CASES:
