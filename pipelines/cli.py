@@ -37,7 +37,11 @@ class _Ctx:
         """One line on stderr: which data dir the command used, and why that one."""
         if not self._said:
             path, source = self._resolve()
-            click.echo(f"koobill: data dir {path} (from {source})", err=True)
+            from pipelines import objectstore
+
+            remote = objectstore.remote_of(path)
+            where = f"{remote} (local mirror {path})" if remote else str(path)
+            click.echo(f"koobill: data dir {where} (from {source})", err=True)
             self._said = True
 
     @property

@@ -68,7 +68,24 @@ def data_dir_lock(root: Path, *, wait_s: float = 0.0, what: str = "a command") -
     """Hold the data dir's writer lock; wait up to ``wait_s`` seconds, then fail clearly.
 
     ``root`` must be a data dir (:func:`pipelines.config.require_data_dir`): the lock file is
-    never created anywhere else, and the root is never created here."""
+    never created anywhere else, and the root is never created here. On object storage the
+    lock is a lease object in the bucket (``.koobill.lock``, created with a conditional write),
+    held besides the mirror's own lock, so writers on several machines take turns; the
+    writer's working copy of the warehouse is brought up to the bucket's published one."""
+    remote = objectstore.remote_of(root)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_local_lock(root, wait_s=wait_s, what=what))
+        if remote is not None:
+            stack.enter_context(objectstore.remote_lock(remote, what, wait_s))
+            from pipelines.warehouse import pull_published
+
+            pull_published(root)
+        yield
+
+
+@contextlib.contextmanager
+def _local_lock(root: Path, *, wait_s: float, what: str) -> Iterator[None]:
+    """The data dir's lock file, held with ``flock``."""
     from pipelines.config import require_data_dir
 
     root = require_data_dir(root)

@@ -335,7 +335,12 @@ def export_file(root: Path, row: dict[str, Any]) -> Path | None:
         path = (Path(root) / str(row["path"])).resolve()
     except (OSError, RuntimeError):
         return None
-    if not path.is_relative_to(base) or not path.is_file():
+    if not path.is_relative_to(base):
+        return None
+    from pipelines import objectstore
+
+    path = objectstore.local_copy(path)  # object storage: fetched into the mirror once
+    if not path.is_file():
         return None
     if row.get("bytes") is not None and path.stat().st_size != int(row["bytes"]):
         return None  # replaced since it was recorded
