@@ -752,8 +752,8 @@ def _delete_if(obj: _Object, etag: str) -> bool:
 def remote_lock(root_uri: str, what: str, wait_s: float, lease_s: float = 3600) -> Iterator[None]:
     """Hold the lease lock of an s3 data dir (``<prefix>/.koobill.lock``) while the block runs.
 
-    Created with a conditional write; a lease past its ``expires_at`` is taken over (deleted if
-    unchanged, then created again). A lease held by another waits up to ``wait_s`` seconds,
+    Created with a conditional write; a lease past its ``expires_at``, or taken on this machine
+    by a process that died, is taken over (deleted if unchanged, then created again). A lease held by another waits up to ``wait_s`` seconds,
     then raises :class:`LockBusy` naming the holder. On exit the lease is deleted if it is
     still ours; when it expired and was taken over meanwhile, a :class:`KoobillError` says so.
     Expiry is judged by the clock of the waiting machine."""
@@ -786,8 +786,10 @@ def _acquire(obj: _Object, root_uri: str, what: str, wait_s: float, lease_s: flo
         if held is None:
             continue  # released meanwhile
         info, held_etag = held
-        if float(info["expires_at"]) <= time.time() and _delete_if(obj, held_etag):
-            continue  # an expired lease removed: try to create ours again
+        if (float(info["expires_at"]) <= time.time() or _holder_died(info)) and _delete_if(
+            obj, held_etag
+        ):
+            continue  # an expired or orphaned lease removed: try to create ours again
         left = deadline - time.monotonic()
         if left <= 0:
             raise LockBusy(
@@ -795,6 +797,20 @@ def _acquire(obj: _Object, root_uri: str, what: str, wait_s: float, lease_s: flo
                 f"{what} was not started. Wait for it to finish and run again."
             )
         time.sleep(min(0.5, left))
+
+
+def _holder_died(info: dict) -> bool:
+    """A lease taken on this machine by a process that no longer runs (killed: it could not
+    release it); a lease of another machine is judged by its expiry only."""
+    if info.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, TypeError, ValueError, OverflowError):
+        return False
+    return False
 
 
 def _lease(what: str, lease_s: float) -> bytes:
