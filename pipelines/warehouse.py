@@ -185,8 +185,6 @@ def pull_published(root: Path) -> None:
     # else: no working copy; open_warehouse rebuilds it from the lake
 
 
-
-
 def _unlink(*paths: Path) -> None:
     for p in paths:
         with contextlib.suppress(OSError):
