@@ -391,3 +391,65 @@ def test_two_ingests_from_two_machines_take_turns(s3_env, tmp_path, monkeypatch)
         assert amounts and all(isinstance(a, Decimal) for (a,) in amounts)
     finally:
         con.close()
+
+
+def test_the_page_reads_the_published_state_from_the_bucket(s3_env, tmp_path, monkeypatch):
+    """A page server on a machine that ran nothing: its accounts, bills and export files all
+    come from the bucket, and a new publication shows without a restart."""
+    from fastapi.testclient import TestClient
+    from web_helpers import csrf_of
+
+    from pipelines import accounts
+    from pipelines.close import close_month
+    from pipelines.config import resolve_data_dir
+    from pipelines.exports import export_month
+    from pipelines.generate import generate
+    from pipelines.ingest import ingest_date
+    from pipelines.web.app import create_app
+
+    generate(s3_env, *SPAN, usage_rows_per_day=50, n_partners=2)
+    for day in DAYS[:-1]:
+        ingest_date(s3_env, day)
+    accounts.add_user(
+        resolve_data_dir(s3_env), "bright", "partner", "pw-bright-123456", "ptn-brightsoft"
+    )
+    _machine(tmp_path, monkeypatch, "web")
+    root = resolve_data_dir(s3_env)
+    assert not (root / "warehouse.duckdb").exists()  # nothing in this mirror yet
+    with TestClient(create_app(root)) as client:
+        page = client.get("/login")
+        r = client.post(
+            "/login",
+            data={
+                "username": "bright",
+                "password": "pw-bright-123456",
+                "csrf_token": csrf_of(page.text),
+                "next": "/",
+            },
+            follow_redirects=False,
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/", (r.headers, r.text[:300])
+        r = client.get("/")
+        assert r.status_code == 200 and "BrightSoft" in r.text, r.text[:3000]
+        # another machine closes and exports; the page shows it on its next request
+        monkeypatch.setenv("KOOBILL_CACHE_DIR", str(tmp_path / "cache-writer"))
+        from pipelines import delta, objectstore
+
+        objectstore.reset()
+        delta.reset_cache()
+        close_month(s3_env, MONTH, force=True)
+        result = export_month(s3_env, MONTH, partner="ptn-brightsoft", formats=["pdf"])
+        (pdf,) = [f for f in result.files if f.format == "pdf"]
+        bucket, prefix = objectstore.parse_uri(s3_env)
+        body = objectstore.client().get_object(Bucket=bucket, Key=f"{prefix}/{pdf.path}")
+        expected = body["Body"].read()
+        monkeypatch.setenv("KOOBILL_CACHE_DIR", str(tmp_path / "cache-web"))
+        objectstore.reset()
+        objectstore.mount(s3_env)
+        time.sleep(2.1)  # the page looks for a new publication at most every 2 seconds
+        html = client.get(f"/bills/{MONTH}").text
+        assert "INV-ptn-brightsoft-202610" in html
+        r = client.get(f"/exports/{pdf.export_id}")
+        assert r.status_code == 200 and r.content == expected
+        # no other partner's bill
+        assert "ptn-yunqi" not in html and "云启" not in html

@@ -55,7 +55,11 @@ def _connect_published(root: Path):
     still open in the process: DuckDB caches database instances by path.)"""
     import duckdb
 
-    path = Path(root) / "warehouse.duckdb"
+    from pipelines import objectstore
+
+    # object storage: the bucket's newest publication, fetched into the mirror when it changed
+    # (looked up at most every 2 seconds)
+    path = objectstore.refresh(Path(root) / "warehouse.duckdb")
     try:
         st = path.stat()
     except FileNotFoundError:
