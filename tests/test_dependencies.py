@@ -114,7 +114,9 @@ def test_every_runtime_dependency_is_used() -> None:
     unused = set(RUNTIME) - imported - set(USED_WITHOUT_IMPORT)
     assert unused == set(), f"declared as runtime dependencies but never imported: {unused}"
     test_only = set(EXTRAS["test"]) - set().union(*map(_distributions, _imports("tests", "bench")))
-    assert test_only <= {"pytest-xdist"}, test_only  # a pytest plugin, loaded by `-n`
+    # pytest-xdist: a pytest plugin, loaded by `-n`; moto: its `moto_server` command (the local
+    # S3 server of tests/s3server.py)
+    assert test_only <= {"pytest-xdist", "moto"}, test_only
 
 
 def _pins(path: Path) -> dict[str, str | None]:
