@@ -453,3 +453,28 @@ def test_the_page_reads_the_published_state_from_the_bucket(s3_env, tmp_path, mo
         assert r.status_code == 200 and r.content == expected
         # no other partner's bill
         assert "ptn-yunqi" not in html and "云启" not in html
+
+
+def test_init_and_refusals_on_object_storage(s3_env):
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+    from pipelines.errors import DataDirError, KoobillError
+
+    runner = CliRunner()
+    other = s3_env.rsplit("/", 1)[0] + "/not-a-data-dir"
+    r = runner.invoke(cli, ["--data-dir", other, "ingest", "--date", DAYS[0]])
+    assert r.exit_code == 1 and "is not a koobill data dir" in r.output, r.output
+    assert f"koobill init {other}" in r.output
+    r = runner.invoke(cli, ["init", s3_env])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["--data-dir", s3_env, "ingest", "--date", DAYS[0]])
+    # a data dir now: the missing landing date is the error, as on disk
+    assert r.exit_code == 1 and "--allow-empty" in r.output, r.output
+    r = runner.invoke(cli, ["--data-dir", s3_env, "ingest", "--date", DAYS[0], "--allow-empty"])
+    assert r.exit_code == 0, r.output
+    assert issubclass(DataDirError, KoobillError)
+    missing = "s3://koobill-no-such-bucket-4242/data"
+    r = runner.invoke(cli, ["--data-dir", missing, "close", "--month", MONTH])
+    assert r.exit_code == 1 and "koobill-no-such-bucket-4242" in r.output, r.output
+    assert "Traceback" not in r.output
