@@ -97,8 +97,11 @@ _cache: dict[Path, tuple[tuple[int, int, int], dict[str, User]]] = {}
 
 
 def load_users(root: Path) -> dict[str, User]:
-    """Every user by name (cached per file identity: a change by the CLI shows at once)."""
-    path = users_path(root)
+    """Every user by name (cached per file identity: a change by the CLI shows at once; on
+    object storage, fetched again when the bucket's copy changed)."""
+    from pipelines import objectstore
+
+    path = objectstore.refresh(users_path(root))
     try:
         st = path.stat()
     except FileNotFoundError:

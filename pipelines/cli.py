@@ -37,7 +37,11 @@ class _Ctx:
         """One line on stderr: which data dir the command used, and why that one."""
         if not self._said:
             path, source = self._resolve()
-            click.echo(f"koobill: data dir {path} (from {source})", err=True)
+            from pipelines import objectstore
+
+            remote = objectstore.remote_of(path)
+            where = f"{remote} (local mirror {path})" if remote else str(path)
+            click.echo(f"koobill: data dir {where} (from {source})", err=True)
             self._said = True
 
     @property
@@ -289,11 +293,32 @@ def generate(
 @cli.command("rebuild-warehouse")
 @click.pass_obj
 def rebuild_warehouse(obj: _Ctx) -> None:
-    """Rebuild warehouse.duckdb from the Parquet lake."""
+    """Rebuild warehouse.duckdb from the lake's Delta tables."""
     from pipelines.warehouse import rebuild
 
     _run(rebuild, obj.data_dir)
     click.echo(f"rebuilt {obj.data_dir / 'warehouse.duckdb'} from {obj.data_dir / 'lake'}")
+
+
+@cli.command("warehouse-path")
+@click.pass_obj
+def warehouse_path(obj: _Ctx) -> None:
+    """Print the path of the newest published analysts' database, to open read-only with
+    DuckDB. With a data dir on object storage, it is fetched into the local mirror first
+    (only when the bucket's copy changed); run it again to see a newer publication."""
+    from pipelines import objectstore
+    from pipelines.config import Paths
+
+    path = _run(lambda root: objectstore.refresh(Paths(root).warehouse, every_s=0), obj.data_dir)
+    if not path.exists():
+        _run(_nothing_published, path)
+    click.echo(str(path))
+
+
+def _nothing_published(path) -> None:
+    from pipelines.errors import KoobillError
+
+    raise KoobillError(f"nothing is published yet ({path}): ingest a landing date first")
 
 
 def main() -> None:

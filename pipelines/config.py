@@ -96,7 +96,7 @@ def data_dir_source(data_dir: str | os.PathLike | None = None) -> str:
     return "default ./data"
 
 
-def _env_data_dir() -> Path | None:
+def _env_data_dir() -> str | None:
     from pipelines.env import settings
 
     return settings().data_dir
@@ -104,9 +104,38 @@ def _env_data_dir() -> Path | None:
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """``--data-dir``, else ``$KOOBILL_DATA_DIR``, else ``./data``; not checked (see
-    :func:`require_data_dir`)."""
+    :func:`require_data_dir`).
+
+    A data dir on object storage (``s3://bucket/prefix``) resolves to its local mirror
+    (:func:`pipelines.objectstore.mount`): every command works on the mirror's paths, and the
+    lake's tables, the landing files and the outputs are read from and written to the bucket
+    through it."""
     raw = data_dir or _env_data_dir() or "data"
+    from pipelines import objectstore
+
+    if objectstore.is_remote(raw):
+        return objectstore.mount(str(raw))
     return Path(raw).expanduser().resolve()
+
+
+LANDING_MARKER = "a koobill data dir: landing files go under landing/<feed>/<YYYY-MM-DD>/\n"
+
+
+def _require_remote(root: Path, source: str) -> Path:
+    """A mounted data dir on object storage is one when its ``landing/`` prefix holds
+    anything (``init`` writes ``landing/.koobill``)."""
+    from pipelines import objectstore
+
+    uri = objectstore.remote_of(root)
+    if not objectstore.list_dirs(root / "landing") and not objectstore.list_keys(root / "landing"):
+        raise DataDirError(
+            f"{uri} is not a koobill data dir: it has no landing/ folder (from {source}); create "
+            f"one with `koobill init {uri}`, or point --data-dir / $KOOBILL_DATA_DIR at an "
+            "existing one"
+        )
+    for feed in FEEDS:
+        (root / "landing" / feed).mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def require_data_dir(
@@ -119,6 +148,10 @@ def require_data_dir(
     file (spec section 2)."""
     root = resolve_data_dir(data_dir)
     source = source or data_dir_source(data_dir)
+    from pipelines import objectstore
+
+    if objectstore.remote_of(root) is not None:
+        return _require_remote(root, source)
     how = (
         f"create one with `koobill init {root}` (or `koobill generate` for sample data), "
         "or point --data-dir / $KOOBILL_DATA_DIR at an existing one"
@@ -148,6 +181,14 @@ def init_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     if root.exists() and not root.is_dir():
         raise DataDirError(f"cannot create a data dir at {root}: it exists and is not a folder")
     landing = root / "landing"
+    from pipelines import objectstore
+
+    if objectstore.remote_of(root) is not None:
+        # object storage has no folders: the data dir exists once landing/ holds an object
+        objectstore.put_if_absent(landing / ".koobill", LANDING_MARKER.encode())
+        for feed in FEEDS:
+            (landing / feed).mkdir(parents=True, exist_ok=True)
+        return root
     if root.is_dir() and not landing.is_dir() and any(root.iterdir()):
         raise DataDirError(
             f"{root} is not empty and is not a koobill data dir (no landing/ folder); "

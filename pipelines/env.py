@@ -54,13 +54,15 @@ class KoobillSettings(BaseSettings):
         env_prefix=PREFIX, env_ignore_empty=True, extra="ignore", frozen=True
     )
 
-    data_dir: Path | None = _setting(
+    data_dir: str | None = _setting(
         None,
-        expects="a folder path",
-        example="/srv/koobill/data",
+        expects="a folder path or an s3:// URI",
+        example="/srv/koobill/data, s3://billing/koobill",
         read="every command, page and task",
         doc="The data dir when `--data-dir` is not given (default `./data`). Every command but "
-        "`init` and `generate` refuses a path that is no data dir (no `landing/` folder).",
+        "`init` and `generate` refuses a path that is no data dir (no `landing/` folder). "
+        "`s3://bucket/prefix` puts it on S3-compatible object storage (endpoint and credentials "
+        "from the standard `AWS_*` settings; README, Production).",
     )
     cache_dir: Path | None = _setting(
         None,

@@ -45,14 +45,18 @@ def _temp_name(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path, *, clean_stale: bool = False) -> Iterator[Path]:
+def atomic_path(path: Path, *, clean_stale: bool = False, mirror: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for the caller to write (with any library that
     takes a path); on success it becomes ``path`` atomically and durably.
 
     ``clean_stale`` removes temp files of the same target left by a killed run: only for
     callers that hold a lock over every writer of ``path`` (the data dir's lock). An
     ``OSError`` (no space, permission denied) becomes a :class:`KoobillError` naming ``path``;
-    the old file stays."""
+    the old file stays.
+
+    Under the local mirror of a data dir on object storage, the file is then uploaded to its
+    object (one PUT: the object changes whole), unless ``mirror`` is False (the object store's
+    own downloads and state)."""
     path = Path(path)
     tmp = _temp_name(path)
     try:
@@ -70,23 +74,35 @@ def atomic_path(path: Path, *, clean_stale: bool = False) -> Iterator[Path]:
         for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
             with contextlib.suppress(OSError):
                 stale.unlink(missing_ok=True)
+    if mirror:
+        from pipelines import objectstore
+
+        objectstore.upload_if_mirrored(path)
 
 
-def write_bytes(path: Path, data: bytes, *, mode: int = 0o666, clean_stale: bool = False) -> None:
+def write_bytes(
+    path: Path, data: bytes, *, mode: int = 0o666, clean_stale: bool = False, mirror: bool = True
+) -> None:
     """Replace ``path`` with ``data`` atomically (see :func:`atomic_path`). The file is created
     with ``mode`` less the process umask (as ``open`` does) and never exists with other
     permissions: a secret written with ``mode=0o600`` is never readable by others."""
-    with atomic_path(path, clean_stale=clean_stale) as tmp:
+    with atomic_path(path, clean_stale=clean_stale, mirror=mirror) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
 
 
 def write_text(
-    path: Path, text: str, *, mode: int = 0o666, clean_stale: bool = False, encoding="utf-8"
+    path: Path,
+    text: str,
+    *,
+    mode: int = 0o666,
+    clean_stale: bool = False,
+    encoding="utf-8",
+    mirror: bool = True,
 ) -> None:
     """:func:`write_bytes` of ``text`` encoded (UTF-8 by default)."""
-    write_bytes(path, text.encode(encoding), mode=mode, clean_stale=clean_stale)
+    write_bytes(path, text.encode(encoding), mode=mode, clean_stale=clean_stale, mirror=mirror)
 
 
 def create_bytes(path: Path, data: bytes, *, mode: int = 0o666) -> bool:

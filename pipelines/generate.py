@@ -1075,8 +1075,12 @@ def generate(
     st = _State(subs=[_new_sub(w, init_rnd, pi) for pi in range(len(w.partners)) for _ in range(8)])
     days = date_range(d0, d1)
     change_day = d0 + dt.timedelta(days=len(days) // 2) if len(days) >= 3 else None
+    from pipelines import objectstore
+
     for day in days:
         _generate_day(w, st, paths, day, (d0, d1, change_day), n_usage, bad_rows, progress)
+        for feed in FEEDS:  # object storage: the day's folders go to the bucket as they are
+            objectstore.push_dir(paths.landing_dir(feed, day.isoformat()))
     return _summary(st, w, paths, days, seed, bad_rows, time.monotonic() - t0)
 
 

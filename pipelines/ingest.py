@@ -134,7 +134,9 @@ def landing_date_present(data_dir: str | Path | None, day: str | dt.date) -> boo
     """True when at least one feed has a folder for landing date ``day`` (spec section 2)."""
     paths = Paths(resolve_data_dir(data_dir))
     d = day if isinstance(day, str) else day.isoformat()
-    return any(paths.landing_dir(feed, d).is_dir() for feed in FEEDS)
+    from pipelines import objectstore
+
+    return any(objectstore.pull_dir(paths.landing_dir(feed, d)).is_dir() for feed in FEEDS)
 
 
 def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> IngestResult:
@@ -238,7 +240,9 @@ def _stage_feed(
         return rules.typed_rows(feed, source)
 
     create_staging(con, feed, table, wrap)
-    files, skipped = landing_files(paths.landing_dir(feed, day))
+    from pipelines import objectstore
+
+    files, skipped = landing_files(objectstore.pull_dir(paths.landing_dir(feed, day)))
     ignored += [str(p) for p in skipped]
     st = FeedStats(feed)
     for path in files:
@@ -303,12 +307,10 @@ def _require_reference(con, paths: Paths, feed: str, d: dt.date, earlier, stats)
         why = f"its {needy:,} usage row(s) cannot be rated"
     if not needy or have:
         return
+    from pipelines import objectstore
+
     landing = paths.landing / feed
-    folders = sorted(
-        p.name
-        for p in (landing.iterdir() if landing.is_dir() else [])
-        if p.is_dir() and _is_date(p.name)
-    )
+    folders = [name for name in objectstore.subdirs(landing) if _is_date(name)]
     ingested = {v for v, _p in earlier}
     before = [f for f in folders if f < day]
     pending = [f for f in before if f not in ingested]

@@ -68,7 +68,56 @@ def data_dir_lock(root: Path, *, wait_s: float = 0.0, what: str = "a command") -
     """Hold the data dir's writer lock; wait up to ``wait_s`` seconds, then fail clearly.
 
     ``root`` must be a data dir (:func:`pipelines.config.require_data_dir`): the lock file is
-    never created anywhere else, and the root is never created here."""
+    never created anywhere else, and the root is never created here. On object storage the
+    lock is a lease object in the bucket (``.koobill.lock``, created with a conditional write),
+    held besides the mirror's own lock, so writers on several machines take turns; the
+    writer's working copy of the warehouse is brought up to the bucket's published one."""
+    remote = objectstore.remote_of(root)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_local_lock(root, wait_s=wait_s, what=what))
+        if remote is not None:
+            stack.enter_context(objectstore.remote_lock(remote, what, wait_s))
+            from pipelines.warehouse import pull_published
+
+            pull_published(root)
+        else:
+            upgrade_legacy(root)
+        yield
+
+
+def upgrade_legacy(root: Path) -> int:
+    """Move a lake written by koobill before the Delta tables (a symlink per partition to a
+    folder under ``.versions/``, one Parquet file per export run) into Delta tables, once,
+    under the writer lock; returns the partitions moved. The rows stay as they were."""
+    lake_dir = Path(root) / "lake"
+    moved = 0
+    if not lake_dir.is_dir():
+        return 0
+    for table_dir in sorted(p for p in lake_dir.iterdir() if p.is_dir()):
+        for link in sorted(p for p in table_dir.iterdir() if p.is_symlink()):
+            if "=" in link.name and link.exists():
+                vdir = new_version_dir(link)
+                for f in link.resolve().iterdir():
+                    if f.suffix == ".parquet":
+                        shutil.copyfile(f, vdir / f.name)
+                commit_version(link, vdir)  # refuses a partition without its marker file
+                moved += 1
+            link.unlink()
+        shutil.rmtree(table_dir / ".versions", ignore_errors=True)
+    history = lake_dir / "export_history"
+    legacy = not (history / "_delta_log").exists()
+    runs = sorted(history.glob("*.parquet")) if legacy else []
+    for f in runs:  # one file per export run, in run order
+        staged = staging_dir(f.parent) / f.name
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, staged)
+        append_export_history(root, staged, f.stem)
+    return moved + len(runs)
+
+
+@contextlib.contextmanager
+def _local_lock(root: Path, *, wait_s: float, what: str) -> Iterator[None]:
+    """The data dir's lock file, held with ``flock``."""
     from pipelines.config import require_data_dir
 
     root = require_data_dir(root)

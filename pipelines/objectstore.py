@@ -399,7 +399,7 @@ def _etags(base: Path) -> Iterator[dict[str, list]]:
         before = dict(known)
         yield known
         if known != before:
-            write_text(path, json.dumps(known, sort_keys=True, indent=0))
+            write_text(path, json.dumps(known, sort_keys=True, indent=0), mirror=False)
 
 
 def _record(obj: _Object, etag: str, size: int) -> None:
@@ -434,6 +434,32 @@ def upload(path: str | os.PathLike) -> str:
     return etag
 
 
+def upload_if_mirrored(path: str | os.PathLike) -> str | None:
+    """Upload a file just written under a mounted mirror, unless it is local state (any part
+    of its path under the mount starts with ``.``: ``.koobill/``, the lock, temp files); None
+    for any other path."""
+    path = Path(os.path.abspath(path))
+    with _lock:
+        roots = [r for r in _mounts if path.is_relative_to(r)]
+    if not roots:
+        return None
+    rel = path.relative_to(max(roots, key=lambda r: len(r.parts))).parts
+    if any(part.startswith(".") for part in rel):
+        return None
+    return upload(path)
+
+
+def is_current(path: str | os.PathLike) -> bool:
+    """Whether the mirror file of ``path`` is the object as last downloaded or uploaded (same
+    etag); False when either is missing."""
+    obj = _file(path)
+    head = _head(obj)
+    if head is None or not obj.local.is_file():
+        return False
+    with _etags(obj.base) as known:
+        return known.get(obj.key, [None])[0] == head["ETag"]
+
+
 @contextlib.contextmanager
 def _read(path: Path) -> Iterator[Any]:
     try:
@@ -463,7 +489,7 @@ def _get(obj: _Object) -> tuple[str, int] | None:
     size = 0
     with (
         _store_errors("download", obj.bucket, obj.key),
-        atomic_path(obj.local) as tmp,
+        atomic_path(obj.local, mirror=False) as tmp,
         open(tmp, "wb") as fh,
     ):
         for chunk in resp["Body"].iter_chunks(1 << 20):
@@ -582,6 +608,79 @@ def ensure_local(path: str | os.PathLike) -> Path:
     return obj.local
 
 
+# ------------------------------------------------- the same call for a local or a mirrored path
+
+
+def pull_dir(path: str | os.PathLike) -> Path:
+    """A folder about to be read: under a mounted mirror, its objects are synced down first;
+    any other path is returned as it is."""
+    path = Path(path)
+    if remote_of(path) is not None:
+        sync_down(path)
+    return path
+
+
+def subdirs(path: str | os.PathLike) -> list[str]:
+    """The names of the folders directly under ``path`` (on object storage, its common
+    prefixes), sorted."""
+    path = Path(path)
+    if remote_of(path) is not None:
+        return list_dirs(path)
+    return sorted(p.name for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
+
+
+def local_copy(path: str | os.PathLike) -> Path:
+    """A file about to be read: under a mounted mirror, downloaded when missing locally; any
+    other path is returned as it is."""
+    path = Path(path)
+    if remote_of(path) is not None:
+        return ensure_local(path)
+    return path
+
+
+def push_dir(path: str | os.PathLike) -> int:
+    """A folder just written under a mounted mirror: upload its files (not hidden ones) and
+    delete the objects under its prefix that no longer have a file; return files uploaded.
+    A no-op for any other path."""
+    path = Path(path)
+    if remote_of(path) is None:
+        return 0
+    local = {
+        p.relative_to(path).as_posix(): p
+        for p in (path.rglob("*") if path.is_dir() else [])
+        if p.is_file() and not any(x.startswith(".") for x in p.relative_to(path).parts)
+    }
+    for rel, _size, _etag in list_keys(path):
+        if rel not in local and not any(x.startswith(".") for x in rel.split("/")):
+            delete(path / rel)
+    for p in local.values():
+        upload(p)
+    return len(local)
+
+
+_REFRESHED: dict[Path, float] = {}
+
+
+def refresh(path: str | os.PathLike, *, every_s: float = 2.0) -> Path:
+    """A file other machines may replace (the published database, the page's accounts): under
+    a mounted mirror, download it when its object changed, checking at most every ``every_s``
+    seconds per process. Any other path is returned as it is."""
+    import time
+
+    path = Path(path)
+    if remote_of(path) is None:
+        return path
+    now = time.monotonic()
+    with _lock:
+        last = _REFRESHED.get(path)
+        if last is not None and now - last < every_s:
+            return path
+        _REFRESHED[path] = now
+    if not is_current(path):
+        download(path)
+    return path
+
+
 def fetch_immutable(uri: str) -> Path:
     """The mirror file of an object that never changes (a Delta data file, named by a uuid):
     downloaded once, then read from the mirror."""
@@ -653,8 +752,8 @@ def _delete_if(obj: _Object, etag: str) -> bool:
 def remote_lock(root_uri: str, what: str, wait_s: float, lease_s: float = 3600) -> Iterator[None]:
     """Hold the lease lock of an s3 data dir (``<prefix>/.koobill.lock``) while the block runs.
 
-    Created with a conditional write; a lease past its ``expires_at`` is taken over (deleted if
-    unchanged, then created again). A lease held by another waits up to ``wait_s`` seconds,
+    Created with a conditional write; a lease past its ``expires_at``, or taken on this machine
+    by a process that died, is taken over (deleted if unchanged, then created again). A lease held by another waits up to ``wait_s`` seconds,
     then raises :class:`LockBusy` naming the holder. On exit the lease is deleted if it is
     still ours; when it expired and was taken over meanwhile, a :class:`KoobillError` says so.
     Expiry is judged by the clock of the waiting machine."""
@@ -687,8 +786,10 @@ def _acquire(obj: _Object, root_uri: str, what: str, wait_s: float, lease_s: flo
         if held is None:
             continue  # released meanwhile
         info, held_etag = held
-        if float(info["expires_at"]) <= time.time() and _delete_if(obj, held_etag):
-            continue  # an expired lease removed: try to create ours again
+        if (float(info["expires_at"]) <= time.time() or _holder_died(info)) and _delete_if(
+            obj, held_etag
+        ):
+            continue  # an expired or orphaned lease removed: try to create ours again
         left = deadline - time.monotonic()
         if left <= 0:
             raise LockBusy(
@@ -696,6 +797,20 @@ def _acquire(obj: _Object, root_uri: str, what: str, wait_s: float, lease_s: flo
                 f"{what} was not started. Wait for it to finish and run again."
             )
         time.sleep(min(0.5, left))
+
+
+def _holder_died(info: dict) -> bool:
+    """A lease taken on this machine by a process that no longer runs (killed: it could not
+    release it); a lease of another machine is judged by its expiry only."""
+    if info.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, TypeError, ValueError, OverflowError):
+        return False
+    return False
 
 
 def _lease(what: str, lease_s: float) -> bytes:

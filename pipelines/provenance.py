@@ -211,6 +211,9 @@ class _FileStat:
 
     @staticmethod
     def _read(p: Path) -> tuple[int | None, str | None]:
+        from pipelines import objectstore
+
+        p = objectstore.local_copy(p)  # object storage: the mirror's copy, fetched if missing
         return (p.stat().st_size, sha256_of(p)) if p.is_file() else (None, None)
 
     def prefetch(self, rels: list[str]) -> None:

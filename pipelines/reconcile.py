@@ -240,11 +240,13 @@ def _stage_files(con, paths: Paths, in_files: list[tuple[str, Path]]) -> None:
     con.execute(
         "create or replace temp table rc_disk (landing_date date, feed varchar, file varchar)"
     )
+    from pipelines import objectstore
+
     disk = [
         (v, feed, f.name)
         for v, _p in in_files
         for feed in ALL_FEEDS
-        if paths.landing_dir(feed, v).is_dir()
+        if objectstore.pull_dir(paths.landing_dir(feed, v)).is_dir()
         for f in sorted(paths.landing_dir(feed, v).iterdir())
         if f.is_file() and f.suffix.lower() in FILE_SUFFIXES and not f.name.startswith(".")
     ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -93,8 +94,11 @@ def connect_published(root: Path) -> duckdb.DuckDBPyConnection:
 
     Never waits for and never blocks a writer: the published file is replaced by a rename, and
     this connection keeps reading the file it opened. Before anything is published, an empty
-    in-memory database with every public table and view."""
-    path = Paths(Path(root)).warehouse
+    in-memory database with every public table and view. On object storage the newest
+    published database is fetched from the bucket first."""
+    from pipelines import objectstore
+
+    path = objectstore.refresh(Paths(Path(root)).warehouse)
     if path.exists():
         # Attached into a fresh in-memory database rather than opened by path: DuckDB caches
         # database instances by path within a process, so while any connection to the old file
@@ -154,7 +158,31 @@ def publish(root: Path) -> Path:
         ) from None
     for stale in root.glob(".warehouse.*.publish.duckdb*"):  # left by a killed publish
         _unlink(stale)
+    from pipelines import objectstore
+
+    objectstore.upload_if_mirrored(target)  # object storage: the bucket's copy, one PUT
     return target
+
+
+def pull_published(root: Path) -> None:
+    """On object storage, at the start of a writer's turn (holding the bucket's lock): make
+    the working copy the bucket's published database when another machine published since
+    this mirror last did; with nothing published, rebuild it from the lake. A no-op on a local
+    data dir."""
+    from pipelines import objectstore
+
+    root = Path(root)
+    if objectstore.remote_of(root) is None:
+        return
+    target = Paths(root).warehouse
+    if objectstore.is_current(target) and work_path(root).exists():
+        return
+    work = work_path(root)
+    work.parent.mkdir(parents=True, exist_ok=True)
+    _unlink(work, Path(str(work) + ".wal"))
+    if objectstore.download(target):
+        shutil.copyfile(target, work)
+    # else: no working copy; open_warehouse rebuilds it from the lake
 
 
 def _unlink(*paths: Path) -> None:

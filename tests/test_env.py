@@ -82,7 +82,8 @@ def test_defaults() -> None:
 @pytest.mark.parametrize(
     "name, raw, field, value",
     [
-        ("KOOBILL_DATA_DIR", "/srv/data", "data_dir", Path("/srv/data")),
+        ("KOOBILL_DATA_DIR", "/srv/data", "data_dir", "/srv/data"),
+        ("KOOBILL_DATA_DIR", "s3://billing/koobill", "data_dir", "s3://billing/koobill"),
         ("KOOBILL_DATA_DIR", "", "data_dir", None),  # empty counts as unset
         ("KOOBILL_LOCK_WAIT_S", "0", "lock_wait_s", 0),
         ("KOOBILL_LOCK_WAIT_S", "2.5", "lock_wait_s", 2.5),

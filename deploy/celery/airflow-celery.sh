@@ -107,6 +107,9 @@ start() {
     (
         cd "$dir"
         export TMPDIR="$dir/tmp"
+        # a data dir on object storage: each component keeps its local mirror of the bucket in
+        # its scratch folder, as on a machine of its own (set KOOBILL_CACHE_DIR to share one)
+        export KOOBILL_CACHE_DIR="${KOOBILL_CACHE_DIR:-$dir/cache}"
         exec setsid "$@"
     ) >> "$KOOBILL_CELERY_STATE/$name.log" 2>&1 < /dev/null &
     local pid=$!

@@ -121,9 +121,11 @@ def export_month(
 
 
 def _require_warehouse(root: Path, month: str) -> None:
+    from pipelines import objectstore
     from pipelines.warehouse import work_path
 
-    if not (work_path(root).exists() or Paths(root).warehouse.exists()):
+    published = objectstore.refresh(Paths(root).warehouse)  # object storage: the bucket's
+    if not (work_path(root).exists() or published.exists()):
         raise KoobillError(
             f"month {month} not closed: no warehouse at {Paths(root).warehouse}. "
             f"Run `koobill close --month {month}` first."

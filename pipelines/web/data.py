@@ -55,7 +55,11 @@ def _connect_published(root: Path):
     still open in the process: DuckDB caches database instances by path.)"""
     import duckdb
 
-    path = Path(root) / "warehouse.duckdb"
+    from pipelines import objectstore
+
+    # object storage: the bucket's newest publication, fetched into the mirror when it changed
+    # (looked up at most every 2 seconds)
+    path = objectstore.refresh(Path(root) / "warehouse.duckdb")
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -335,7 +339,12 @@ def export_file(root: Path, row: dict[str, Any]) -> Path | None:
         path = (Path(root) / str(row["path"])).resolve()
     except (OSError, RuntimeError):
         return None
-    if not path.is_relative_to(base) or not path.is_file():
+    if not path.is_relative_to(base):
+        return None
+    from pipelines import objectstore
+
+    path = objectstore.local_copy(path)  # object storage: fetched into the mirror once
+    if not path.is_file():
         return None
     if row.get("bytes") is not None and path.stat().st_size != int(row["bytes"]):
         return None  # replaced since it was recorded

@@ -1,11 +1,14 @@
 """The production shape, for real: Airflow with the CeleryExecutor on PostgreSQL and Redis, two
-Celery workers, the DAGs triggered through the REST API and run by the scheduler.
+Celery workers, the data dir on object storage, the DAGs triggered through the REST API and run
+by the scheduler.
 
 One scenario (``make test-services``; about 6 to 10 minutes on 2 cores):
 
-1. a week of landing dates (2025-01-29..2025-02-04, the cutoff of January 2025) is generated
-   into two data dirs: one for the Celery deployment, one for an embedded run of the ``koobill``
-   CLI (ingest every day, close, export) that runs meanwhile;
+1. a local S3 server (moto, on 127.0.0.1) is started with a fresh bucket; a week of landing
+   dates (2025-01-29..2025-02-04, the cutoff of January 2025) is generated into two data dirs:
+   ``s3://<bucket>/data`` for the Celery deployment, and a local one for an embedded run of the
+   ``koobill`` CLI (ingest every day, close, export) that runs meanwhile. Each component of the
+   deployment keeps its own local mirror of the bucket, as on machines of its own;
 2. ``deploy/celery/airflow-celery.sh all`` starts the API server, scheduler, DAG processor,
    triggerer and two Celery workers on a fresh database ``koobill_airflow_test`` and Redis
    database 11 (both emptied first), on ports of their own (18080, ...);
@@ -17,8 +20,10 @@ One scenario (``make test-services``; about 6 to 10 minutes on 2 cores):
 4. every bill and bill line equals the embedded run's (but for the times they were closed),
    and so do the CSV and Parquet exports, byte for byte; the PDF and XLSX carry the closing
    time, so the mapped exports are compared byte for byte with one embedded ``koobill export``
-   of the same closed bills; the task instances record both workers' host names, and each
-   worker's own log shows the tasks it received.
+   of the same closed bills (a plain copy of the bucket is a data dir); the task instances
+   record both workers' host names, and each worker's own log shows the tasks it received;
+   everything the deployment wrote is in the bucket (Delta tables, exports, the analysts'
+   database), read back here through a mirror of this test's own.
 
 Every process the deployment started is stopped at the end, whatever happened (the launcher
 also stops by itself if this test process dies).
@@ -211,28 +216,78 @@ def _export_files(data: Path) -> dict[str, str]:
     }
 
 
-def test_celery_deployment_bills_like_the_embedded_run(tmp_path: Path) -> None:
+def _download(data_dir: str, dest: Path) -> Path:
+    """A plain copy of the bucket's data dir (every object but the lock)."""
+    from pipelines import objectstore
+
+    bucket, prefix = objectstore.parse_uri(data_dir)
+    s3 = objectstore.client()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        for item in page.get("Contents", ()):
+            rel = item["Key"][len(prefix) + 1 :]
+            if rel.endswith("/") or rel == ".koobill.lock":
+                continue
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+    return dest
+
+
+@pytest.fixture
+def bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``s3://<fresh bucket>/data`` on a local S3 server, with the AWS variables set in this
+    process (the deployment gets the same through its environment)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import s3server
+
+    from pipelines import objectstore
+
+    proc, endpoint = s3server.start()
+    aws = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "KOOBILL_CACHE_DIR": str(tmp_path / "test-mirror"),
+    }
+    for name, value in aws.items():
+        monkeypatch.setenv(name, value)
+    objectstore.reset()
+    name = f"koobill-services-{os.getpid()}"
+    objectstore.client().create_bucket(Bucket=name)
+    try:
+        yield f"s3://{name}/data", aws
+    finally:
+        s3server.stop(proc)
+        objectstore.reset()
+
+
+def test_celery_deployment_bills_like_the_embedded_run(tmp_path: Path, bucket) -> None:
+    from pipelines.config import resolve_data_dir
     from pipelines.generate import generate
 
+    data_dir, aws = bucket
     base_env = {**os.environ, "KOOBILL_REPO": str(REPO)}
     base_env.pop("KOOBILL_DATA_DIR", None)
     _services_or_fail(base_env)
     _reset_services(base_env)
 
-    celery_data, embedded_data = tmp_path / "celery-data", tmp_path / "embedded-data"
-    generate(
-        celery_data, FIRST.isoformat(), CUTOFF.isoformat(), n_partners=4, usage_rows_per_day=100
-    )
-    shutil.copytree(celery_data, embedded_data)
+    embedded_data = tmp_path / "embedded-data"
+    for target in (data_dir, embedded_data):  # the same seed: the same landing files
+        generate(
+            target, FIRST.isoformat(), CUTOFF.isoformat(), n_partners=4, usage_rows_per_day=100
+        )
     state, home = tmp_path / "run", tmp_path / "airflow"
     state.mkdir()
     embedded = _embedded_run(embedded_data, tmp_path / "embedded.log")
 
     env = {
         **base_env,
+        **aws,
         "AIRFLOW_HOME": str(home),
         "KOOBILL_CELERY_STATE": str(state),
-        "KOOBILL_DATA_DIR": str(celery_data),
+        "KOOBILL_DATA_DIR": data_dir,
         "KOOBILL_AIRFLOW_DB": DB,
         "KOOBILL_REDIS_DB": str(REDIS_DB),
         "KOOBILL_API_PORT": str(API_PORT),
@@ -249,6 +304,7 @@ def test_celery_deployment_bills_like_the_embedded_run(tmp_path: Path) -> None:
         "KOOBILL_LANDING_POKE_S": "5",
         "KOOBILL_EXPORT_BATCH_SIZE": "1",
     }
+    env.pop("KOOBILL_CACHE_DIR")  # each component keeps a mirror in its own scratch folder
     launcher = subprocess.Popen(
         ["bash", str(LAUNCHER), "all"],
         env=env,
@@ -267,12 +323,18 @@ def test_celery_deployment_bills_like_the_embedded_run(tmp_path: Path) -> None:
             os.killpg(embedded.pid, signal.SIGKILL)
             embedded.wait()
 
-    # every bill and bill line, every export file: the same as the embedded run's
-    celery_bills, embedded_bills = _bills(celery_data), _bills(embedded_data)
+    # the workers kept their own mirrors (two machines), and wrote everything to the bucket
+    mirrors = sorted(p.parent.name for p in state.glob("worker-*/cache"))
+    assert mirrors == ["worker-1", "worker-2"], mirrors
+    copy = _download(data_dir, tmp_path / "bucket-copy")
+    assert (copy / "lake" / "bills" / "bills" / "_delta_log").is_dir()
+    # every bill and bill line (the bucket's published database, read through this test's own
+    # mirror), every export file: the same as the embedded run's
+    celery_bills, embedded_bills = _bills(resolve_data_dir(data_dir)), _bills(embedded_data)
     assert len(celery_bills["bills"]) > 2  # a header and bills of several partners
     assert celery_bills == embedded_bills
     # the CSV and Parquet files carry no closing time: the same bytes as the embedded run's
-    celery_files, embedded_files = _export_files(celery_data), _export_files(embedded_data)
+    celery_files, embedded_files = _export_files(copy), _export_files(embedded_data)
     assert len(celery_files) == 4 * (len(celery_bills["bills"]) - 1)
     assert {f: h for f, h in celery_files.items() if f.endswith((".csv", ".parquet"))} == {
         f: h for f, h in embedded_files.items() if f.endswith((".csv", ".parquet"))
@@ -281,7 +343,7 @@ def test_celery_deployment_bills_like_the_embedded_run(tmp_path: Path) -> None:
     # two closes cannot share: the mapped exports must be the bytes one embedded
     # `koobill export` writes for the same closed bills
     single = tmp_path / "single-export"
-    shutil.copytree(celery_data, single, ignore=shutil.ignore_patterns("exports", ".koobill.lock"))
+    shutil.copytree(copy, single, ignore=shutil.ignore_patterns("exports"))
     subprocess.run(
         [str(BIN / "koobill"), "--data-dir", str(single), "export", "--month", MONTH],
         check=True,
