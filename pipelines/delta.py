@@ -39,6 +39,10 @@ from pipelines.errors import KoobillError
 __all__ = [
     "LakeConflict",
     "commit_file",
+    "last_run",
+    "restore",
+    "runs",
+    "vacuum",
     "append_file",
     "delete_partition",
     "history",
@@ -154,12 +158,23 @@ def _retention_hours() -> int:
     return settings().lake_retention_hours
 
 
-def commit_file(path: Path, prefix: str, value: str, file: Path, *, what: str = "") -> None:
+def commit_file(
+    path: Path,
+    prefix: str,
+    value: str,
+    file: Path,
+    *,
+    what: str = "",
+    run: str | None = None,
+    vacuum: bool = True,
+) -> None:
     """Make ``file`` (a Parquet file written for this commit) the whole content of partition
     ``prefix=value`` of the table at ``path``, in one Delta transaction.
 
     The file is moved (local) or uploaded (object storage) to a new, uniquely named data file
-    of the table first; only the log entry makes it visible."""
+    of the table first; only the log entry makes it visible. ``run`` names the commit in the
+    log (``koobill_run``: the commits of one lake partition share it); ``vacuum=False`` keeps
+    the replaced file until the caller vacuums (:func:`vacuum`)."""
     from deltalake import Schema
     from deltalake.exceptions import CommitFailedError
     from deltalake.transaction import AddAction, create_table_with_add_actions
@@ -173,7 +188,7 @@ def commit_file(path: Path, prefix: str, value: str, file: Path, *, what: str = 
     stats = json.dumps({"numRecords": meta.num_rows})
     add = AddAction(rel, size, {prefix: value}, int(time.time() * 1000), True, stats)
     uri = table_uri(path)
-    props = _commit_properties(what or f"{prefix}={value}")
+    props = _commit_properties(what or f"{prefix}={value}", run)
     try:
         dt = _open(path)
         if dt is None:
@@ -209,7 +224,8 @@ def commit_file(path: Path, prefix: str, value: str, file: Path, *, what: str = 
                 "made. Run the command again."
             ) from None
         raise
-    _vacuum(path)
+    if vacuum:
+        _vacuum(path)
 
 
 def append_file(path: Path, file: Path, *, what: str = "") -> None:
@@ -254,17 +270,56 @@ def table_files(path: Path) -> list[str]:
     return [] if dt is None else sorted(_file_uris(dt))
 
 
-def delete_partition(path: Path, prefix: str, value: str, *, what: str = "") -> bool:
+def delete_partition(
+    path: Path,
+    prefix: str,
+    value: str,
+    *,
+    what: str = "",
+    run: str | None = None,
+    vacuum: bool = True,
+) -> bool:
     """Remove partition ``prefix=value`` from the table at ``path`` (a commit of the table's
     log); False when the table has no such partition."""
     if value not in partition_files(path, prefix):
         return False
     dt = _open(path)
     dt.delete(
-        f"{prefix} = '{_literal(value)}'", commit_properties=_commit_properties(what or "delete")
+        f"{prefix} = '{_literal(value)}'",
+        commit_properties=_commit_properties(what or "delete", run),
     )
-    _vacuum(path)
+    if vacuum:
+        _vacuum(path)
     return True
+
+
+def last_run(path: Path) -> tuple[int, str] | None:
+    """``(version, koobill_run)`` of the table's latest commit that changed its data (vacuums
+    and restores excluded from "changed": a restore names the run it went back to); None when
+    no such commit is in the log's recent history."""
+    for h in history(path, 20):
+        if h.get("operation", "").startswith("VACUUM"):
+            continue
+        run = h.get("koobill_run")
+        return (int(h["version"]), run) if run else None
+    return None
+
+
+def runs(path: Path, limit: int = 50) -> set[str]:
+    """The ``koobill_run`` names of the table's recent commits."""
+    return {h["koobill_run"] for h in history(path, limit) if h.get("koobill_run")}
+
+
+def restore(path: Path, version: int, run: str) -> None:
+    """Bring the table back to ``version`` (a Delta ``RESTORE``: its files come back, later
+    ones are removed), naming ``run``, the run of that version, in the log."""
+    dt = _open(path)
+    dt.restore(version, commit_properties=_commit_properties(f"restore to version {version}", run))
+
+
+def vacuum(path: Path) -> None:
+    """Delete the files the table's log has removed (see :func:`_vacuum`)."""
+    _vacuum(path)
 
 
 def history(path: Path, limit: int | None = None) -> list[dict]:
@@ -281,12 +336,14 @@ def _literal(value: str) -> str:
     return value
 
 
-def _commit_properties(what: str):
+def _commit_properties(what: str, run: str | None = None):
     from deltalake import CommitProperties
 
     from pipelines import __version__
 
     meta = {"koobill": what, "koobill_version": __version__, "pid": os.getpid()}
+    if run:
+        meta["koobill_run"] = run
     return CommitProperties(custom_metadata=meta)
 
 

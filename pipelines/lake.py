@@ -41,6 +41,8 @@ __all__ = [
     "lock_wait_s",
     "memory_limit",
     "drop_partition",
+    "recover",
+    "recover_all",
     "export_history_files",
     "members",
     "new_version_dir",
@@ -82,6 +84,7 @@ def data_dir_lock(root: Path, *, wait_s: float = 0.0, what: str = "a command") -
             pull_published(root)
         else:
             upgrade_legacy(root)
+        recover_all(root)  # a writer killed between two members' commits
         yield
 
 
@@ -285,8 +288,14 @@ def new_version_dir(partition: Path) -> Path:
 def commit_version(partition: Path, version_dir: Path) -> None:
     """Commit the files of ``version_dir`` (``<member>.parquet`` each) as partition
     ``partition`` (``.../<table>/<prefix>=<value>``) of their member tables: one Delta
-    transaction per member, the marker member last; a member the new version lacks has the
-    partition removed. The previous version stays readable until each commit lands."""
+    transaction per member, the marker member last, all named by one run id in the log; a
+    member the new version lacks has the partition removed. The files the commits replace are
+    deleted only once the marker's commit landed.
+
+    A writer stopped between two members' commits (killed, or a commit that failed) leaves
+    members ahead of the marker: :func:`recover` (run at once on a failure here, and by the
+    next writer under the lock) restores them to the versions the marker's last run left, so
+    a partition is always read as one run wrote it."""
     table_dir = partition.parent
     prefix, value = partition.name.split("=", 1)
     files = {f.name.removesuffix(".parquet"): f for f in version_dir.iterdir()}
@@ -297,18 +306,71 @@ def commit_version(partition: Path, version_dir: Path) -> None:
     if marker and marker not in files:
         raise KoobillError(f"cannot commit {partition}: the version has no {marker}.parquet")
     what = f"{table_dir.name} {partition.name}"
+    run = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
     order = sorted(files, key=lambda n: (n == marker, n))
-    for name in sorted(set(members(table_dir)) - set(files)):
-        delta.delete_partition(table_dir / name, prefix, value, what=what)
+    gone = sorted(set(members(table_dir)) - set(files))
     try:
+        for name in gone:
+            delta.delete_partition(
+                table_dir / name, prefix, value, what=what, run=run, vacuum=False
+            )
         for name in order:
-            delta.commit_file(table_dir / name, prefix, value, files[name], what=what)
-    except OSError as exc:
-        raise KoobillError(
-            f"cannot commit {partition}: {exc.strerror or exc}; the previous version stays"
-        ) from None
+            delta.commit_file(
+                table_dir / name, prefix, value, files[name], what=what, run=run, vacuum=False
+            )
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            recover(table_dir)
+        if isinstance(exc, OSError):
+            raise KoobillError(
+                f"cannot commit {partition}: {exc.strerror or exc}; the previous version stays"
+            ) from None
+        raise
+    for name in [*gone, *order]:
+        delta.vacuum(table_dir / name)
     shutil.rmtree(version_dir, ignore_errors=True)
     clean_orphans(table_dir)
+
+
+def recover(table_dir: Path) -> list[str]:
+    """Undo the commits of a run that did not reach the marker member: each member whose
+    latest data commit belongs to a run the marker never committed is restored (Delta
+    ``RESTORE``) to the version before it. Returns the members restored. Callers hold the
+    writer lock; a table without a marker member is left as it is."""
+    table_dir = Path(table_dir)
+    marker = _marker(table_dir)
+    if not marker or not delta.is_table(table_dir / marker):
+        return []
+    done = delta.runs(table_dir / marker)
+    restored = []
+    for name in members(table_dir):
+        if name == marker:
+            continue
+        last = delta.last_run(table_dir / name)
+        if last is None or last[1] in done or last[0] == 0:
+            continue  # consistent, not koobill's, or the table's first commit (not listed)
+        version = last[0] - 1
+        run = next(  # the run whose data the member goes back to (vacuums name none)
+            (
+                h["koobill_run"]
+                for h in delta.history(table_dir / name)
+                if h["version"] <= version and h.get("koobill_run")
+            ),
+            "",
+        )
+        delta.restore(table_dir / name, version, run)
+        delta.vacuum(table_dir / name)
+        restored.append(name)
+    return restored
+
+
+def recover_all(root: Path) -> list[str]:
+    """:func:`recover` every lake table with a marker member; returns ``table/member`` names."""
+    out = []
+    for table in MARKERS:
+        table_dir = Path(root) / "lake" / table
+        out += [f"{table}/{m}" for m in recover(table_dir)]
+    return out
 
 
 def drop_partition(partition: Path) -> bool:
@@ -318,9 +380,10 @@ def drop_partition(partition: Path) -> bool:
     prefix, value = partition.name.split("=", 1)
     marker = _marker(table_dir)
     names = sorted(members(table_dir), key=lambda n: (n != marker, n))
+    run = f"drop-{uuid.uuid4().hex[:12]}"
     found = False
     for name in names:
-        found |= delta.delete_partition(table_dir / name, prefix, value, what="drop")
+        found |= delta.delete_partition(table_dir / name, prefix, value, what="drop", run=run)
     return found
 
 

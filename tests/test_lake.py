@@ -1,0 +1,129 @@
+"""The lake's commits: a partition is read as one run wrote it, even when a writer stops between
+two member tables' commits (each member is its own Delta table)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines import delta, lake
+from pipelines.close import close_month
+from pipelines.config import Paths
+from pipelines.generate import generate
+from pipelines.ingest import ingest_date
+from pipelines.warehouse import rebuild
+
+REPO = Path(__file__).resolve().parents[1]
+DAYS = ["2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
+MONTH = "2026-10"
+
+
+def _stage(part: Path, tag: str) -> Path:
+    con = duckdb.connect()
+    v = lake.new_version_dir(part)
+    for name in ("bills", "bill_lines"):
+        con.execute(
+            f"copy (select '2026-10' as bill_month, '{tag}' as tag) to '{v / name}.parquet'"
+        )
+    return v
+
+
+def _tags(part: Path) -> list[str]:
+    p = lake.at(part)
+    return [
+        duckdb.sql(f"select tag from read_parquet('{p / (n + '.parquet')}')").fetchall()[0][0]
+        for n in ("bills", "bill_lines")
+    ]
+
+
+def test_a_commit_that_fails_between_members_is_undone(tmp_path, monkeypatch):
+    part = tmp_path / "lake" / "bills" / f"bill_month={MONTH}"
+    part.parent.mkdir(parents=True)
+    lake.commit_version(part, _stage(part, "v1"))
+    real = delta.commit_file
+
+    def marker_fails(path, *args, **kw):
+        if path.name == "bills":
+            raise OSError(28, "No space left on device")
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(delta, "commit_file", marker_fails)
+    with pytest.raises(lake.KoobillError, match="the previous version stays"):
+        lake.commit_version(part, _stage(part, "v2"))
+    assert _tags(part) == ["v1", "v1"]  # bill_lines went back to the marker's run
+    ops = [h["operation"] for h in delta.history(part.parent / "bill_lines")]
+    assert "RESTORE" in ops
+    monkeypatch.setattr(delta, "commit_file", real)
+    lake.commit_version(part, _stage(part, "v3"))
+    assert _tags(part) == ["v3", "v3"]
+    assert lake.recover(part.parent) == []
+    # one live file per member: the restored and replaced ones were vacuumed
+    files = [p for p in part.parent.rglob("*.parquet") if "_delta_log" not in p.parts]
+    assert len(files) == 2
+
+
+CHILD = r"""
+import os, signal, sys
+
+def hook(event, args):
+    # the restatement's bill_lines are committed; its bills (the marker) are about to be placed
+    if event == "os.rename" and "/lake/bills/bills/" in str(args[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+sys.addaudithook(hook)
+from pipelines.close import close_month
+
+close_month(sys.argv[1], sys.argv[2], restate=True)
+"""
+
+
+def _lines(root: Path) -> list[tuple]:
+    f = lake.at(Paths(root).bills_dir(MONTH)) / "bill_lines.parquet"
+    return duckdb.sql(f"select * exclude (version) from read_parquet('{f}') order by all").fetchall()
+
+
+def test_a_restatement_killed_between_members_reads_as_before_and_reruns_clean(tmp_path):
+    root = tmp_path / "data"
+    generate(root, DAYS[0], DAYS[-1], usage_rows_per_day=40, n_partners=2)
+    for day in DAYS:
+        ingest_date(root, day)
+    close_month(root, MONTH)
+    before = _lines(root)
+    # a late adjustment, then a restatement killed after its bill_lines commit
+    folder = root / "landing" / "adjustments" / DAYS[-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "late.csv").write_text(
+        "record_id,partner_id,customer_id,product_id,amount,currency,bill_month,reason\n"
+        "late-1,ptn-brightsoft,,,-7.50,USD,2026-10,late credit\n",
+        encoding="utf-8",
+    )
+    ingest_date(root, DAYS[-1])
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(root), MONTH],
+        cwd=REPO,
+        env={**os.environ, "KOOBILL_LOCK_WAIT_S": "0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    # the next writer restores the member that ran ahead: the month reads as before
+    rebuild(root)
+    assert _lines(root) == before
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    assert con.execute("select max(version) from bills").fetchone()[0] == 1
+    con.close()
+    # and the restatement, run again, makes version 2 whole
+    r = close_month(root, MONTH, restate=True)
+    assert r.changed and r.version == 2
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    v2 = con.execute("select count(*) from bill_lines where version = 2").fetchone()[0]
+    v1 = con.execute("select count(*) from bill_lines where version = 1").fetchone()[0]
+    con.close()
+    assert v2 > 0 and v1 == len(before)
