@@ -85,7 +85,9 @@ close_month(sys.argv[1], sys.argv[2], restate=True)
 
 def _lines(root: Path) -> list[tuple]:
     f = lake.at(Paths(root).bills_dir(MONTH)) / "bill_lines.parquet"
-    return duckdb.sql(f"select * exclude (version) from read_parquet('{f}') order by all").fetchall()
+    return duckdb.sql(
+        f"select * exclude (version) from read_parquet('{f}') order by all"
+    ).fetchall()
 
 
 def test_a_restatement_killed_between_members_reads_as_before_and_reruns_clean(tmp_path):
