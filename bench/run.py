@@ -1350,7 +1350,10 @@ def measure_month(cfg: dict, res: dict, save) -> None:
         return
 
     def close(i: int) -> dict:
+        # a first close each time: the month's bills and its reconciliation, variance and
+        # provenance (a re-close with them in place skips the provenance's hashing)
         _drop_partition(state / "lake" / "bills" / f"bill_month={month}")
+        _drop_partition(state / "lake" / "reconcile" / f"bill_month={month}")
         return run_child(cfg, "close", {"data_dir": str(state), "month": month}, "close")
 
     def lower_close(i: int) -> dict:
