@@ -102,6 +102,8 @@ def load_users(root: Path) -> dict[str, User]:
     from pipelines import objectstore
 
     path = objectstore.refresh(users_path(root))
+    if objectstore.remote_of(path) is not None and path.exists():
+        path.chmod(0o600)  # the mirror's copy is as private as the bucket's
     try:
         st = path.stat()
     except FileNotFoundError:

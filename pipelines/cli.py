@@ -99,12 +99,14 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
 def init(obj: _Ctx, directory: str | None) -> None:
     """Create a data dir: DIRECTORY (default: --data-dir, $KOOBILL_DATA_DIR, then ./data) with
     landing/<feed>/ for every feed. Idempotent; refuses a non-empty folder that is no data dir."""
+    from pipelines import objectstore
     from pipelines.config import init_data_dir
 
     root = _run(init_data_dir, obj.to_create(directory))
-    click.echo(f"data dir ready: {root}")
-    click.echo(f"  land files under {root / 'landing'}/<feed>/<YYYY-MM-DD>/, then:")
-    click.echo(f"  export KOOBILL_DATA_DIR={root}")
+    where = objectstore.remote_of(root) or str(root)  # a bucket's data dir by its s3:// URI
+    click.echo(f"data dir ready: {where}")
+    click.echo(f"  land files under {where}/landing/<feed>/<YYYY-MM-DD>/, then:")
+    click.echo(f"  export KOOBILL_DATA_DIR={where}")
     click.echo("  koobill ingest --date YYYY-MM-DD")
 
 

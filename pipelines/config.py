@@ -184,6 +184,12 @@ def init_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     from pipelines import objectstore
 
     if objectstore.remote_of(root) is not None:
+        uri = objectstore.remote_of(root)
+        if not objectstore.list_keys(landing) and objectstore.list_keys(root):
+            raise DataDirError(
+                f"{uri} holds objects and is not a koobill data dir (nothing under landing/); "
+                "refusing to turn it into one: pick a new or empty prefix"
+            )
         # object storage has no folders: the data dir exists once landing/ holds an object
         objectstore.put_if_absent(landing / ".koobill", LANDING_MARKER.encode())
         for feed in FEEDS:

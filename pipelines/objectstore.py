@@ -21,6 +21,7 @@ import json
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -83,8 +84,8 @@ _mounts: dict[Path, str] = {}  # mirror folder -> the s3 URI it mirrors
 
 
 def is_remote(data_dir: str | os.PathLike) -> bool:
-    """True for a data dir on object storage: a string starting with ``s3://``."""
-    return isinstance(data_dir, str) and data_dir.startswith(SCHEME)
+    """True for a data dir on object storage: a string starting with ``s3://`` (any case)."""
+    return isinstance(data_dir, str) and data_dir[: len(SCHEME)].lower() == SCHEME
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
@@ -92,6 +93,7 @@ def parse_uri(uri: str) -> tuple[str, str]:
     wrong with a URI koobill cannot use."""
     if not is_remote(uri):
         raise KoobillError(f"{uri!r} is not an object storage URI: expected s3://bucket/prefix")
+    uri = SCHEME + uri[len(SCHEME) :]  # S3:// as s3://
     bucket, _, rest = uri[len(SCHEME) :].partition("/")
     if not bucket:
         raise KoobillError(f"{uri!r} names no bucket: expected s3://bucket/prefix")
@@ -449,6 +451,12 @@ def upload_if_mirrored(path: str | os.PathLike) -> str | None:
     return upload(path)
 
 
+def etag(path: str | os.PathLike) -> str | None:
+    """The object's etag; None when it does not exist."""
+    head = _head(_file(path))
+    return None if head is None else head["ETag"]
+
+
 def is_current(path: str | os.PathLike) -> bool:
     """Whether the mirror file of ``path`` is the object as last downloaded or uploaded (same
     etag); False when either is missing."""
@@ -612,11 +620,24 @@ def ensure_local(path: str | os.PathLike) -> Path:
 
 
 def pull_dir(path: str | os.PathLike) -> Path:
-    """A folder about to be read: under a mounted mirror, its objects are synced down first;
-    any other path is returned as it is."""
+    """A folder about to be read (a landing folder): under a mounted mirror, made exactly the
+    bucket's: its objects synced down, and the mirror's files with no object removed (the
+    bucket is the truth: a file deleted upstream, or dropped into one machine's mirror by
+    hand, is not read). Any other path is returned as it is."""
     path = Path(path)
-    if remote_of(path) is not None:
-        sync_down(path)
+    if remote_of(path) is None:
+        return path
+    sync_down(path)
+    keys = {rel for rel, _size, _etag in list_keys(path)}
+    if path.is_dir():
+        for f in sorted(path.rglob("*"), reverse=True):
+            rel = f.relative_to(path).as_posix()
+            if f.is_file() and rel not in keys and not _ours(rel):
+                f.unlink(missing_ok=True)
+            elif f.is_dir() and not any(f.iterdir()):
+                f.rmdir()
+        if not any(path.iterdir()):
+            path.rmdir()  # no such folder in the bucket
     return path
 
 
@@ -662,9 +683,11 @@ _REFRESHED: dict[Path, float] = {}
 
 
 def refresh(path: str | os.PathLike, *, every_s: float = 2.0) -> Path:
-    """A file other machines may replace (the published database, the page's accounts): under
-    a mounted mirror, download it when its object changed, checking at most every ``every_s``
-    seconds per process. Any other path is returned as it is."""
+    """A file other machines may replace (the published database, the page's accounts, the
+    invoice settings): under a mounted mirror, make the mirror's copy the object's, checking at
+    most every ``every_s`` seconds per process: downloaded when it changed, removed when the
+    object is gone. When the store cannot be reached, the copy at hand is used (a warning on
+    stderr) if there is one. Any other path is returned as it is."""
     import time
 
     path = Path(path)
@@ -676,8 +699,13 @@ def refresh(path: str | os.PathLike, *, every_s: float = 2.0) -> Path:
         if last is not None and now - last < every_s:
             return path
         _REFRESHED[path] = now
-    if not is_current(path):
-        download(path)
+    try:
+        if not is_current(path) and not download(path):
+            path.unlink(missing_ok=True)  # no such object (any more)
+    except KoobillError as exc:
+        if not path.exists():
+            raise
+        print(f"koobill: warning: {exc}; using the copy from earlier", file=sys.stderr)
     return path
 
 

@@ -346,7 +346,9 @@ def _stage_documents(con, root: Path, month: str) -> None:
         sql("reconcile/documents"), {"history": lake_files(hist), "month": month}
     ).fetchall()
     for pid, v, inv, path, recorded in rows:
-        f = root / path
+        from pipelines import objectstore
+
+        f = objectstore.refresh(root / path, every_s=0)  # object storage: the bucket's file
         on_disk = sha256_of(f) if f.is_file() else None
         con.execute(
             "insert into rc_documents values (?, ?, ?, ?, ?, ?)",

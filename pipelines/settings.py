@@ -58,7 +58,10 @@ class Settings:
 def settings_path(data_dir: str | Path | None) -> Path:
     """``<data-dir>/settings.toml`` if it exists, else the bundled defaults."""
     if data_dir is not None:
-        own = Path(data_dir) / FILE_NAME
+        from pipelines import objectstore
+
+        # object storage: the bucket's settings.toml (the mirror's copy follows it)
+        own = objectstore.refresh(Path(data_dir) / FILE_NAME)
         if own.is_file():
             return own
     return DEFAULT_PATH

@@ -65,6 +65,7 @@ def open_warehouse(root: Path, read_only: bool = False) -> duckdb.DuckDBPyConnec
     from the lake first."""
     if read_only:
         return connect_published(root)
+    _set_work_origin(root, None)  # about to change: no longer equal to a publication
     work = work_path(root)
     if not work.exists():
         _rebuild_work(Path(root))
@@ -160,29 +161,54 @@ def publish(root: Path) -> Path:
         _unlink(stale)
     from pipelines import objectstore
 
-    objectstore.upload_if_mirrored(target)  # object storage: the bucket's copy, one PUT
+    etag = objectstore.upload_if_mirrored(target)  # object storage: the bucket's copy, one PUT
+    if etag is not None:
+        _set_work_origin(root, etag)  # the working copy is this publication
     return target
 
 
 def pull_published(root: Path) -> None:
     """On object storage, at the start of a writer's turn (holding the bucket's lock): make
-    the working copy the bucket's published database when another machine published since
-    this mirror last did; with nothing published, rebuild it from the lake. A no-op on a local
-    data dir."""
+    the working copy the bucket's published database unless it already is that publication
+    (its etag is recorded beside it when it is published or pulled); with nothing published,
+    rebuild it from the lake. A no-op on a local data dir."""
     from pipelines import objectstore
 
     root = Path(root)
     if objectstore.remote_of(root) is None:
         return
-    target = Paths(root).warehouse
-    if objectstore.is_current(target) and work_path(root).exists():
+    target, work = Paths(root).warehouse, work_path(root)
+    remote = objectstore.etag(target)
+    if remote is not None and work.exists() and _work_origin(root) == remote:
         return
-    work = work_path(root)
+    _set_work_origin(root, None)
     work.parent.mkdir(parents=True, exist_ok=True)
     _unlink(work, Path(str(work) + ".wal"))
-    if objectstore.download(target):
+    if remote is not None and objectstore.download(target):
         shutil.copyfile(target, work)
+        _set_work_origin(root, objectstore.etag(target))
     # else: no working copy; open_warehouse rebuilds it from the lake
+
+
+def _origin_path(root: Path) -> Path:
+    return work_path(root).with_name("warehouse.origin")
+
+
+def _work_origin(root: Path) -> str | None:
+    """The etag of the publication the working copy equals (object storage), if known."""
+    try:
+        return _origin_path(root).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def _set_work_origin(root: Path, etag: str | None) -> None:
+    from pipelines.files import write_text
+
+    if etag is None:
+        _unlink(_origin_path(root))
+    else:
+        write_text(_origin_path(root), etag, mirror=False)
 
 
 def _unlink(*paths: Path) -> None:

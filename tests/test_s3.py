@@ -224,12 +224,12 @@ def test_the_mirror_is_only_a_cache(s3_env, tmp_path, monkeypatch):
     from pipelines.ingest import ingest_date
 
     generate(s3_env, *SPAN, usage_rows_per_day=50, n_partners=2)
-    for day in DAYS:
+    for day in DAYS[:2]:
         ingest_date(s3_env, day)
     before = published(s3_env)
     shutil.rmtree(resolve_data_dir(s3_env))
     _machine(tmp_path, monkeypatch, "same-name-again")
-    close_month(s3_env, MONTH)
+    close_month(s3_env, MONTH, force=True)
     after = published(s3_env)
     assert after["estimates"] == before["estimates"]
     assert [r[0] for r in after["bills"]] == sorted({r[0] for r in before["estimates"]})
@@ -411,7 +411,7 @@ def test_the_page_reads_the_published_state_from_the_bucket(s3_env, tmp_path, mo
     from pipelines.web.app import create_app
 
     generate(s3_env, *SPAN, usage_rows_per_day=50, n_partners=2)
-    for day in DAYS[:-1]:
+    for day in DAYS[:2]:
         ingest_date(s3_env, day)
     accounts.add_user(
         resolve_data_dir(s3_env), "bright", "partner", "pw-bright-123456", "ptn-brightsoft"
@@ -481,3 +481,111 @@ def test_init_and_refusals_on_object_storage(s3_env):
     r = runner.invoke(cli, ["--data-dir", missing, "close", "--month", MONTH])
     assert r.exit_code == 1 and "koobill-no-such-bucket-4242" in r.output, r.output
     assert "Traceback" not in r.output
+
+
+def _as(tmp_path, monkeypatch, name: str):
+    _machine(tmp_path, monkeypatch, name)
+
+
+def test_machines_taking_turns_keep_the_published_state_whole(s3_env, tmp_path, monkeypatch):
+    """A ingests, B ingests, A closes, B exports and reconciles and ingests again: every
+    machine starts from the bucket's publication, reads the bucket's settings and export files,
+    and no publication loses what another machine published."""
+    from pipelines import objectstore
+    from pipelines.close import close_month
+    from pipelines.config import resolve_data_dir
+    from pipelines.exports import export_month
+    from pipelines.generate import generate
+    from pipelines.ingest import ingest_date
+    from pipelines.reconcile import reconcile_month
+    from pipelines.settings import load_settings
+
+    def bills() -> int:
+        return len(published(s3_env)["bills"])
+
+    generate(s3_env, *SPAN, usage_rows_per_day=50, n_partners=2)
+    bucket, prefix = objectstore.parse_uri(s3_env)
+    settings = (REPO / "pipelines" / "assets" / "settings.default.toml").read_text("utf-8")
+    settings = settings.replace(settings.split('name = "', 1)[1].split('"', 1)[0], "Acme Billing")
+    objectstore.client().put_object(
+        Bucket=bucket, Key=f"{prefix}/settings.toml", Body=settings.encode()
+    )
+    _as(tmp_path, monkeypatch, "A")
+    for day in DAYS[:1]:
+        ingest_date(s3_env, day)
+    _as(tmp_path, monkeypatch, "B")
+    ingest_date(s3_env, DAYS[1])
+    _as(tmp_path, monkeypatch, "A")
+    close_month(s3_env, MONTH, force=True)
+    assert bills() == 2
+    _as(tmp_path, monkeypatch, "B")  # B's working copy is from before the close
+    assert load_settings(resolve_data_dir(s3_env)).issuer.name == "Acme Billing"
+    result = export_month(s3_env, MONTH, formats=["pdf", "csv"])
+    assert len(result.files) == 4 and not result.warnings
+    assert bills() == 2
+    _as(tmp_path, monkeypatch, "A")  # A did not write the exports: they are in the bucket
+    report = reconcile_month(s3_env, MONTH)
+    assert report.residuals == [], report.residuals
+    _as(tmp_path, monkeypatch, "B")
+    ingest_date(s3_env, DAYS[1])  # a rerun on B after A's and B's turns
+    _as(tmp_path, monkeypatch, "C")
+    tables = published(s3_env)
+    assert len(tables["bills"]) == 2 and len(tables["export_history"]) == 4
+
+
+def test_the_bucket_decides_which_landing_files_are_read(s3_env, tmp_path, monkeypatch):
+    """A file deleted from the bucket is not read from a mirror that saw it, and a file put
+    into a mirror by hand is not read either."""
+    from pipelines import objectstore
+    from pipelines.config import Paths, resolve_data_dir
+    from pipelines.generate import generate
+    from pipelines.ingest import ingest_date
+
+    generate(s3_env, *SPAN, usage_rows_per_day=50, n_partners=2)
+    first = ingest_date(s3_env, DAYS[0])
+    root = resolve_data_dir(s3_env)
+    folder = Paths(root).landing_dir("orders", DAYS[0])
+    (name,) = [p.name for p in folder.iterdir()]
+    bucket, prefix = objectstore.parse_uri(s3_env)
+    objectstore.client().delete_object(
+        Bucket=bucket, Key=f"{prefix}/landing/orders/{DAYS[0]}/{name}"
+    )
+    land(root, "orders", DAYS[0], [], name="by-hand.csv", columns=["record_id"])
+    again = ingest_date(s3_env, DAYS[0])
+    assert not folder.exists()  # the mirror follows the bucket: no orders that day
+    assert first.feeds["orders"].total("rows_read") > 0
+    assert again.feeds["orders"].total("rows_read") == 0
+
+
+def test_the_page_export_button_works_on_object_storage(s3_env, tmp_path, monkeypatch):
+    from pipelines import objectstore
+    from pipelines.close import close_month
+    from pipelines.config import resolve_data_dir
+    from pipelines.generate import generate
+    from pipelines.ingest import ingest_date
+    from pipelines.web.jobs import run_export
+
+    generate(s3_env, *SPAN, usage_rows_per_day=50, n_partners=2)
+    for day in DAYS[:1]:
+        ingest_date(s3_env, day)
+    close_month(s3_env, MONTH, force=True)
+    _as(tmp_path, monkeypatch, "web")
+    outcome = run_export(resolve_data_dir(s3_env), MONTH, "ptn-brightsoft", ["pdf"])
+    assert outcome.ok, outcome
+    bucket, prefix = objectstore.parse_uri(s3_env)
+    keys = [k for k, _s, _e in objectstore.list_keys(s3_env + "/exports")]
+    assert keys == ["ptn-brightsoft/2026-10/bill-ptn-brightsoft-2026-10-v1.pdf"], keys
+
+
+def test_init_refuses_a_prefix_that_holds_other_objects(s3_env):
+    from pipelines import objectstore
+    from pipelines.config import init_data_dir
+    from pipelines.errors import DataDirError
+
+    bucket, prefix = objectstore.parse_uri(s3_env)
+    objectstore.client().put_object(Bucket=bucket, Key=f"{prefix}/photos/cat.jpg", Body=b"x")
+    with pytest.raises(DataDirError, match="holds objects and is not a koobill data dir"):
+        init_data_dir(s3_env)
+    assert (
+        objectstore.is_remote("S3://Bucket/x") and objectstore.parse_uri("S3://abc/x")[0] == "abc"
+    )

@@ -219,8 +219,11 @@ def _settings_warnings(root: Path, settings) -> list[str]:
     from pipelines.settings import DEFAULT_PATH as DEFAULT_SETTINGS
 
     if settings.source == DEFAULT_SETTINGS and not (root / DEMO_MARKER).exists():
+        from pipelines import objectstore
+
+        where = objectstore.remote_of(root / "settings.toml") or root / "settings.toml"
         return [
-            f"no {root / 'settings.toml'}: the invoices carry the demo issuer and bank "
+            f"no {where}: the invoices carry the demo issuer and bank "
             "details; copy pipelines/assets/settings.default.toml there and fill in "
             "yours before sending them"
         ]
@@ -284,7 +287,12 @@ def _write_all(
     ctx = multiprocessing.get_context("spawn")
     done = 0
     try:
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=warm_up) as pool:
+        from pipelines import objectstore
+
+        uris = [u for u in [objectstore.remote_of(root)] if u]  # workers upload what they write
+        with ProcessPoolExecutor(
+            max_workers=n, mp_context=ctx, initializer=warm_up, initargs=(uris,)
+        ) as pool:
             for out in pool.map(
                 write_partner, repeat(root), repeat(run_id), bills, repeat(fmts), chunksize=4
             ):
@@ -297,9 +305,15 @@ def _write_all(
             yield write_partner(root, run_id, bill, fmts)
 
 
-def warm_up() -> None:
-    """Import the writers and parse the fonts once, before the first bill."""
+def warm_up(mounts: list[str] | None = None) -> None:
+    """Import the writers and parse the fonts once, before the first bill; mount the data
+    dir's object storage (``mounts``: its s3:// URI) so that the files written are uploaded."""
     from fpdf import FPDF
+
+    from pipelines import objectstore
+
+    for uri in mounts or []:
+        objectstore.mount(uri)
 
     import pipelines.exports.csv
     import pipelines.exports.parquet

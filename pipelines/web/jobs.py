@@ -31,10 +31,13 @@ def run_export(
     root: Path, month: str, partner: str, formats: list[str], version: int | None = None
 ) -> ExportOutcome:
     """Export one partner's month (ids and month already validated by the caller)."""
+    from pipelines import objectstore
+
     wait = lock_wait_s()
     args = json.dumps(
         {
-            "root": str(root),
+            # a data dir on object storage goes by its s3:// URI (the child mounts it itself)
+            "root": objectstore.remote_of(root) or str(root),
             "month": month,
             "partner": partner,
             "formats": formats,
