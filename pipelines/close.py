@@ -435,7 +435,9 @@ def print_close_result(r: CloseResult, echo: Echo) -> None:
     for c in r.changes:
         echo(f"  changed: {c}")
     if r.report_path:
-        echo(f"  data-quality report: {r.report_path}")
+        from pipelines import objectstore
+
+        echo(f"  data-quality report: {objectstore.display(r.report_path)}")
     print_bills(r.bills, echo)
 
 

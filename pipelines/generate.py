@@ -1153,6 +1153,12 @@ def _generate_day(
         progress(f"{ds}: {', '.join(bits)} ({files} files)")
 
 
+def _display(path) -> str:
+    from pipelines import objectstore
+
+    return objectstore.display(path)
+
+
 def _summary(
     st: _State, w: _World, paths: Paths, days: list[dt.date], seed: int, bad_rows: bool, took: float
 ) -> str:
@@ -1160,7 +1166,7 @@ def _summary(
     r, inj = st.rows, st.injected
     usage_extra = r["usage"] - st.usage_regular
     return (
-        f"generated {len(days)} landing date(s) {d0}..{d1} in {paths.landing} "
+        f"generated {len(days)} landing date(s) {d0}..{d1} in {_display(paths.landing)} "
         f"(seed {seed}, {len(w.partners)} partners, bad rows {'on' if bad_rows else 'off'}, "
         f"{took:.1f}s)\n"
         f"  files {st.files}: partners {r['partners']} rows in {st.snapshots} snapshot(s), "

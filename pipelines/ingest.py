@@ -115,13 +115,16 @@ def ingest_date(
     The date must be *present* (at least one feed has a folder for it), else KoobillError:
     the upstream export may not have arrived yet. ``allow_empty`` records a date that truly
     had no data; it then counts as ingested for the month close (spec section 2)."""
+    from pipelines import objectstore
+
     root = require_data_dir(data_dir)
     d = cal.parse_date(day) if isinstance(day, str) else day
     present = landing_date_present(root, d)
     if not present and not allow_empty:
         raise KoobillError(
             f"landing date {d} is not present: no feed has a folder "
-            f"{Paths(root).landing}/<feed>/{d}/. Its files may not have arrived yet; if the "
+            f"{objectstore.display(Paths(root).landing)}/<feed>/{d}/. Its files may not have "
+            "arrived yet; if the "
             "date truly had no data, record it with --allow-empty. Nothing was written."
         )
     with data_dir_lock(root, wait_s=lock_wait_s(), what=f"ingest {d}"):

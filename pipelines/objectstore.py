@@ -619,6 +619,12 @@ def ensure_local(path: str | os.PathLike) -> Path:
 # ------------------------------------------------- the same call for a local or a mirrored path
 
 
+def display(path: str | os.PathLike) -> str:
+    """How to name a path to a user: its ``s3://`` URI under a mounted mirror (the mirror is a
+    cache, the bucket is where the file is), else the path itself."""
+    return remote_of(path) or str(path)
+
+
 def pull_dir(path: str | os.PathLike) -> Path:
     """A folder about to be read (a landing folder): under a mounted mirror, made exactly the
     bucket's: its objects synced down, and the mirror's files with no object removed (the
