@@ -575,6 +575,14 @@ def test_the_page_export_button_works_on_object_storage(s3_env, tmp_path, monkey
     bucket, prefix = objectstore.parse_uri(s3_env)
     keys = [k for k, _s, _e in objectstore.list_keys(s3_env + "/exports")]
     assert keys == ["ptn-brightsoft/2026-10/bill-ptn-brightsoft-2026-10-v1.pdf"], keys
+    # an export written by a pool of processes (one per core at scale): every file reaches the
+    # bucket, whichever process wrote it
+    from pipelines.exports import export_month
+
+    result = export_month(s3_env, MONTH, formats=["csv", "parquet"], workers=2)
+    written = {f.path.removeprefix("exports/") for f in result.files}
+    keys = {k for k, _s, _e in objectstore.list_keys(s3_env + "/exports")}
+    assert len(written) == 4 and written <= keys, (written, keys)
 
 
 def test_init_refuses_a_prefix_that_holds_other_objects(s3_env):
