@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -131,6 +132,7 @@ def _local_lock(root: Path, *, wait_s: float, what: str) -> Iterator[None]:
         raise KoobillError(f"cannot open the lock file {path}: {exc.strerror or exc}") from None
     try:
         deadline = time.monotonic() + wait_s
+        said = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -138,10 +140,18 @@ def _local_lock(root: Path, *, wait_s: float, what: str) -> Iterator[None]:
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
+                holder = ""
+                with contextlib.suppress(OSError):
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                if not said and time.monotonic() < deadline:
+                    said = True  # a long wait is never silent
+                    print(
+                        f"koobill: {what} waits for the lock on {root}"
+                        f"{' held by ' + holder if holder else ''} (up to {wait_s:g} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 if time.monotonic() >= deadline:
-                    holder = ""
-                    with contextlib.suppress(OSError):
-                        holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
                     raise LockBusy(
                         f"another koobill command holds the lock on {root}"
                         f"{' (' + holder + ')' if holder else ''}; {what} was not started. "

@@ -812,6 +812,7 @@ def remote_lock(root_uri: str, what: str, wait_s: float, lease_s: float = 3600) 
 
 def _acquire(obj: _Object, root_uri: str, what: str, wait_s: float, lease_s: float) -> str:
     deadline = time.monotonic() + wait_s
+    said = False
     while True:
         etag = _create(obj, _lease(what, lease_s))
         if etag is not None:
@@ -825,6 +826,14 @@ def _acquire(obj: _Object, root_uri: str, what: str, wait_s: float, lease_s: flo
         ):
             continue  # an expired or orphaned lease removed: try to create ours again
         left = deadline - time.monotonic()
+        if not said and left > 0:
+            said = True  # a long wait is never silent
+            print(
+                f"koobill: {what} waits for the lock on {root_uri} ({_holder(info)}; up to "
+                f"{wait_s:g} s)",
+                file=sys.stderr,
+                flush=True,
+            )
         if left <= 0:
             raise LockBusy(
                 f"another koobill command holds the lock on {root_uri} ({_holder(info)}); "

@@ -894,9 +894,15 @@ def test_lines_that_do_not_reproduce_the_bill_are_not_exported(fresh):
     assert not (fresh / "exports").exists()
 
 
-def test_lock_is_held_while_writing(fresh):
+def test_lock_is_held_while_writing(fresh, capsys):
     with data_dir_lock(fresh, what="test"), pytest.raises(LockBusy):
         export_month(fresh, MONTH, lock_wait_s=0)
+    # a command that waits says so at once, naming the holder, and then stops clearly
+    with data_dir_lock(fresh, what="close 2026-10"), pytest.raises(LockBusy, match="holds"):
+        export_month(fresh, MONTH, lock_wait_s=0.5)
+    err = capsys.readouterr().err
+    assert f"export {MONTH} waits for the lock on {fresh}" in err
+    assert "close 2026-10" in err and "up to 0.5 s" in err
 
 
 def test_printed_summaries(exported):
