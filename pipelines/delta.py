@@ -158,6 +158,35 @@ def _retention_hours() -> int:
     return settings().lake_retention_hours
 
 
+def _add(path: Path, rel: str, file: Path, partition: dict[str, str]):
+    """Place ``file`` at ``rel`` in the table (see :func:`_place`) and return its Delta
+    ``AddAction`` and its Arrow schema."""
+    from deltalake.transaction import AddAction
+
+    meta = pq.read_metadata(file)
+    size = os.path.getsize(file)
+    _place(path, rel, Path(file))
+    stats = json.dumps({"numRecords": meta.num_rows})
+    add = AddAction(rel, size, partition, int(time.time() * 1000), True, stats)
+    return add, meta.schema.to_arrow_schema()
+
+
+def _create(uri: str, schema: pa.Schema, add, props, partition_by: list[str] | None) -> None:
+    """The table's first commit (fails if another writer created it meanwhile)."""
+    from deltalake import Schema
+    from deltalake.transaction import create_table_with_add_actions
+
+    create_table_with_add_actions(
+        uri,
+        Schema.from_arrow(schema),
+        [add],
+        mode="error",
+        partition_by=partition_by,
+        storage_options=_storage_options(uri),
+        commit_properties=props,
+    )
+
+
 def commit_file(
     path: Path,
     prefix: str,
@@ -175,32 +204,18 @@ def commit_file(
     of the table first; only the log entry makes it visible. ``run`` names the commit in the
     log (``koobill_run``: the commits of one lake partition share it); ``vacuum=False`` keeps
     the replaced file until the caller vacuums (:func:`vacuum`)."""
-    from deltalake import Schema
     from deltalake.exceptions import CommitFailedError
-    from deltalake.transaction import AddAction, create_table_with_add_actions
 
     path = Path(path)
     rel = f"{prefix}={value}/part-{uuid.uuid4().hex}.parquet"
-    meta = pq.read_metadata(file)
-    schema = _schema_with(meta.schema.to_arrow_schema(), prefix)
-    size = os.path.getsize(file)
-    _place(path, rel, Path(file))
-    stats = json.dumps({"numRecords": meta.num_rows})
-    add = AddAction(rel, size, {prefix: value}, int(time.time() * 1000), True, stats)
+    add, schema = _add(path, rel, file, {prefix: value})
+    schema = _schema_with(schema, prefix)
     uri = table_uri(path)
     props = _commit_properties(what or f"{prefix}={value}", run)
     try:
         dt = _open(path)
         if dt is None:
-            create_table_with_add_actions(
-                uri,
-                Schema.from_arrow(schema),
-                [add],
-                mode="error",
-                partition_by=[prefix],
-                storage_options=_storage_options(uri),
-                commit_properties=props,
-            )
+            _create(uri, schema, add, props, [prefix])
         else:
             dt.create_write_transaction(
                 [add],
@@ -231,30 +246,14 @@ def commit_file(
 def append_file(path: Path, file: Path, *, what: str = "") -> None:
     """Add ``file`` to the unpartitioned, append-only table at ``path`` in one transaction
     (concurrent appends do not conflict)."""
-    from deltalake import Schema
-    from deltalake.transaction import AddAction, create_table_with_add_actions
-
     path = Path(path)
-    rel = f"part-{uuid.uuid4().hex}.parquet"
-    meta = pq.read_metadata(file)
-    schema = meta.schema.to_arrow_schema()
-    size = os.path.getsize(file)
-    _place(path, rel, Path(file))
-    stats = json.dumps({"numRecords": meta.num_rows})
-    add = AddAction(rel, size, {}, int(time.time() * 1000), True, stats)
+    add, schema = _add(path, f"part-{uuid.uuid4().hex}.parquet", file, {})
     uri = table_uri(path)
     props = _commit_properties(what or "append")
     dt = _open(path)
     if dt is None:
         try:
-            create_table_with_add_actions(
-                uri,
-                Schema.from_arrow(schema),
-                [add],
-                mode="error",
-                storage_options=_storage_options(uri),
-                commit_properties=props,
-            )
+            _create(uri, schema, add, props, None)
             return
         except Exception as exc:
             if "already exists" not in str(exc):

@@ -556,7 +556,7 @@ def list_dirs(path_prefix: str | os.PathLike) -> list[str]:
 
 def list_tables(table_dir: str | os.PathLike) -> list[str]:
     """The Delta tables directly under a lake table's folder (those with a ``_delta_log``)."""
-    return [d for d in list_dirs(table_dir) if list_dirs(Path(table_dir) / d).count("_delta_log")]
+    return [d for d in list_dirs(table_dir) if "_delta_log" in list_dirs(Path(table_dir) / d)]
 
 
 def delete(path: str | os.PathLike) -> None:
@@ -582,11 +582,17 @@ def sync_down(path_dir: str | os.PathLike) -> int:
     size or etag differs from the last download; return how many were fetched. Mirror files
     with no object are left alone; a locally changed file is replaced (the bucket is the
     truth)."""
+    return _sync_down(path_dir)[0]
+
+
+def _sync_down(path_dir: str | os.PathLike) -> tuple[int, set[str]]:
+    """:func:`sync_down`, and the relative paths of the objects listed (one listing)."""
     folder = _object(path_dir)
     with _etags(folder.base) as known:
         seen = dict(known)
     todo = []
-    for rel, size, etag in _list(folder):
+    listed = _list(folder)
+    for rel, size, etag in listed:
         if _ours(rel):
             continue
         obj = folder.child(rel)
@@ -597,7 +603,7 @@ def sync_down(path_dir: str | os.PathLike) -> int:
     fetched = {obj.key: [*g] for obj, g in zip(todo, got, strict=True) if g is not None}
     with _etags(folder.base) as known:
         known.update(fetched)
-    return len(fetched)
+    return len(fetched), {rel for rel, _size, _etag in listed}
 
 
 def _size(path: Path) -> int | None:
@@ -633,8 +639,7 @@ def pull_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     if remote_of(path) is None:
         return path
-    sync_down(path)
-    keys = {rel for rel, _size, _etag in list_keys(path)}
+    _fetched, keys = _sync_down(path)
     if path.is_dir():
         for f in sorted(path.rglob("*"), reverse=True):
             rel = f.relative_to(path).as_posix()

@@ -119,3 +119,21 @@ def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> I
     finally:
         with contextlib.suppress(Exception):
             objectstore.reset()
+
+
+def download_data_dir(data_dir: str, dest: Path, skip: tuple[str, ...] = ()) -> Path:
+    """A plain copy of a data dir on object storage (every object but the lock and those under
+    ``skip``): the bucket is a data dir as it is (Delta logs hold relative paths)."""
+    from pipelines import objectstore
+
+    bucket, prefix = objectstore.parse_uri(data_dir)
+    s3 = objectstore.client()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        for item in page.get("Contents", ()):
+            rel = item["Key"][len(prefix) + 1 :]
+            if rel.endswith("/") or rel == ".koobill.lock" or rel.startswith(skip):
+                continue
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+    return dest

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from helpers import adjustment, land
-from s3server import moto_available
+from s3server import download_data_dir, moto_available
 
 pytestmark = pytest.mark.skipif(not moto_available(), reason="moto_server is not installed")
 
@@ -142,22 +142,6 @@ def bucket_exports(data_dir: str) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def _download(data_dir: str, dest: Path, skip: tuple[str, ...]) -> Path:
-    from pipelines import objectstore
-
-    bucket, prefix = objectstore.parse_uri(data_dir)
-    s3 = objectstore.client()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
-        for item in page.get("Contents", ()):
-            rel = item["Key"][len(prefix) + 1 :]
-            if rel.startswith(skip) or rel.endswith("/"):
-                continue
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
-    return dest
-
-
 def _history_with_sha(data_dir: str) -> list[tuple]:
     from pipelines.config import resolve_data_dir
     from pipelines.warehouse import connect_published
@@ -198,7 +182,7 @@ def test_the_whole_scenario_on_object_storage_equals_local_disk(
     # the PDF and XLSX carry the bill's closed_at (creation date, on the page), which two
     # closes cannot share: they are the bytes a local export of the bucket's bills writes.
     # The bucket is a data dir as it is: a plain copy of it (Delta logs hold relative paths)
-    copy = _download(s3_env, tmp_path / "copy", skip=("exports/", ".koobill.lock"))
+    copy = download_data_dir(s3_env, tmp_path / "copy", skip=("exports/",))
     from pipelines.exports import export_month
 
     export_month(str(copy), MONTH)
@@ -483,10 +467,6 @@ def test_init_and_refusals_on_object_storage(s3_env):
     assert "Traceback" not in r.output
 
 
-def _as(tmp_path, monkeypatch, name: str):
-    _machine(tmp_path, monkeypatch, name)
-
-
 def test_machines_taking_turns_keep_the_published_state_whole(s3_env, tmp_path, monkeypatch):
     """A ingests, B ingests, A closes, B exports and reconciles and ingests again: every
     machine starts from the bucket's publication, reads the bucket's settings and export files,
@@ -510,25 +490,25 @@ def test_machines_taking_turns_keep_the_published_state_whole(s3_env, tmp_path, 
     objectstore.client().put_object(
         Bucket=bucket, Key=f"{prefix}/settings.toml", Body=settings.encode()
     )
-    _as(tmp_path, monkeypatch, "A")
+    _machine(tmp_path, monkeypatch, "A")
     for day in DAYS[:1]:
         ingest_date(s3_env, day)
-    _as(tmp_path, monkeypatch, "B")
+    _machine(tmp_path, monkeypatch, "B")
     ingest_date(s3_env, DAYS[1])
-    _as(tmp_path, monkeypatch, "A")
+    _machine(tmp_path, monkeypatch, "A")
     close_month(s3_env, MONTH, force=True)
     assert bills() == 2
-    _as(tmp_path, monkeypatch, "B")  # B's working copy is from before the close
+    _machine(tmp_path, monkeypatch, "B")  # B's working copy is from before the close
     assert load_settings(resolve_data_dir(s3_env)).issuer.name == "Acme Billing"
     result = export_month(s3_env, MONTH, formats=["pdf", "csv"])
     assert len(result.files) == 4 and not result.warnings
     assert bills() == 2
-    _as(tmp_path, monkeypatch, "A")  # A did not write the exports: they are in the bucket
+    _machine(tmp_path, monkeypatch, "A")  # A did not write the exports: they are in the bucket
     report = reconcile_month(s3_env, MONTH)
     assert report.residuals == [], report.residuals
-    _as(tmp_path, monkeypatch, "B")
+    _machine(tmp_path, monkeypatch, "B")
     ingest_date(s3_env, DAYS[1])  # a rerun on B after A's and B's turns
-    _as(tmp_path, monkeypatch, "C")
+    _machine(tmp_path, monkeypatch, "C")
     tables = published(s3_env)
     assert len(tables["bills"]) == 2 and len(tables["export_history"]) == 4
 
@@ -569,7 +549,7 @@ def test_the_page_export_button_works_on_object_storage(s3_env, tmp_path, monkey
     for day in DAYS[:1]:
         ingest_date(s3_env, day)
     close_month(s3_env, MONTH, force=True)
-    _as(tmp_path, monkeypatch, "web")
+    _machine(tmp_path, monkeypatch, "web")
     outcome = run_export(resolve_data_dir(s3_env), MONTH, "ptn-brightsoft", ["pdf"])
     assert outcome.ok, outcome
     bucket, prefix = objectstore.parse_uri(s3_env)

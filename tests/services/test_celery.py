@@ -216,23 +216,6 @@ def _export_files(data: Path) -> dict[str, str]:
     }
 
 
-def _download(data_dir: str, dest: Path) -> Path:
-    """A plain copy of the bucket's data dir (every object but the lock)."""
-    from pipelines import objectstore
-
-    bucket, prefix = objectstore.parse_uri(data_dir)
-    s3 = objectstore.client()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
-        for item in page.get("Contents", ()):
-            rel = item["Key"][len(prefix) + 1 :]
-            if rel.endswith("/") or rel == ".koobill.lock":
-                continue
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
-    return dest
-
-
 @pytest.fixture
 def bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """``s3://<fresh bucket>/data`` on a local S3 server, with the AWS variables set in this
@@ -326,7 +309,9 @@ def test_celery_deployment_bills_like_the_embedded_run(tmp_path: Path, bucket) -
     # the workers kept their own mirrors (two machines), and wrote everything to the bucket
     mirrors = sorted(p.parent.name for p in state.glob("worker-*/cache"))
     assert mirrors == ["worker-1", "worker-2"], mirrors
-    copy = _download(data_dir, tmp_path / "bucket-copy")
+    from s3server import download_data_dir
+
+    copy = download_data_dir(data_dir, tmp_path / "bucket-copy")
     assert (copy / "lake" / "bills" / "bills" / "_delta_log").is_dir()
     # every bill and bill line (the bucket's published database, read through this test's own
     # mirror), every export file: the same as the embedded run's
