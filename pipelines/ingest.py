@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
 from pipelines import calendar as cal
-from pipelines import rules
+from pipelines import delta, rules
 from pipelines.config import (
     FEED_ORDER,
     FEEDS,
@@ -57,6 +58,7 @@ from pipelines.lake import (
     partitions,
 )
 from pipelines.readers import create_staging, landing_files, load_file, staging_source
+from pipelines.record_index import RecordIndex, keys_of, lake_file_ids
 
 Echo = Callable[[str], None]
 
@@ -160,12 +162,12 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
         # the reference feeds first: a date whose records have no snapshot or price list at
         # all stops here, before anything is written
         for feed in ("partners", "prices"):
-            _validate(con, feed, earlier)
+            _validate(con, feed, earlier, root, echo)
             _require_reference(con, paths, feed, d, earlier, stats)
         vdir = new_version_dir(part)
         for feed in FEED_ORDER:
             if feed in RECORD_FEEDS:
-                _validate(con, feed, earlier)
+                _validate(con, feed, earlier, root, echo)
             _accept(con, feed, vdir)
             _count(con, stats[feed], feed)
             con.execute(_work_sql("drop_work", feed))
@@ -174,6 +176,7 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
         _quality_gate(con, vdir, d, stats, max_share, root)
         late = con.execute(sql("ingest/late_records")).fetchone()[0]
         warnings = _closed_month_warnings(paths, con)
+        keys = _accepted_keys(con, vdir)
         con.close()
         commit_version(part, vdir)
     except BaseException as exc:
@@ -188,6 +191,7 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
                 f"{str(exc).splitlines()[0]}; the previous state is unchanged"
             ) from exc
         raise
+    _index_committed(root, day, keys, echo)
     from pipelines.warehouse import sync_partition
 
     sync_partition(root, "ingest", day)  # also moves the latest landing date, then publishes
@@ -345,7 +349,7 @@ def _require_reference(con, paths: Paths, feed: str, d: dt.date, earlier, stats)
 # --- validation --------------------------------------------------------------------------------
 
 
-def _validate(con, feed: str, earlier) -> None:
+def _validate(con, feed: str, earlier, root: Path, echo: Echo) -> None:
     """Apply the rules that need the partner snapshot or the price list to the typed rows
     (``checked_rows.sql``: every row with its ``_reason``), then dedupe.
 
@@ -359,7 +363,7 @@ def _validate(con, feed: str, earlier) -> None:
     if feed in RECORD_FEEDS:
         create_temp(con, "checked", _checked(feed, typed), view=True)
         create_temp(con, "rejected", sql("ingest/rejected"))
-        _dedupe_records(con, feed, earlier)
+        _dedupe_records(con, feed, earlier, root, echo)
         quarantine = _work_sql("quarantine_records", feed, blank_rid=rules.blank_sql("_rid"))
         con.execute(quarantine, {"feed": feed})
         return
@@ -546,26 +550,32 @@ FEED_RULES: dict[str, Callable[[], list[rules.Branch]]] = {
 }
 
 
-def _dedupe_records(con, feed: str, earlier) -> None:
+def _dedupe_records(con, feed: str, earlier, root: Path, echo: Echo) -> None:
     """``duplicates``: the status of every valid row whose record_id repeats within the date
     or was accepted on an earlier date; every other valid row is simply accepted.
 
-    Only the day's record_ids are looked up in the history (one column of the earlier
-    partitions), and the ordering window runs only on the few repeated ids."""
-    files = [p / f"{feed}.parquet" for _v, p in earlier if (p / f"{feed}.parquet").exists()]
+    Only the earlier files that hold one of the day's record_ids are read (the record-id
+    index, :mod:`pipelines.record_index`, names them), and only their rows with those ids;
+    the ordering window runs only on the few repeated ids."""
+    earlier_files = lake_file_ids(feed, earlier)
     # The content hash is computed only for the few rows whose record_id repeats, on both
     # sides (the history stores the typed values, so the same expression applies).
     h = rules.content_hash(feed)
     # Candidates come from the typed rows (a superset of the valid ones: a row that later
     # fails a snapshot or price rule is dropped from the window below)
+    valid = "_type_reason is null"
     lo, hi = con.execute(
-        f"select min(record_id), max(record_id) from typ_{feed} where _type_reason is null"
+        f"select min(record_id), max(record_id) from typ_{feed} where {valid}"
     ).fetchone()
-    if files and lo is not None:
-        con.execute(
-            _work_sql("history", feed, content_hash=h),
-            {"files": lake_files(files), "lo": lo, "hi": hi},
-        )
+    if earlier_files and lo is not None:
+        keys = keys_of(con, f"typ_{feed}", valid)
+        holding = RecordIndex(root, feed).files_holding(con, keys, earlier_files, echo)
+        if holding:
+            files = [delta.local_file(earlier_files[f]) for f in holding]
+            con.execute(
+                _work_sql("history", feed, content_hash=h),
+                {"files": lake_files(files), "lo": lo, "hi": hi},
+            )
     create_temp(con, "repeated", _work_sql("repeated_ids", feed))
     # the rules are applied to the few rows of repeated ids only (not the whole day)
     few = staging_source(f"typ_{feed}", "s.record_id in (select record_id from repeated)")
@@ -576,6 +586,37 @@ def _dedupe_records(con, feed: str, earlier) -> None:
         typed_json=_typed_json(feed),
     )
     create_temp(con, "duplicates", query)
+
+
+def _accepted_keys(con, vdir: Path) -> dict[str, np.ndarray]:
+    """The record-id keys of each record feed's accepted rows, as written (for the index)."""
+    out = {}
+    for feed in RECORD_FEEDS:
+        f = vdir / f"{feed}.parquet"
+        if f.exists():
+            read = "read_parquet($files, hive_partitioning = false)"
+            out[feed] = keys_of(con, read, params={"files": lake_files([f])})
+    return out
+
+
+def _index_committed(root: Path, day: str, keys: dict[str, np.ndarray], echo: Echo) -> None:
+    """Add the files the ingest of ``day`` committed to the record-id index and compact it.
+    The index is a cache: a failure here is a warning (the next ingest indexes the date from
+    the lake), never a failed ingest."""
+    try:
+        current = partitions(Paths(root).ingest, "landing_date")
+        for feed in RECORD_FEEDS:
+            ids = lake_file_ids(feed, current)
+            index = RecordIndex(root, feed)
+            for (d, name), _uri in ids.items():
+                if d == day and feed in keys:
+                    index.add(d, name, keys[feed])
+            index.compact(ids)
+    except Exception as exc:  # noqa: BLE001  (a cache: warn, the lake is committed)
+        echo(
+            f"warning: the record-id index under {Path(root) / 'index'} was not updated "
+            f"({type(exc).__name__}: {exc}); the next ingest indexes {day} from the lake"
+        )
 
 
 # --- outputs -----------------------------------------------------------------------------------

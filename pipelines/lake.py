@@ -199,6 +199,13 @@ class Partition:
             )
         return delta.local_file(uris[0])
 
+    def uri(self, name: str) -> str | None:
+        """The URI of member ``name``'s file in this partition (nothing is fetched), or None."""
+        uris = self._files.of(name.removesuffix(".parquet")).get(self.value, [])
+        if len(uris) > 1:
+            self / name  # noqa: B018  (raises: koobill commits exactly one file per partition)
+        return uris[0] if uris else None
+
     def exists(self) -> bool:
         """A listed partition is committed."""
         return True
