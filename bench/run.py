@@ -9,13 +9,15 @@ Sizes and places come from the environment (defaults in brackets):
     KOOBILL_BENCH_BIG_ROWS     usage rows of the big landing day              [5000000]
     KOOBILL_BENCH_DAY_ROWS     usage rows of each day of the month            [1000000]
     KOOBILL_BENCH_DAYS         landing days in the month                      [30]
+    KOOBILL_BENCH_YEAR_DAYS    landing dates of the random-id history (the
+                               last is measured against a first date)      [365]
     KOOBILL_BENCH_REPEATS      runs per measurement (the median is reported)  [3]
     KOOBILL_BENCH_BUDGET_S     stop repeating a measurement once its runs have
                                taken this long (at least one run is made)     [900]
     KOOBILL_BENCH_OUT          cache of generated and ingested data           [bench/out]
     KOOBILL_BENCH_RESULTS_DIR  where results.json and results.md are written  [bench]
     KOOBILL_BENCH_SKIP         comma list of parts to skip: big, pandas, month, close, cli,
-                               exports
+                               year, exports
     KOOBILL_BENCH_EXPORT_PARTNERS / KOOBILL_BENCH_EXPORT_ROWS
                                the exported month: partners, usage rows a day [200 / 20000]
                                (see bench/exports_measure.py)
@@ -63,6 +65,7 @@ GOALS = (
     ("ingest_cpu_vs_lower_bound", "<=", 2.5, "x"),
     ("close_vs_lower_bound", "<=", 1.5, "x"),
     ("day30_vs_day1", "<=", 1.2, "x"),
+    ("day365_vs_day1_random_ids", "<=", 1.5, "x"),
     ("peak_rss_mb", "<=", 3072, "MB"),
     ("cli_startup_s", "<=", 1.0, "s"),
     ("pandas_vs_koobill", ">=", 2.5, "x"),
@@ -81,12 +84,20 @@ def _env_int(name: str, default: int) -> int:
 
 def config(tiny: bool, out: str | None, results_dir: str | None) -> dict:
     if tiny:
-        cfg = {"big_rows": 2000, "day_rows": 2000, "days": 2, "repeats": 1, "budget_s": 60.0}
+        cfg = {
+            "big_rows": 2000,
+            "day_rows": 2000,
+            "days": 2,
+            "year_days": 3,
+            "repeats": 1,
+            "budget_s": 60.0,
+        }
     else:
         cfg = {
             "big_rows": _env_int("KOOBILL_BENCH_BIG_ROWS", 5_000_000),
             "day_rows": _env_int("KOOBILL_BENCH_DAY_ROWS", 1_000_000),
             "days": _env_int("KOOBILL_BENCH_DAYS", 30),
+            "year_days": _env_int("KOOBILL_BENCH_YEAR_DAYS", 365),
             "repeats": _env_int("KOOBILL_BENCH_REPEATS", 3),
             "budget_s": float(os.environ.get("KOOBILL_BENCH_BUDGET_S", "900")),
         }
@@ -1375,6 +1386,133 @@ def measure_month(cfg: dict, res: dict, save) -> None:
     shutil.rmtree(runs / "lower_close", ignore_errors=True)
 
 
+YEAR_TARGET = "2027-03-31"
+
+
+def _randomize_ids_sql(reader: str, fmt: str) -> str:
+    """A usage file with its record ids made random-looking (UUID-shaped, from each id's md5):
+    the same ids stay the same (the day's repeats and blanks are kept), but no order is left."""
+    uid = (
+        "substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-' || substr(h, 13, 4) || '-' || "
+        "substr(h, 17, 4) || '-' || substr(h, 21, 12)"
+    )
+    return (
+        "copy (select * replace (case when trim(coalesce(record_id::varchar, '')) = '' "
+        f"then record_id else (select {uid} from (select md5(record_id::varchar) as h)) end "
+        f"as record_id) from {reader}) to $dst ({fmt})"
+    )
+
+
+READERS = {
+    ".csv": ("read_csv($src, all_varchar = true, header = true)", "header true"),
+    ".parquet": ("read_parquet($src)", "format parquet"),
+}
+
+
+def _random_id_landing(gen_landing: Path, day: str, out: Path) -> Path:
+    """The generated landing day, its usage ids randomized (the other feeds linked as they are)."""
+    import duckdb
+
+    if (out / ".done").exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    for feed_dir in sorted(gen_landing.iterdir()):
+        src = feed_dir / day
+        if not src.is_dir():
+            continue
+        dst = out / feed_dir.name / day
+        dst.mkdir(parents=True)
+        for f in sorted(src.iterdir()):
+            if feed_dir.name == "usage" and f.suffix in READERS:
+                q = _randomize_ids_sql(*READERS[f.suffix])
+                duckdb.connect().execute(q, {"src": str(f), "dst": str(dst / f.name)})
+            else:
+                (dst / f.name).symlink_to(f)
+    (out / ".done").write_text("")
+    return out
+
+
+def _simulate_history(state: Path, target: str, n_days: int) -> None:
+    """``n_days`` earlier landing dates in ``state``'s lake, cheaply: each a copy of the
+    target's ingested usage file with fresh random record ids (and its file counts), committed
+    as an ingest partition the way an ingest commits one. The record-id index of those files
+    is then built by the next ingest, through the same path any ingest takes."""
+    import duckdb
+
+    from pipelines import lake
+    from pipelines.config import Paths
+
+    paths = Paths(state)
+    have = {v for v, _p in lake.partitions(paths.ingest, "landing_date")}
+    template = lake.partition(paths.ingest, "landing_date", target)
+    usage_file, files_file = template / "usage.parquet", template / "files.parquet"
+    d0 = dt.date.fromisoformat(target)
+    dates = [(d0 - dt.timedelta(days=i)).isoformat() for i in range(n_days, 0, -1)]
+    todo = [d for d in dates if d not in have]
+    if todo:
+        log(f"simulating {len(todo)} earlier landing dates of random ids in {state}")
+    con = duckdb.connect()
+    t = time.monotonic()
+    for i, d in enumerate(todo):
+        part = paths.ingest_dir(d)
+        vdir = lake.new_version_dir(part)
+        con.execute(
+            "copy (select * replace (uuid()::varchar as record_id, "
+            "cast($d as date) as landing_date) from read_parquet($src)) "
+            "to $dst (format parquet, compression zstd)",
+            {"src": str(usage_file), "dst": str(vdir / "usage.parquet"), "d": d},
+        )
+        shutil.copyfile(files_file, vdir / "files.parquet")
+        lake.commit_version(part, vdir)
+        if (i + 1) % 50 == 0:
+            log(f"  {i + 1} of {len(todo)} dates ({time.monotonic() - t:.0f} s)")
+
+
+def measure_year(cfg: dict, res: dict, save) -> None:
+    """Day 365 vs day 1 with random (UUID-like) record ids: the cost of the duplicate lookup
+    must not grow with history (the record-id index)."""
+    from pipelines import lake
+
+    n_days, rows = cfg["year_days"], cfg["day_rows"]
+    target = YEAR_TARGET
+    ydir = cfg["out"] / f"year-{rows}"
+    _generate(ydir / "gen", target, target, rows)
+    landing = _random_id_landing(ydir / "gen" / "landing", target, ydir / "landing")
+    runs = cfg["out"] / "runs"
+    state = ydir / f"state-{n_days}"
+    if not (state / "landing").exists():
+        state.mkdir(parents=True, exist_ok=True)
+        (state / "landing").symlink_to(landing, target_is_directory=True)
+    part = state / "lake" / "ingest" / f"landing_date={target}"
+    have = {v for v, _p in lake.partitions(state / "lake" / "ingest", "landing_date")}
+    if target not in have:  # the template of the simulated dates
+        _child_work("ingest", {"data_dir": str(state), "day": target})
+    _simulate_history(state, target, n_days - 1)
+    # untimed: the target again, with the history, which indexes the simulated files (once)
+    _drop_partition(part)
+    log(f"indexing the history of {n_days - 1} dates (the first ingest after them)")
+    t = time.monotonic()
+    _child_work("ingest", {"data_dir": str(state), "day": target})
+    log(f"  done in {time.monotonic() - t:.0f} s")
+
+    def day1(i: int) -> dict:
+        d = _fresh_run_dir(runs / "year-day1", landing)
+        try:
+            return run_child(cfg, "ingest", {"data_dir": str(d), "day": target}, "year_day1")
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def day_n(i: int) -> dict:
+        _drop_partition(part)
+        return run_child(cfg, "ingest", {"data_dir": str(state), "day": target}, "year_dayN")
+
+    log(f"day 1 vs day {n_days} with random record ids ({rows:,} usage rows a day)")
+    got = interleaved(cfg, [("random ids day 1", day1), (f"random ids day {n_days}", day_n)])
+    res["random_ids_day1"] = got["random ids day 1"]
+    res["random_ids_dayN"] = got[f"random ids day {n_days}"]
+    save()
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -1390,6 +1528,10 @@ def summarize(cfg: dict, res: dict, mach: dict, complete: bool) -> dict:
         "ingest_vs_lower_bound": ratio(sec("ingest_big"), sec("ingest_lower_bound")),
         "close_vs_lower_bound": ratio(sec("close"), sec("close_lower_bound")),
         "day30_vs_day1": ratio(sec("ingest_dayN"), sec("ingest_day1")),
+        "day365_vs_day1_random_ids": ratio(sec("random_ids_dayN"), sec("random_ids_day1")),
+        "random_ids_day1_s": sec("random_ids_day1"),
+        "random_ids_dayN_s": sec("random_ids_dayN"),
+        "random_ids_history_days": cfg["year_days"] - 1,
         "peak_rss_mb": round(big["peak_rss_mb"], 1) if big else None,
         "cli_startup_s": round(sec("cli"), 3) if sec("cli") else None,
         "pandas_vs_koobill": ratio(sec("pandas_big"), sec("ingest_big")),
@@ -1425,6 +1567,7 @@ def summarize(cfg: dict, res: dict, mach: dict, complete: bool) -> dict:
         "ingest_vs_lower_bound": ratio(cpu("ingest_big"), cpu("ingest_lower_bound")),
         "close_vs_lower_bound": ratio(cpu("close"), cpu("close_lower_bound")),
         "day30_vs_day1": ratio(cpu("ingest_dayN"), cpu("ingest_day1")),
+        "day365_vs_day1_random_ids": ratio(cpu("random_ids_dayN"), cpu("random_ids_day1")),
         "pandas_vs_koobill": ratio(cpu("pandas_big"), cpu("ingest_big")),
     }
     goals = {}
@@ -1447,6 +1590,7 @@ def summarize(cfg: dict, res: dict, mach: dict, complete: bool) -> dict:
             "big_day_usage_rows": cfg["big_rows"],
             "month_day_usage_rows": cfg["day_rows"],
             "month_days": cfg["days"],
+            "year_days": cfg["year_days"],
             "repeats": cfg["repeats"],
             "tiny": cfg["tiny"],
             "subprocess_per_run": not cfg["in_process"],
@@ -1500,6 +1644,13 @@ def markdown(s: dict) -> str:
             f"{_fmt(s['day30_s'], ' s')} vs {_fmt(s['day1_s'], ' s')}",
             "",
             "day30_vs_day1",
+        ),
+        (
+            f"Day {z['year_days']} vs day 1, random ids",
+            f"{_fmt(z['month_day_usage_rows'])} usage rows, UUID-like ids",
+            f"{_fmt(s['random_ids_dayN_s'], ' s')} vs {_fmt(s['random_ids_day1_s'], ' s')}",
+            "",
+            "day365_vs_day1_random_ids",
         ),
         (
             "Close of the month",
@@ -1574,6 +1725,8 @@ def main() -> None:
         measure_big(cfg, res, save)
     if "month" not in cfg["skip"]:
         measure_month(cfg, res, save)
+    if "year" not in cfg["skip"]:
+        measure_year(cfg, res, save)
     if "exports" not in cfg["skip"]:
         measure_exports(cfg, res, save)
     s = save(complete=True)

@@ -319,11 +319,12 @@ TOOLING = """\
 | `KOOBILL_BENCH_BIG_ROWS` | 5000000 | `make bench`: usage rows of the big landing day |
 | `KOOBILL_BENCH_DAY_ROWS` | 1000000 | `make bench`: usage rows of each day of the month |
 | `KOOBILL_BENCH_DAYS` | 30 | `make bench`: landing days in the month (2 or more) |
+| `KOOBILL_BENCH_YEAR_DAYS` | 365 | `make bench`: landing dates of the random-id history (the last is measured against a first date) |
 | `KOOBILL_BENCH_REPEATS` | 3 | `make bench`: runs per measurement (the median is reported) |
 | `KOOBILL_BENCH_BUDGET_S` | 900 | `make bench`: stop repeating a measurement after this long |
 | `KOOBILL_BENCH_OUT` | `bench/out` | `make bench`: cache of generated and ingested data |
 | `KOOBILL_BENCH_RESULTS_DIR` | `bench` | `make bench`: where results.json and .md go |
-| `KOOBILL_BENCH_SKIP` | | `make bench`: parts to skip: big, pandas, month, close, cli |
+| `KOOBILL_BENCH_SKIP` | | `make bench`: parts to skip: big, pandas, month, close, cli, year, exports |
 | `KOOBILL_BENCH_SUBPROCESS` | | `1`: the tiny bench runs each measure in a subprocess |
 | `KOOBILL_BENCH_EXPORT_PARTNERS` | 200 | `make bench`: partners of the exports measurement (bench/exports_measure.py) |
 | `KOOBILL_BENCH_EXPORT_ROWS` | 20000 | `make bench`: usage rows per day of the exports measurement |

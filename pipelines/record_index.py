@@ -227,18 +227,26 @@ class RecordIndex:
         files of the earlier dates) holding at least one of ``keys`` (sorted)."""
         if not earlier or keys.size == 0:
             return []
-        runs = _runs(self.folder)
-        covered = {f for r in runs for f in r.files if f in earlier}
-        missing = sorted(set(earlier) - covered)
-        if missing:
-            runs += self._index_files(con, missing, {f: earlier[f] for f in missing}, echo)
-        masks = _masks(keys)
-        found: set[File] = set()
-        for run in runs:
-            useful = [i for i, f in enumerate(run.files) if f in earlier]
-            if useful:
-                found.update(_hits(run, keys, masks, useful))
-        return sorted(found)
+        for _attempt in range(2):
+            runs = _runs(self.folder)
+            covered = {f for r in runs for f in r.files if f in earlier}
+            missing = sorted(set(earlier) - covered)
+            if missing:
+                runs += self._index_files(con, missing, {f: earlier[f] for f in missing}, echo)
+            masks = _masks(keys)
+            found: set[File] = set()
+            try:
+                for run in runs:
+                    useful = [i for i, f in enumerate(run.files) if f in earlier]
+                    if useful:
+                        found.update(_hits(run, keys, masks, useful))
+            except (OSError, ValueError) as exc:  # a damaged run: dropped, its files re-read
+                if echo:
+                    echo(f"warning: record-id index run {run.name} is damaged ({exc}); rebuilt")
+                run.remove()
+                continue
+            return sorted(found)
+        raise RuntimeError(f"the record-id index under {self.folder} cannot be read")
 
     def add(self, day: str, file_name: str, keys: np.ndarray) -> None:
         """Index the file the ingest of ``day`` just committed (``keys`` sorted)."""
@@ -294,15 +302,15 @@ def _hits(run: Run, keys: np.ndarray, masks: np.ndarray, useful: list[int]) -> s
     """The files of ``run`` (among ``useful``, indexes into ``run.files``) holding a key."""
     if run.n == 0:
         return set()
-    bloom = run.load("bloom")
+    bloom, sorted_keys, which = run.load("bloom"), run.load("keys"), run.load("files")
+    if bloom.size != 1 << run.m or sorted_keys.size != run.n or which.size != run.n:
+        raise ValueError("its arrays do not match its .json")
     words = np.asarray(bloom[_word_index(keys, run.m)])
     maybe = keys[(words & masks) == masks]
     if maybe.size == 0:
         return set()
-    sorted_keys = run.load("keys")
     lo = np.searchsorted(sorted_keys, maybe, side="left")
     hi = np.searchsorted(sorted_keys, maybe, side="right")
-    which = run.load("files")
     wanted = np.zeros(len(run.files), dtype=bool)
     wanted[useful] = True
     out: set[int] = set()
