@@ -165,9 +165,10 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
             _validate(con, feed, earlier, root, echo)
             _require_reference(con, paths, feed, d, earlier, stats)
         vdir = new_version_dir(part)
+        keys: dict[str, np.ndarray] = {}  # the record-id keys of each record feed's rows
         for feed in FEED_ORDER:
             if feed in RECORD_FEEDS:
-                _validate(con, feed, earlier, root, echo)
+                keys[feed] = _validate(con, feed, earlier, root, echo)
             _accept(con, feed, vdir)
             _count(con, stats[feed], feed)
             con.execute(_work_sql("drop_work", feed))
@@ -176,7 +177,6 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
         _quality_gate(con, vdir, d, stats, max_share, root)
         late = con.execute(sql("ingest/late_records")).fetchone()[0]
         warnings = _closed_month_warnings(paths, con)
-        keys = _accepted_keys(con, vdir)
         con.close()
         commit_version(part, vdir)
     except BaseException as exc:
@@ -349,24 +349,24 @@ def _require_reference(con, paths: Paths, feed: str, d: dt.date, earlier, stats)
 # --- validation --------------------------------------------------------------------------------
 
 
-def _validate(con, feed: str, earlier, root: Path, echo: Echo) -> None:
+def _validate(con, feed: str, earlier, root: Path, echo: Echo) -> np.ndarray | None:
     """Apply the rules that need the partner snapshot or the price list to the typed rows
     (``checked_rows.sql``: every row with its ``_reason``), then dedupe.
 
     A reference feed's checked rows are a table, then resolved (``<feed>_resolved``: every row
     with its status). A record feed's are the view ``checked``: its failing rows are kept in
     ``rejected`` and its accepted rows are written straight to the lake, so the day is never
-    stored twice."""
+    stored twice. A record feed's: the keys of its rows' record ids (for the index)."""
     if feed == "usage":
         create_temp(con, "usage_prices", sql("ingest/usage_prices"))
     typed = staging_source(f"typ_{feed}")
     if feed in RECORD_FEEDS:
         create_temp(con, "checked", _checked(feed, typed), view=True)
         create_temp(con, "rejected", sql("ingest/rejected"))
-        _dedupe_records(con, feed, earlier, root, echo)
+        keys = _dedupe_records(con, feed, earlier, root, echo)
         quarantine = _work_sql("quarantine_records", feed, blank_rid=rules.blank_sql("_rid"))
         con.execute(quarantine, {"feed": feed})
-        return
+        return keys
     create_temp(con, f"{feed}_checked", _checked(feed, typed))
     hashed = {"content_hash": rules.content_hash(feed)}
     create_temp(con, f"{feed}_resolved", render(f"ingest/{feed}_resolved", **hashed))
@@ -550,13 +550,15 @@ FEED_RULES: dict[str, Callable[[], list[rules.Branch]]] = {
 }
 
 
-def _dedupe_records(con, feed: str, earlier, root: Path, echo: Echo) -> None:
+def _dedupe_records(con, feed: str, earlier, root: Path, echo: Echo) -> np.ndarray:
     """``duplicates``: the status of every valid row whose record_id repeats within the date
     or was accepted on an earlier date; every other valid row is simply accepted.
 
     Only the earlier files that hold one of the day's record_ids are read (the record-id
     index, :mod:`pipelines.record_index`, names them), and only their rows with those ids;
-    the ordering window runs only on the few repeated ids."""
+    the ordering window runs only on the few repeated ids. Returns the keys of the date's
+    record ids typed without error: a superset of the ids the date accepts, which the index
+    keeps for this date's file (an id it names by mistake costs a read, never a miss)."""
     earlier_files = lake_file_ids(feed, earlier)
     # The content hash is computed only for the few rows whose record_id repeats, on both
     # sides (the history stores the typed values, so the same expression applies).
@@ -567,8 +569,8 @@ def _dedupe_records(con, feed: str, earlier, root: Path, echo: Echo) -> None:
     lo, hi = con.execute(
         f"select min(record_id), max(record_id) from typ_{feed} where {valid}"
     ).fetchone()
+    keys = keys_of(con, f"typ_{feed}", valid) if lo is not None else np.zeros(0, np.uint64)
     if earlier_files and lo is not None:
-        keys = keys_of(con, f"typ_{feed}", valid)
         holding = RecordIndex(root, feed).files_holding(con, keys, earlier_files, echo)
         if holding:
             files = [delta.local_file(earlier_files[f]) for f in holding]
@@ -586,17 +588,7 @@ def _dedupe_records(con, feed: str, earlier, root: Path, echo: Echo) -> None:
         typed_json=_typed_json(feed),
     )
     create_temp(con, "duplicates", query)
-
-
-def _accepted_keys(con, vdir: Path) -> dict[str, np.ndarray]:
-    """The record-id keys of each record feed's accepted rows, as written (for the index)."""
-    out = {}
-    for feed in RECORD_FEEDS:
-        f = vdir / f"{feed}.parquet"
-        if f.exists():
-            read = "read_parquet($files, hive_partitioning = false)"
-            out[feed] = keys_of(con, read, params={"files": lake_files([f])})
-    return out
+    return keys
 
 
 def _index_committed(root: Path, day: str, keys: dict[str, np.ndarray], echo: Echo) -> None:
@@ -609,7 +601,7 @@ def _index_committed(root: Path, day: str, keys: dict[str, np.ndarray], echo: Ec
             ids = lake_file_ids(feed, current)
             index = RecordIndex(root, feed)
             for (d, name), _uri in ids.items():
-                if d == day and feed in keys:
+                if d == day and keys.get(feed) is not None:
                     index.add(d, name, keys[feed])
             index.compact(ids)
     except Exception as exc:  # noqa: BLE001  (a cache: warn, the lake is committed)

@@ -13,15 +13,17 @@ storage), may be deleted at any time, and is rebuilt from the lake where it miss
 - A record id's *key* is DuckDB's 64-bit ``hash(record_id)`` (the scheme, with DuckDB's
   version, is recorded in every run: another scheme is rebuilt, never mixed).
 - A *run* covers a set of lake files (one ``(landing date, file name)`` each: a lake file is
-  immutable and uniquely named, so a rerun of a date is a new file). It holds the sorted keys
-  of their rows, the file each key came from, and a register-blocked Bloom filter of the keys
-  (16 bits a key, 8 bits set in one 64-bit word: about 1 false hit in 1,000).
+  immutable and uniquely named, so a rerun of a date is a new file). It holds one sorted
+  64-bit entry a key (the key's top 48 bits, then the index of the file it came from) and a
+  pattern-blocked Bloom filter of the keys (16 bits a key; a key sets one of 65,536 fixed
+  8-bit patterns in one 64-bit word: about 1 false hit in 1,000).
 - An ingest adds a level-0 run for the file it committed; eight runs of one level are merged
   into one of the next (levels 0, 1, 2: a level-2 run covers 64 dates). A year of daily files
   is therefore about 5 level-2, up to 7 level-1 and 7 level-0 runs: a lookup probes ~20 Bloom
   filters with the day's keys (one 64-bit word read a key and filter), checks the few hits
-  against the runs' sorted keys, and returns only the files that truly hold one of the keys.
-  The dedupe then reads just those files, as before.
+  against the runs' sorted entries, and returns only the files that hold one of the keys
+  (or, rarely, a key with the same top 48 bits: a file read for nothing, never one missed).
+  The dedupe then reads just those files, as before, and compares the ids themselves.
 - A file of an earlier date that no run covers (the index was deleted, a date was ingested by
   another machine, or by a koobill without the index) is indexed from the lake first, once.
 - Entries of files the lake no longer has (a date ingested again, a dropped partition) are
@@ -33,6 +35,7 @@ Only the writer (an ingest, under the data dir's lock) reads or writes the index
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import uuid
@@ -47,10 +50,13 @@ from pipelines.files import atomic_path
 FANOUT = 8  # runs of one level merged into one run of the next
 MAX_LEVEL = 2  # a level-2 run is never merged again (64 daily files)
 BITS_PER_KEY = 16
-BITS_SET = 8  # bits set per key, all in one 64-bit word
-FORMAT = 1
+BITS_SET = 8  # bits of a key's pattern, all in one 64-bit word
+FORMAT = 3  # 3: one array of entries (48 bits of key, 16 of file), pattern-blocked filter
+_FILE_BITS = 16
+_LOW = np.uint64((1 << _FILE_BITS) - 1)
+_HIGH = ~_LOW  # the bits of a key an entry keeps
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplying remixes the key's bits
-_CHUNK_BITS = 6  # merges and filter builds go through the keys in 64 slices
+_SLICE_BITS = 6  # merges go through the keys in at least 64 slices of ~128k entries
 
 Echo = Callable[[str], None]
 File = tuple[str, str]  # (landing date, file name)
@@ -80,33 +86,47 @@ def index_dir(root: Path, feed: str) -> Path:
 # --------------------------------------------------------------------------- the Bloom filter
 
 
-def _masks(keys: np.ndarray) -> np.ndarray:
-    """Each key's 64-bit word pattern: BITS_SET bit positions from the remixed key."""
-    g = keys * _MIX
-    m = np.zeros(keys.shape, dtype=np.uint64)
-    one = np.uint64(1)
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    z = x + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@functools.cache
+def _patterns() -> np.ndarray:
+    """2**16 fixed 64-bit words of (up to) BITS_SET bits each: a key's bits in its word are
+    one of these patterns (a pattern-blocked Bloom filter: one table read a key)."""
+    z = _splitmix64(np.arange(1 << 16, dtype=np.uint64))
+    m = np.zeros(z.shape, dtype=np.uint64)
     for i in range(BITS_SET):
-        m |= one << ((g >> np.uint64(6 * i + 8)) & np.uint64(63))
+        m |= np.uint64(1) << ((z >> np.uint64(6 * i)) & np.uint64(63))
     return m
+
+
+def _masks(high: np.ndarray) -> np.ndarray:
+    """Each key's 64-bit word pattern (``high``: keys with their low 16 bits cleared)."""
+    return _patterns()[(high * _MIX) >> np.uint64(48)]
 
 
 def _words_log2(n: int) -> int:
     """log2 of the filter's 64-bit words for ``n`` keys (at least BITS_PER_KEY bits a key)."""
     need = max(1, -(-n * BITS_PER_KEY // 64))
-    return max(_CHUNK_BITS, int(need - 1).bit_length())
+    return max(6, int(need - 1).bit_length())
 
 
-def _word_index(keys: np.ndarray, m: int) -> np.ndarray:
-    return keys >> np.uint64(64 - m)
+def _word_index(high: np.ndarray, m: int) -> np.ndarray:
+    return high >> np.uint64(64 - m)
 
 
-def _fill_bloom(bloom: np.ndarray, keys: np.ndarray, m: int) -> None:
-    """OR the sorted ``keys`` into ``bloom`` (2**m words)."""
-    if keys.size == 0:
+def _fill_bloom(bloom: np.ndarray, entries: np.ndarray, m: int) -> None:
+    """OR the sorted ``entries`` (or keys) into ``bloom`` (2**m words)."""
+    if entries.size == 0:
         return
-    idx = _word_index(keys, m)
+    high = entries & _HIGH
+    idx = _word_index(high, m)
     starts = np.flatnonzero(np.concatenate(([True], idx[1:] != idx[:-1])))
-    bloom[idx[starts]] |= np.bitwise_or.reduceat(_masks(keys), starts)
+    bloom[idx[starts]] |= np.bitwise_or.reduceat(_masks(high), starts)
 
 
 # --------------------------------------------------------------------------- runs
@@ -114,6 +134,9 @@ def _fill_bloom(bloom: np.ndarray, keys: np.ndarray, m: int) -> None:
 
 @dataclass
 class Run:
+    """A run: ``<name>.entries.npy`` (sorted uint64: a key's top 48 bits, then the index of its
+    file in ``files``), ``<name>.bloom.npy`` (the filter) and ``<name>.json``."""
+
     folder: Path
     name: str
     level: int
@@ -130,9 +153,12 @@ class Run:
     def remove(self) -> None:
         with contextlib.suppress(OSError):
             (self.folder / f"{self.name}.json").unlink()
-        for what in ("keys", "files", "bloom"):
+        for what in ARRAYS:
             with contextlib.suppress(OSError):
                 self.path(what).unlink()
+
+
+ARRAYS = ("entries", "bloom")
 
 
 def _save(path: Path, array: np.ndarray) -> None:
@@ -141,26 +167,34 @@ def _save(path: Path, array: np.ndarray) -> None:
 
 
 def _write_run(
-    folder: Path, level: int, files: list[File], keys: np.ndarray, which: np.ndarray
+    folder: Path,
+    level: int,
+    files: list[File],
+    entries: np.ndarray,
+    bloom: np.ndarray | None = None,
 ) -> Run:
-    """Write a run (``keys`` sorted; ``which[i]`` the index in ``files`` of ``keys[i]``'s file);
-    its ``.json`` is written last: a run without one is not a run."""
+    """Write a run (``entries`` sorted; ``bloom`` their filter, if already made); its ``.json``
+    is written last: a run without one is not a run."""
+    if len(files) > 1 << _FILE_BITS:
+        raise ValueError(f"a run covers at most {1 << _FILE_BITS} files")
     folder.mkdir(parents=True, exist_ok=True)
-    m = _words_log2(int(keys.size))
+    m = _words_log2(int(entries.size))
     dates = sorted(d for d, _f in files)
     name = f"L{level}-{dates[0]}-{dates[-1]}-{uuid.uuid4().hex[:8]}"
-    run = Run(folder, name, level, files, int(keys.size), m)
-    bloom = np.zeros(1 << m, dtype=np.uint64)
-    _fill_bloom(bloom, keys, m)
-    _save(run.path("keys"), np.ascontiguousarray(keys, dtype=np.uint64))
-    _save(run.path("files"), np.ascontiguousarray(which, dtype=np.uint16))
+    run = Run(folder, name, level, files, int(entries.size), m)
+    if bloom is None:
+        bloom = np.zeros(1 << m, dtype=np.uint64)
+        _fill_bloom(bloom, entries, m)
+    elif bloom.size != 1 << m:
+        raise ValueError(f"a filter of {bloom.size} words for {entries.size} entries")
+    _save(run.path("entries"), np.ascontiguousarray(entries, dtype=np.uint64))
     _save(run.path("bloom"), bloom)
     meta = {
         "format": FORMAT,
         "scheme": key_scheme(),
         "level": level,
         "files": [list(f) for f in files],
-        "keys": run.n,
+        "entries": run.n,
         "words_log2": m,
     }
     with atomic_path(folder / f"{name}.json", mirror=False) as tmp:
@@ -183,11 +217,11 @@ def _runs(folder: Path) -> list[Run]:
                 name,
                 int(meta["level"]),
                 [(str(d), str(f)) for d, f in meta["files"]],
-                int(meta["keys"]),
+                int(meta["entries"]),
                 int(meta["words_log2"]),
             )
             ok = meta.get("format") == FORMAT and meta.get("scheme") == scheme
-            ok = ok and all(run.path(w).is_file() for w in ("keys", "files", "bloom"))
+            ok = ok and all(run.path(w).is_file() for w in ARRAYS)
         except (OSError, ValueError, KeyError, TypeError):
             run, ok = Run(folder, name, 0, [], 0, 0), False
         if ok:
@@ -224,22 +258,24 @@ class RecordIndex:
         echo: Echo | None = None,
     ) -> list[File]:
         """The files among ``earlier`` (``{(landing date, file name): file URI}``, the feed's
-        files of the earlier dates) holding at least one of ``keys`` (sorted)."""
+        files of the earlier dates) that may hold one of ``keys`` (sorted): every file that
+        does, and (rarely: the top 48 bits of two keys agree) one that does not."""
         if not earlier or keys.size == 0:
             return []
+        high = np.unique(keys & _HIGH)
+        masks = _masks(high)
         for _attempt in range(2):
             runs = _runs(self.folder)
             covered = {f for r in runs for f in r.files if f in earlier}
             missing = sorted(set(earlier) - covered)
             if missing:
                 runs += self._index_files(con, missing, {f: earlier[f] for f in missing}, echo)
-            masks = _masks(keys)
             found: set[File] = set()
             try:
                 for run in runs:
                     useful = [i for i, f in enumerate(run.files) if f in earlier]
                     if useful:
-                        found.update(_hits(run, keys, masks, useful))
+                        found.update(_hits(run, high, masks, useful))
             except (OSError, ValueError) as exc:  # a damaged run: dropped, its files re-read
                 if echo:
                     echo(f"warning: record-id index run {run.name} is damaged ({exc}); rebuilt")
@@ -250,7 +286,7 @@ class RecordIndex:
 
     def add(self, day: str, file_name: str, keys: np.ndarray) -> None:
         """Index the file the ingest of ``day`` just committed (``keys`` sorted)."""
-        _write_run(self.folder, 0, [(day, file_name)], keys, np.zeros(keys.size, np.uint16))
+        _write_run(self.folder, 0, [(day, file_name)], keys & _HIGH)
 
     def compact(self, current: Iterable[File]) -> None:
         """Delete the runs without a current file and merge FANOUT runs of a level into one
@@ -275,8 +311,7 @@ class RecordIndex:
                     r.remove()
                     live.remove(r)
                 if merged is not None:
-                    live.append(merged)
-            # merged runs join the next level's count in the next round of the loop
+                    live.append(merged)  # counted with the next level
 
     def _index_files(
         self, con, files: list[File], uris: dict[File, str], echo: Echo | None
@@ -294,28 +329,27 @@ class RecordIndex:
         read = "read_parquet($files, hive_partitioning = false)"
         for f in files:
             keys = keys_of(con, read, params={"files": lake_files([local_file(uris[f])])})
-            out.append(_write_run(self.folder, 0, [f], keys, np.zeros(keys.size, np.uint16)))
+            out.append(_write_run(self.folder, 0, [f], keys & _HIGH))
         return out
 
 
-def _hits(run: Run, keys: np.ndarray, masks: np.ndarray, useful: list[int]) -> set[File]:
+def _hits(run: Run, high: np.ndarray, masks: np.ndarray, useful: list[int]) -> set[File]:
     """The files of ``run`` (among ``useful``, indexes into ``run.files``) holding a key."""
+    bloom, entries = run.load("bloom"), run.load("entries")
+    if bloom.size != 1 << run.m or entries.size != run.n:
+        raise ValueError("its arrays do not match its .json")
     if run.n == 0:
         return set()
-    bloom, sorted_keys, which = run.load("bloom"), run.load("keys"), run.load("files")
-    if bloom.size != 1 << run.m or sorted_keys.size != run.n or which.size != run.n:
-        raise ValueError("its arrays do not match its .json")
-    words = np.asarray(bloom[_word_index(keys, run.m)])
-    maybe = keys[(words & masks) == masks]
+    maybe = high[(np.asarray(bloom[_word_index(high, run.m)]) & masks) == masks]
     if maybe.size == 0:
         return set()
-    lo = np.searchsorted(sorted_keys, maybe, side="left")
-    hi = np.searchsorted(sorted_keys, maybe, side="right")
+    lo = np.searchsorted(entries, maybe, side="left")
+    hi = np.searchsorted(entries, maybe | _LOW, side="right")
     wanted = np.zeros(len(run.files), dtype=bool)
     wanted[useful] = True
     out: set[int] = set()
     for a, b in zip(lo[hi > lo], hi[hi > lo], strict=True):
-        out.update(int(i) for i in np.asarray(which[a:b]) if wanted[i])
+        out.update(int(i) for i in np.asarray(entries[a:b]) & _LOW if wanted[i])
     return {run.files[i] for i in out}
 
 
@@ -332,37 +366,42 @@ def _merge(folder: Path, level: int, group: list[Run], current: set[File]) -> Ru
         remaps.append(remap)
     if not files:
         return None
-    if len(files) > np.iinfo(np.uint16).max:
-        raise ValueError("a run covers at most 65535 files")
-    keys_in = [r.load("keys") for r in group]
-    which_in = [r.load("files") for r in group]
-    total = sum(
-        int(np.count_nonzero(rm[np.asarray(w)] >= 0))
-        for rm, w in zip(remaps, which_in, strict=True)
-    )
-    out_keys = np.empty(total, dtype=np.uint64)
-    out_which = np.empty(total, dtype=np.uint16)
+    ins = [r.load("entries") for r in group]
+    # the new file index of each input entry (-1: dropped), as a lookup on the old one
+    lookups = []
+    for rm in remaps:
+        lk = np.full(1 << _FILE_BITS, -1, dtype=np.int64)
+        lk[: rm.size] = rm
+        lookups.append(lk)
+    total = sum(r.n for r in group)
+    if any((rm < 0).any() for rm in remaps):
+        total = sum(
+            int(np.count_nonzero(lk[np.asarray(e) & _LOW] >= 0))
+            for lk, e in zip(lookups, ins, strict=True)
+        )
+    out = np.empty(total, dtype=np.uint64)
+    m = _words_log2(total)
+    bloom = np.zeros(1 << m, dtype=np.uint64)  # filled slice by slice, while each is in cache
+    bits = max(_SLICE_BITS, (total >> 17).bit_length())
+    bounds = np.arange(1, 1 << bits, dtype=np.uint64) << np.uint64(64 - bits)
+    cuts = [np.concatenate(([0], np.searchsorted(e, bounds), [e.size])) for e in ins]
     at = 0
-    bounds = [np.uint64(i) << np.uint64(64 - _CHUNK_BITS) for i in range(1, 1 << _CHUNK_BITS)]
-    cuts = [np.concatenate(([0], np.searchsorted(k, bounds), [k.size])) for k in keys_in]
-    for c in range(1 << _CHUNK_BITS):
-        parts_k, parts_w = [], []
-        for k_arr, w_arr, remap, cut in zip(keys_in, which_in, remaps, cuts, strict=True):
+    for c in range(1 << bits):
+        parts = []
+        for e, lk, cut in zip(ins, lookups, cuts, strict=True):
             a, b = int(cut[c]), int(cut[c + 1])
             if b > a:
-                w = remap[np.asarray(w_arr[a:b])]
-                keep = w >= 0
-                parts_k.append(np.asarray(k_arr[a:b])[keep])
-                parts_w.append(w[keep])
-        if not parts_k:
+                part = np.asarray(e[a:b])
+                new = lk[part & _LOW]
+                keep = new >= 0
+                parts.append((part[keep] & _HIGH) | new[keep].astype(np.uint64))
+        if not parts:
             continue
-        k = np.concatenate(parts_k)
-        order = np.argsort(k, kind="stable")
-        n = k.size
-        out_keys[at : at + n] = k[order]
-        out_which[at : at + n] = np.concatenate(parts_w)[order]
-        at += n
-    return _write_run(folder, level, files, out_keys[:at], out_which[:at])
+        chunk = np.sort(np.concatenate(parts), kind="stable")  # merges the sorted parts
+        out[at : at + chunk.size] = chunk
+        _fill_bloom(bloom, chunk, m)
+        at += chunk.size
+    return _write_run(folder, level, files, out, bloom)
 
 
 def lake_file_ids(feed: str, partitions) -> dict[File, str]:
