@@ -16,6 +16,8 @@ Sizes and places come from the environment (defaults in brackets):
                                taken this long (at least one run is made)     [900]
     KOOBILL_BENCH_OUT          cache of generated and ingested data           [bench/out]
     KOOBILL_BENCH_RESULTS_DIR  where results.json and results.md are written  [bench]
+    KOOBILL_BENCH_KEEP         1: keep the last results.json's figures of the parts
+                               skipped (same sizes), and note it in the results
     KOOBILL_BENCH_SKIP         comma list of parts to skip: big, pandas, month, close, cli,
                                year, exports
     KOOBILL_BENCH_EXPORT_PARTNERS / KOOBILL_BENCH_EXPORT_ROWS
@@ -1689,6 +1691,32 @@ def markdown(s: dict) -> str:
     return head + "\n\n" + "\n".join(lines) + "\n" + (notes + "\n" if notes else "") + yardstick
 
 
+PARTS = ("cli", "big", "pandas", "month", "close", "year", "exports")
+
+
+def _kept(cfg: dict, measured: list[str]) -> dict:
+    """``KOOBILL_BENCH_KEEP=1``: start from the raw figures of the last results.json (same
+    sizes), so a run of some parts updates them and keeps the others."""
+    try:
+        old = json.loads((cfg["results_dir"] / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    sizes = old.get("sizes", {})
+    want = {
+        "big_day_usage_rows": cfg["big_rows"],
+        "month_day_usage_rows": cfg["day_rows"],
+        "month_days": cfg["days"],
+    }
+    if any(sizes.get(k) != v for k, v in want.items()):
+        log("KOOBILL_BENCH_KEEP: the last results have other sizes; nothing kept")
+        return {}
+    res = dict(old.get("raw", {}))
+    when = old.get("generated_at", "?")
+    res["kept"] = res.get("kept") or f"the run of {when}"
+    log(f"KOOBILL_BENCH_KEEP: measuring {', '.join(measured)}; keeping the rest ({when})")
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, one run each (for tests)")
@@ -1706,6 +1734,10 @@ def main() -> None:
     cfg["results_dir"].mkdir(parents=True, exist_ok=True)
     mach = machine()
     res: dict = {}
+    needs = {"pandas": "big", "close": "month"}  # measured within another part
+    measured = [p for p in PARTS if {p, needs.get(p)}.isdisjoint(cfg["skip"])]
+    if os.environ.get("KOOBILL_BENCH_KEEP") == "1":
+        res = _kept(cfg, measured)
     log(
         f"koobill bench: big day {cfg['big_rows']:,} rows; month {cfg['days']} x "
         f"{cfg['day_rows']:,} rows; repeats {cfg['repeats']}; cache {cfg['out']}"
@@ -1713,6 +1745,11 @@ def main() -> None:
 
     def save(complete: bool = False) -> dict:
         s = summarize(cfg, res, mach, complete)
+        if res.get("kept"):
+            s["notes"] = [
+                f"Measured in this run: {', '.join(measured)}; the other figures are kept "
+                f"from earlier runs ({res['kept']})."
+            ]
         (cfg["results_dir"] / "results.json").write_text(json.dumps(s, indent=2, default=str))
         (cfg["results_dir"] / "results.md").write_text(markdown(s))
         return s

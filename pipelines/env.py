@@ -325,6 +325,7 @@ TOOLING = """\
 | `KOOBILL_BENCH_OUT` | `bench/out` | `make bench`: cache of generated and ingested data |
 | `KOOBILL_BENCH_RESULTS_DIR` | `bench` | `make bench`: where results.json and .md go |
 | `KOOBILL_BENCH_SKIP` | | `make bench`: parts to skip: big, pandas, month, close, cli, year, exports |
+| `KOOBILL_BENCH_KEEP` | | `1`: `make bench` keeps the last results' figures of the parts it skips (same sizes) |
 | `KOOBILL_BENCH_SUBPROCESS` | | `1`: the tiny bench runs each measure in a subprocess |
 | `KOOBILL_BENCH_EXPORT_PARTNERS` | 200 | `make bench`: partners of the exports measurement (bench/exports_measure.py) |
 | `KOOBILL_BENCH_EXPORT_ROWS` | 20000 | `make bench`: usage rows per day of the exports measurement |

@@ -94,6 +94,35 @@ def test_bench_tiny_writes_every_result(tmp_path: Path) -> None:
     # the tiny landing data is cached: a second run reuses it
     assert (tmp_path / "out" / "big-2000" / ".bench-complete.json").exists()
 
+    # KOOBILL_BENCH_KEEP=1: a run of one part keeps the other parts' figures, and says so
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "run.py"),
+            "--tiny",
+            "--out",
+            str(tmp_path / "out"),
+            "--results-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        env={
+            **env,
+            "KOOBILL_BENCH_KEEP": "1",
+            "KOOBILL_BENCH_SKIP": "big,month,year,exports",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    again = json.loads((tmp_path / "results.json").read_text())
+    for key in ("ingest_s", "day30_s", "random_ids_dayN_s", "exports_cpu_s_per_partner"):
+        assert again[key] == res[key], key
+    assert again["generated_at"] >= res["generated_at"]
+    assert "Measured in this run: cli;" in again["notes"][0]
+    assert "Measured in this run: cli;" in (tmp_path / "results.md").read_text()
+
 
 # --- the pandas implementation does koobill's work for the usage feed -------------------------
 
