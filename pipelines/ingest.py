@@ -603,7 +603,7 @@ def _index_committed(root: Path, day: str, keys: dict[str, np.ndarray], echo: Ec
             for (d, name), _uri in ids.items():
                 if d == day and keys.get(feed) is not None:
                     index.add(d, name, keys[feed])
-            index.compact(ids)
+            index.compact(ids, echo)
     except Exception as exc:  # noqa: BLE001  (a cache: warn, the lake is committed)
         echo(
             f"warning: the record-id index under {Path(root) / 'index'} was not updated "
