@@ -204,6 +204,15 @@ def _fresh_run_dir(path: Path, landing: Path) -> Path:
     return path
 
 
+def _ingest_fresh(cfg: dict, path: Path, landing: Path, day: str, label: str) -> dict:
+    """One measured ingest of ``day`` into a fresh data dir at ``path`` over ``landing``."""
+    d = _fresh_run_dir(path, landing)
+    try:
+        return run_child(cfg, "ingest", {"data_dir": str(d), "day": day}, label)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def _drop_partition(part: Path) -> None:
     """Remove a committed lake partition from every member table (a Delta commit each; the
     files are vacuumed)."""
@@ -1234,11 +1243,7 @@ def measure_big(cfg: dict, res: dict, save) -> None:
         )
 
     def koobill(i: int) -> dict:
-        d = _fresh_run_dir(runs / "big-ingest", landing)
-        try:
-            return run_child(cfg, "ingest", {"data_dir": str(d), "day": BIG_DAY}, "big_ingest")
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
+        return _ingest_fresh(cfg, runs / "big-ingest", landing, BIG_DAY, "big_ingest")
 
     def pandas(i: int) -> dict:
         return run_child(
@@ -1498,11 +1503,7 @@ def measure_year(cfg: dict, res: dict, save) -> None:
     log(f"  done in {time.monotonic() - t:.0f} s")
 
     def day1(i: int) -> dict:
-        d = _fresh_run_dir(runs / "year-day1", landing)
-        try:
-            return run_child(cfg, "ingest", {"data_dir": str(d), "day": target}, "year_day1")
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
+        return _ingest_fresh(cfg, runs / "year-day1", landing, target, "year_day1")
 
     def day_n(i: int) -> dict:
         _drop_partition(part)

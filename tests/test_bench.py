@@ -42,9 +42,7 @@ KEYS = (
 )
 
 
-@pytest.mark.slow
-def test_bench_tiny_writes_every_result(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KOOBILL_")}
+def _run_tiny(tmp_path: Path, env: dict) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [
             sys.executable,
@@ -62,6 +60,13 @@ def test_bench_tiny_writes_every_result(tmp_path: Path) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_bench_tiny_writes_every_result(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KOOBILL_")}
+    proc = _run_tiny(tmp_path, env)
 
     res = json.loads((tmp_path / "results.json").read_text())
     for key in KEYS:
@@ -95,27 +100,8 @@ def test_bench_tiny_writes_every_result(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "big-2000" / ".bench-complete.json").exists()
 
     # KOOBILL_BENCH_KEEP=1: a run of one part keeps the other parts' figures, and says so
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "run.py"),
-            "--tiny",
-            "--out",
-            str(tmp_path / "out"),
-            "--results-dir",
-            str(tmp_path),
-        ],
-        cwd=REPO,
-        env={
-            **env,
-            "KOOBILL_BENCH_KEEP": "1",
-            "KOOBILL_BENCH_SKIP": "big,month,year,exports",
-        },
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    keep = {"KOOBILL_BENCH_KEEP": "1", "KOOBILL_BENCH_SKIP": "big,month,year,exports"}
+    _run_tiny(tmp_path, {**env, **keep})
     again = json.loads((tmp_path / "results.json").read_text())
     for key in ("ingest_s", "day30_s", "random_ids_dayN_s", "exports_cpu_s_per_partner"):
         assert again[key] == res[key], key
