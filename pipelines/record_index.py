@@ -55,13 +55,13 @@ BITS_PER_KEY = 16
 BITS_SET = 8  # bits of a key's pattern, all in one 64-bit word
 FORMAT = 4  # 4: one array of entries (56 bits of key, 8 of file), pattern-blocked filter
 _FILE_BITS = 8  # a run covers at most 256 files (a level-2 run: 64)
-_LOW = np.uint64((1 << _FILE_BITS) - 1)
-_HIGH = ~_LOW  # the bits of a key an entry keeps
+_FILE_MASK = np.uint64((1 << _FILE_BITS) - 1)  # an entry's low bits: its file
+_KEY_MASK = ~_FILE_MASK  # an entry's high bits: the key's top 56 bits
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplying remixes the key's bits
 _SLICE_BITS = 6  # merges go through the keys in at least 64 slices of ~128k entries
 
 Echo = Callable[[str], None]
-File = tuple[str, str]  # (landing date, file name)
+FileId = tuple[str, str]  # a lake file: (landing date, file name)
 
 
 def key_scheme() -> str:
@@ -107,9 +107,9 @@ def _patterns() -> np.ndarray:
     return m
 
 
-def _masks(high: np.ndarray) -> np.ndarray:
-    """Each key's 64-bit word pattern (``high``: keys with their file bits cleared)."""
-    return _patterns()[(high * _MIX) >> np.uint64(48)]
+def _masks(trimmed: np.ndarray) -> np.ndarray:
+    """Each key's 64-bit word pattern (``trimmed``: keys with their file bits cleared)."""
+    return _patterns()[(trimmed * _MIX) >> np.uint64(48)]
 
 
 def _words_log2(n: int) -> int:
@@ -118,18 +118,18 @@ def _words_log2(n: int) -> int:
     return max(6, int(need - 1).bit_length())
 
 
-def _word_index(high: np.ndarray, m: int) -> np.ndarray:
-    return high >> np.uint64(64 - m)
+def _word_index(trimmed: np.ndarray, m: int) -> np.ndarray:
+    return trimmed >> np.uint64(64 - m)
 
 
 def _fill_bloom(bloom: np.ndarray, entries: np.ndarray, m: int) -> None:
     """OR the sorted ``entries`` (or keys) into ``bloom`` (2**m words)."""
     if entries.size == 0:
         return
-    high = entries & _HIGH
-    idx = _word_index(high, m)
+    trimmed = entries & _KEY_MASK
+    idx = _word_index(trimmed, m)
     starts = np.flatnonzero(np.concatenate(([True], idx[1:] != idx[:-1])))
-    bloom[idx[starts]] |= np.bitwise_or.reduceat(_masks(high), starts)
+    bloom[idx[starts]] |= np.bitwise_or.reduceat(_masks(trimmed), starts)
 
 
 # --------------------------------------------------------------------------- runs
@@ -143,9 +143,10 @@ class Run:
     folder: Path
     name: str
     level: int
-    files: list[File]
-    n: int
-    m: int
+    files: list[FileId]
+    entries: int
+    words_log2: int
+    stats: dict  # each array's (size, mtime_ns) when written: a changed array is damage
 
     def path(self, what: str) -> Path:
         return self.folder / f"{self.name}.{what}.npy"
@@ -172,19 +173,20 @@ def _save(path: Path, array: np.ndarray) -> None:
 def _write_run(
     folder: Path,
     level: int,
-    files: list[File],
+    files: list[FileId],
     entries: np.ndarray,
     bloom: np.ndarray | None = None,
 ) -> Run:
     """Write a run (``entries`` sorted; ``bloom`` their filter, if already made); its ``.json``
-    is written last: a run without one is not a run."""
+    is written last (with each array's size and time: see :func:`_runs`): a run without one is
+    not a run."""
     if len(files) > 1 << _FILE_BITS:
         raise ValueError(f"a run covers at most {1 << _FILE_BITS} files")
     folder.mkdir(parents=True, exist_ok=True)
     m = _words_log2(int(entries.size))
     dates = sorted(d for d, _f in files)
     name = f"L{level}-{dates[0]}-{dates[-1]}-{uuid.uuid4().hex[:8]}"
-    run = Run(folder, name, level, files, int(entries.size), m)
+    run = Run(folder, name, level, files, int(entries.size), m, {})
     if bloom is None:
         bloom = np.zeros(1 << m, dtype=np.uint64)
         _fill_bloom(bloom, entries, m)
@@ -192,29 +194,64 @@ def _write_run(
         raise ValueError(f"a filter of {bloom.size} words for {entries.size} entries")
     _save(run.path("entries"), np.ascontiguousarray(entries, dtype=np.uint64))
     _save(run.path("bloom"), bloom)
+    run.stats = {what: _stat(run.path(what)) for what in ARRAYS}
     meta = {
         "format": FORMAT,
         "scheme": key_scheme(),
         "level": level,
         "files": [list(f) for f in files],
-        "entries": run.n,
+        "entries": run.entries,
         "words_log2": m,
+        "arrays": run.stats,
     }
     with atomic_path(folder / f"{name}.json", mirror=False) as tmp:
         tmp.write_text(json.dumps(meta, indent=1))
     return run
 
 
-def _runs(folder: Path) -> list[Run]:
-    """The index's runs; a run of another scheme or format, or unreadable, is deleted."""
+def _stat(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+class Damaged(Exception):
+    """A run that is not as it was written."""
+
+
+def _check(run: Run) -> None:
+    """Raise :class:`Damaged` unless the run's arrays are the ones it wrote: same size and
+    modification time as recorded (an array replaced or cut short since is damage; the bytes
+    themselves are trusted, as the lake's are), and the shapes and types its ``.json`` says."""
+    try:
+        for what in ARRAYS:
+            if _stat(run.path(what)) != list(run.stats.get(what, ())):
+                raise Damaged(f"{run.path(what).name} changed since it was written")
+        for what, size in (("entries", run.entries), ("bloom", 1 << run.words_log2)):
+            a = run.load(what)
+            if a.dtype != np.uint64 or a.shape != (size,):
+                raise Damaged(f"{run.path(what).name} holds {a.dtype} {a.shape}, not ({size},)")
+    except Damaged:
+        raise
+    except Exception as exc:  # noqa: BLE001  (unreadable in any way: damaged)
+        raise Damaged(f"{type(exc).__name__}: {exc}") from None
+
+
+def _runs(folder: Path, echo: Echo | None = None) -> list[Run]:
+    """The index's sound runs. A run of another scheme or format is deleted; so is a damaged
+    one (unreadable ``.json``, or :func:`_check` fails), with a warning: its files are then
+    indexed again from the lake."""
     if not folder.is_dir():
         return []
     scheme = key_scheme()
     out = []
     for meta_path in sorted(folder.glob("*.json")):
         name = meta_path.name.removesuffix(".json")
+        run = Run(folder, name, 0, [], 0, 0, {})
         try:
             meta = json.loads(meta_path.read_text())
+            if meta.get("format") != FORMAT or meta.get("scheme") != scheme:
+                run.remove()  # written by another koobill or DuckDB: rebuilt, not an error
+                continue
             run = Run(
                 folder,
                 name,
@@ -222,15 +259,20 @@ def _runs(folder: Path) -> list[Run]:
                 [(str(d), str(f)) for d, f in meta["files"]],
                 int(meta["entries"]),
                 int(meta["words_log2"]),
+                {str(k): list(v) for k, v in meta["arrays"].items()},
             )
-            ok = meta.get("format") == FORMAT and meta.get("scheme") == scheme
-            ok = ok and all(run.path(w).is_file() for w in ARRAYS)
-        except (OSError, ValueError, KeyError, TypeError):
-            run, ok = Run(folder, name, 0, [], 0, 0), False
-        if ok:
-            out.append(run)
-        else:
+            _check(run)
+        except Exception as exc:  # noqa: BLE001  (a damaged run is dropped, never trusted)
+            if echo:
+                echo(
+                    f"warning: record-id index run {meta_path} is damaged ({exc}); it is "
+                    "deleted and its files are indexed again from the lake"
+                )
             run.remove()
+            with contextlib.suppress(OSError):
+                meta_path.unlink()
+            continue
+        out.append(run)
     return out
 
 
@@ -247,7 +289,10 @@ def _clean_strays(folder: Path, runs: list[Run]) -> None:
 
 
 class RecordIndex:
-    """The record-id index of one record feed under one data dir (see the module docstring)."""
+    """The record-id index of one record feed under one data dir (see the module docstring).
+
+    It can only make the dedupe read fewer files: whatever goes wrong with it (a damaged run,
+    a folder that cannot be written), the files it cannot vouch for are read, as without it."""
 
     def __init__(self, root: Path, feed: str) -> None:
         self.feed = feed
@@ -257,46 +302,60 @@ class RecordIndex:
         self,
         con,
         keys: np.ndarray,
-        earlier: dict[File, str],
+        earlier: dict[FileId, str],
         echo: Echo | None = None,
-    ) -> list[File]:
+    ) -> list[FileId]:
         """The files among ``earlier`` (``{(landing date, file name): file URI}``, the feed's
         files of the earlier dates) that may hold one of ``keys`` (sorted): every file that
         does, and (rarely: the top 56 bits of two keys agree) one that does not."""
         if not earlier or keys.size == 0:
             return []
-        high = keys & _HIGH  # sorted, as keys are
-        high = high[np.concatenate(([True], high[1:] != high[:-1]))]
-        masks = _masks(high)
-        for _attempt in range(2):
-            runs = _runs(self.folder)
-            covered = {f for r in runs for f in r.files if f in earlier}
-            missing = sorted(set(earlier) - covered)
-            if missing:
-                runs += self._index_files(con, missing, {f: earlier[f] for f in missing}, echo)
-            found: set[File] = set()
+        say = echo or (lambda _m: None)
+        trimmed = keys & _KEY_MASK  # sorted, as keys are
+        trimmed = trimmed[np.concatenate(([True], trimmed[1:] != trimmed[:-1]))]
+        masks = _masks(trimmed)
+        try:
+            runs = _runs(self.folder, say)
+        except Exception as exc:  # noqa: BLE001  (the folder itself cannot be read)
+            say(
+                f"warning: the record-id index under {self.folder} cannot be read ({exc}); "
+                f"the {len(earlier)} earlier {self.feed} files are read instead"
+            )
+            return sorted(earlier)
+        unsure: set[FileId] = set()  # files read because the index cannot vouch for them
+        covered = {f for r in runs for f in r.files if f in earlier}
+        missing = sorted(set(earlier) - covered)
+        if missing:
             try:
-                for run in runs:
-                    useful = [i for i, f in enumerate(run.files) if f in earlier]
-                    if useful:
-                        found.update(_hits(run, high, masks, useful))
-            except (OSError, ValueError) as exc:  # a damaged run: dropped, its files re-read
-                if echo:
-                    echo(f"warning: record-id index run {run.name} is damaged ({exc}); rebuilt")
-                run.remove()
+                runs += self._index_files(con, missing, earlier, say)
+            except Exception as exc:  # noqa: BLE001  (e.g. an index folder not writable)
+                say(
+                    f"warning: cannot add to the record-id index under {self.folder} ({exc}); "
+                    f"the {len(missing)} {self.feed} files it lacks are read instead"
+                )
+                unsure.update(missing)
+        found: set[FileId] = set()
+        for run in runs:
+            live = [i for i, f in enumerate(run.files) if f in earlier]
+            if not live:
                 continue
-            return sorted(found)
-        raise RuntimeError(f"the record-id index under {self.folder} cannot be read")
+            try:
+                found.update(_hits(run, trimmed, masks, live))
+            except Exception as exc:  # noqa: BLE001  (damaged after all: its files are read)
+                say(f"warning: record-id index run {run.name} cannot be read ({exc}); deleted")
+                run.remove()
+                unsure.update(run.files[i] for i in live)
+        return sorted(found | unsure)
 
     def add(self, day: str, file_name: str, keys: np.ndarray) -> None:
         """Index the file the ingest of ``day`` just committed (``keys`` sorted)."""
-        _write_run(self.folder, 0, [(day, file_name)], keys & _HIGH)
+        _write_run(self.folder, 0, [(day, file_name)], keys & _KEY_MASK)
 
-    def compact(self, current: Iterable[File], echo: Echo | None = None) -> None:
+    def compact(self, current: Iterable[FileId], echo: Echo | None = None) -> None:
         """Delete the runs without a current file and merge FANOUT runs of a level into one
         of the next (dropping the entries of files the lake no longer has)."""
         current = set(current)
-        runs = _runs(self.folder)
+        runs = _runs(self.folder, echo)
         _clean_strays(self.folder, runs)
         live = []
         for run in runs:
@@ -321,52 +380,50 @@ class RecordIndex:
                     live.append(merged)  # counted with the next level
 
     def _index_files(
-        self, con, files: list[File], uris: dict[File, str], echo: Echo | None
+        self, con, files: list[FileId], uris: dict[FileId, str], echo: Echo | None
     ) -> list[Run]:
         """Level-0 runs for lake files no run covers, read from the lake (once)."""
         from pipelines.db import lake_files
         from pipelines.delta import local_file
 
-        if echo and len(files) > 1:
-            echo(
-                f"indexing the record ids of {len(files)} earlier {self.feed} files "
-                f"(once; {self.folder})"
-            )
+        if echo:
+            many = f"{len(files)} earlier {self.feed} files" if len(files) > 1 else "1 file"
+            echo(f"indexing the record ids of {many} (once; {self.folder})")
         out = []
         read = "read_parquet($files, hive_partitioning = false)"
         said = time.monotonic()
         for i, f in enumerate(files, 1):
             keys = keys_of(con, read, params={"files": lake_files([local_file(uris[f])])})
-            out.append(_write_run(self.folder, 0, [f], keys & _HIGH))
+            out.append(_write_run(self.folder, 0, [f], keys & _KEY_MASK))
             if echo and time.monotonic() - said > 10 and i < len(files):
                 echo(f"  indexed {i} of {len(files)} files")
                 said = time.monotonic()
         return out
 
 
-def _hits(run: Run, high: np.ndarray, masks: np.ndarray, useful: list[int]) -> set[File]:
-    """The files of ``run`` (among ``useful``, indexes into ``run.files``) holding a key."""
+def _hits(run: Run, trimmed: np.ndarray, masks: np.ndarray, live: list[int]) -> set[FileId]:
+    """The files of ``run`` (among ``live``, indexes into ``run.files``) holding one of the
+    keys (``trimmed``: sorted, distinct, file bits cleared; ``masks``: their patterns)."""
+    if run.entries == 0:
+        return set()
     bloom, entries = run.load("bloom"), run.load("entries")
-    if bloom.size != 1 << run.m or entries.size != run.n:
-        raise ValueError("its arrays do not match its .json")
-    if run.n == 0:
+    words = np.asarray(bloom[_word_index(trimmed, run.words_log2)])
+    bloom_hits = trimmed[(words & masks) == masks]
+    if bloom_hits.size == 0:
         return set()
-    maybe = high[(np.asarray(bloom[_word_index(high, run.m)]) & masks) == masks]
-    if maybe.size == 0:
-        return set()
-    lo = np.searchsorted(entries, maybe, side="left")
-    hi = np.searchsorted(entries, maybe | _LOW, side="right")
-    wanted = np.zeros(len(run.files), dtype=bool)
-    wanted[useful] = True
+    lo = np.searchsorted(entries, bloom_hits, side="left")
+    hi = np.searchsorted(entries, bloom_hits | _FILE_MASK, side="right")
+    file_mask = np.zeros(len(run.files), dtype=bool)
+    file_mask[live] = True
     out: set[int] = set()
     for a, b in zip(lo[hi > lo], hi[hi > lo], strict=True):
-        out.update(int(i) for i in np.asarray(entries[a:b]) & _LOW if wanted[i])
+        out.update(int(i) for i in np.asarray(entries[a:b]) & _FILE_MASK if file_mask[i])
     return {run.files[i] for i in out}
 
 
-def _merge(folder: Path, level: int, group: list[Run], current: set[File]) -> Run | None:
+def _merge(folder: Path, level: int, group: list[Run], current: set[FileId]) -> Run | None:
     """One run of ``level`` from ``group``, keeping only the entries of ``current`` files."""
-    files: list[File] = []
+    files: list[FileId] = []
     remaps = []
     for run in group:
         remap = np.full(len(run.files), -1, dtype=np.int64)
@@ -384,10 +441,10 @@ def _merge(folder: Path, level: int, group: list[Run], current: set[File]) -> Ru
         lk = np.full(1 << _FILE_BITS, -1, dtype=np.int64)
         lk[: rm.size] = rm
         lookups.append(lk)
-    total = sum(r.n for r in group)
+    total = sum(r.entries for r in group)
     if any((rm < 0).any() for rm in remaps):
         total = sum(
-            int(np.count_nonzero(lk[np.asarray(e) & _LOW] >= 0))
+            int(np.count_nonzero(lk[np.asarray(e) & _FILE_MASK] >= 0))
             for lk, e in zip(lookups, ins, strict=True)
         )
     out = np.empty(total, dtype=np.uint64)
@@ -403,19 +460,21 @@ def _merge(folder: Path, level: int, group: list[Run], current: set[File]) -> Ru
             a, b = int(cut[c]), int(cut[c + 1])
             if b > a:
                 part = np.asarray(e[a:b])
-                new = lk[part & _LOW]
+                new = lk[part & _FILE_MASK]
                 keep = new >= 0
-                parts.append((part[keep] & _HIGH) | new[keep].astype(np.uint64))
+                parts.append((part[keep] & _KEY_MASK) | new[keep].astype(np.uint64))
         if not parts:
             continue
         chunk = np.sort(np.concatenate(parts), kind="stable")  # merges the sorted parts
         out[at : at + chunk.size] = chunk
         _fill_bloom(bloom, chunk, m)
         at += chunk.size
+    if at != total:
+        raise Damaged(f"merging {[r.name for r in group]}: {at} entries where {total} were due")
     return _write_run(folder, level, files, out, bloom)
 
 
-def lake_file_ids(feed: str, partitions) -> dict[File, str]:
+def lake_file_ids(feed: str, partitions) -> dict[FileId, str]:
     """``{(landing date, file name): file URI}`` of ``feed``'s files in ``partitions``
     (``lake.partitions`` of ``lake/ingest``), without fetching any file."""
     out = {}

@@ -69,15 +69,17 @@ class Lake:
         return {fid: path for d, (fid, path, _i) in self.files.items() if d < day}
 
     def lookup(self, day: str, ids: list[str]) -> list:
-        con = self.con
-        con.execute("create or replace temp table probe (record_id varchar)")
-        con.executemany("insert into probe values (?)", [(i,) for i in ids])
-        keys = ri.keys_of(con, "probe")
-        return self.index.files_holding(con, keys, self.earlier(day))
+        return self.index.files_holding(self.con, _keys(self.con, ids), self.earlier(day))
 
     def truth(self, day: str, ids: list[str]) -> list:
         want = set(ids)
         return sorted(fid for d, (fid, _p, got) in self.files.items() if d < day and got & want)
+
+
+def _keys(con, ids: list[str]) -> np.ndarray:
+    con.execute("create or replace temp table probe (record_id varchar)")
+    con.executemany("insert into probe values (?)", [(i,) for i in ids])
+    return ri.keys_of(con, "probe")
 
 
 def _ids(rng: random.Random, n: int) -> list[str]:
@@ -142,9 +144,64 @@ def test_a_missing_or_damaged_index_is_rebuilt_from_the_lake(tmp_path):
     assert not (lake.index.folder / "L0-stray.keys.npy").exists()
 
 
+@pytest.mark.parametrize(
+    "damage",
+    ["cut_short", "zeroed_filter", "zeroed_entries", "empty_file", "float_entries", "two_runs"],
+)
+def test_a_damaged_run_is_never_trusted_not_even_by_a_merge(tmp_path, damage):
+    """Whatever happened to a run's arrays since they were written, the lookup answers as
+    without the index, and a merge never carries a damaged run's file over as covered."""
+    rng = random.Random(3)
+    lake = Lake(tmp_path, rng)
+    days = {}
+    for i in range(7):
+        days[i] = _ids(rng, 40)
+        lake.ingest(_day(i), days[i])
+    runs = {r.files[0][0]: r for r in ri._runs(lake.index.folder)}
+    victims = [runs[_day(0)], runs[_day(1)]] if damage == "two_runs" else [runs[_day(0)]]
+    for run in victims:
+        entries, bloom = np.array(run.load("entries")), np.array(run.load("bloom"))
+        if damage in ("cut_short", "two_runs"):
+            np.save(run.path("entries"), entries[: entries.size // 2])
+        elif damage == "zeroed_filter":
+            np.save(run.path("bloom"), np.zeros_like(bloom))
+        elif damage == "zeroed_entries":
+            np.save(run.path("entries"), np.zeros_like(entries))
+        elif damage == "empty_file":
+            run.path("entries").write_bytes(b"")
+        else:
+            np.save(run.path("entries"), entries.astype(np.float64))
+    # the next date's ingest merges the 8 level-0 runs before any lookup sees the damage
+    lake.ingest(_day(7), _ids(rng, 40))
+    probe = days[0][:3] + days[1][:2] + _ids(rng, 5)
+    assert lake.lookup(_day(9), probe) == lake.truth(_day(9), probe)
+    assert lake.lookup(_day(9), days[0]) == lake.truth(_day(9), days[0])
+
+
+def test_an_index_that_cannot_be_written_only_costs_reads(tmp_path, monkeypatch):
+    rng = random.Random(4)
+    lake = Lake(tmp_path, rng)
+    days = {i: _ids(rng, 20) for i in range(4)}
+    for i in range(3):
+        lake.ingest(_day(i), days[i])
+    shutil.rmtree(lake.index.folder)
+
+    def refuse(*_a, **_k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ri, "_write_run", refuse)
+    said = []
+    probe = days[1][:2] + _ids(rng, 3)
+    got = lake.index.files_holding(
+        lake.con, _keys(lake.con, probe), lake.earlier(_day(5)), said.append
+    )
+    assert got == sorted(lake.earlier(_day(5)))  # every file it cannot vouch for is read
+    assert any("cannot add to the record-id index" in m for m in said)
+
+
 def test_the_bloom_filter_answers_most_absent_keys_without_the_sorted_keys():
     rng = np.random.default_rng(1)
-    keys = np.unique(rng.integers(0, 2**64 - 1, 200_000, dtype=np.uint64) & ri._HIGH)
+    keys = np.unique(rng.integers(0, 2**64 - 1, 200_000, dtype=np.uint64) & ri._KEY_MASK)
     m = ri._words_log2(keys.size)
     bloom = np.zeros(1 << m, np.uint64)
     ri._fill_bloom(bloom, keys, m)
@@ -154,7 +211,7 @@ def test_the_bloom_filter_answers_most_absent_keys_without_the_sorted_keys():
 
     assert passes(keys).all()  # never a false negative
     other = np.setdiff1d(
-        np.unique(rng.integers(0, 2**64 - 1, 200_000, dtype=np.uint64) & ri._HIGH), keys
+        np.unique(rng.integers(0, 2**64 - 1, 200_000, dtype=np.uint64) & ri._KEY_MASK), keys
     )
     assert passes(other).mean() < 0.004, passes(other).mean()
 
@@ -211,3 +268,23 @@ def test_a_rerun_date_counts_with_its_new_rows_only(data_dir):
     r = ingest(data_dir, d3)
     assert r.feeds["usage"].total("duplicates") == 1
     assert sorted(lake_by_id(data_dir, d3, "usage")) == ["x-old"]
+
+
+def test_ingests_succeed_and_dedupe_when_the_index_cannot_be_written(data_dir, monkeypatch):
+    from pipelines.ingest import ingest_date
+
+    def refuse(*_a, **_k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ri, "_write_run", refuse)
+    d1, d2 = "2026-11-10", "2026-11-11"
+    land_reference(data_dir, d1)
+    land(data_dir, "usage", d1, [usage("u-1"), usage("u-2")])
+    said: list[str] = []
+    ingest_date(data_dir, d1, progress=said.append)
+    assert any("record-id index" in m and "was not updated" in m for m in said), said
+    land(data_dir, "usage", d2, [usage("u-2"), usage("u-3")])
+    said.clear()
+    r = ingest_date(data_dir, d2, progress=said.append)
+    assert r.feeds["usage"].total("duplicates") == 1
+    assert any("cannot add to the record-id index" in m for m in said), said
