@@ -407,6 +407,7 @@ def _checked(feed: str, typed: str) -> str:
         extra_select="".join(f", {expr} as {name}" for expr, name in extra),
         extra_names="".join(f", {name}" for _expr, name in extra),
         columns=", ".join(f'"{c.name}"' for c in FEEDS[feed]),
+        feed_guard=" and ".join(f"not coalesce({c}, false)" for c, _t, _k in feed_rules) or "true",
         feed_reason=f"nullif(concat_ws('; ', {', '.join(reasons)}), '')" if reasons else "null",
         feed_codes=rules.codes_list(codes) if codes else "[]::varchar[]",
         typed_json=_typed_json(feed),
