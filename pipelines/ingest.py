@@ -411,6 +411,7 @@ def _checked(feed: str, typed: str) -> str:
         extra_select="".join(f", {expr} as {name}" for expr, name in extra),
         extra_names="".join(f", {name}" for _expr, name in extra),
         columns=", ".join(f'"{c.name}"' for c in FEEDS[feed]),
+        feed_guard=" and ".join(f"not coalesce({c}, false)" for c, _t, _k in feed_rules) or "true",
         feed_reason=f"nullif(concat_ws('; ', {', '.join(reasons)}), '')" if reasons else "null",
         feed_codes=rules.codes_list(codes) if codes else "[]::varchar[]",
         typed_json=_typed_json(feed),
@@ -679,16 +680,28 @@ def output_columns(feed: str) -> str:
         f"{bill} > {src_month} as late"
     )
     if feed == "usage":
+        official = _round6_product("quantity", "unit_price")
         rated = (
             ", currency, unit_price, discount_rate,"
-            " cast(round(quantity * unit_price, 6) as decimal(38,6)) as official_amount,"
-            " cast(round(cast(round(quantity * unit_price, 6) as decimal(38,6)) * discount_rate, 6)"
-            " as decimal(38,6)) as discount_amount"
+            f" {official} as official_amount,"
+            f" {_round6_product(official, 'discount_rate')} as discount_amount"
         )
         return f"{base}{month_cols}{rated}, official_amount - discount_amount as amount"
     if feed == "payments":
         return f"{base}, {_beijing_date(chr(34) + 'paid_at' + chr(34))} as paid_date"
     return base + month_cols
+
+
+def _round6_product(a: str, b: str) -> str:
+    """``round(a * b, 6)`` as DECIMAL(38,6), for two DECIMAL(38,6) amounts: the product is
+    exact (DECIMAL(38,12)); rounding it is a 128-bit division per row, so a product below
+    10^6 in magnitude (it fits DECIMAL(18,12)) is rounded in 64 bits instead. Same value, same
+    half-away-from-zero rounding, either way."""
+    p = f"{a} * {b}"
+    return (
+        f"cast(case when abs({p}) < 1000000 then round(cast({p} as decimal(18,12)), 6) "
+        f"else round({p}, 6) end as decimal(38,6))"
+    )
 
 
 def _count(con, st: FeedStats, feed: str) -> None:

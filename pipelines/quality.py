@@ -456,14 +456,18 @@ def _beijing_midnight(day: dt.date) -> dt.datetime:
 
 def _count_violations(con, frame: str, params: dict, rules: list[_Rule]) -> tuple[int, list[int]]:
     """The rows of ``frame`` and, per rule, its offending rows, in one scan (a uniqueness rule:
-    distinct against non-null keys; the rows in repeated keys are counted only when they
-    differ)."""
+    distinct key hashes against non-null keys; the rows in repeated keys are counted exactly,
+    only when they differ: equal keys have equal hashes, so as many distinct hashes as keys
+    means no key repeats, and a hash collision only costs that exact count)."""
     sel = []
     for rule in rules:
         if rule.unique:
             cols = ", ".join(_q(c) for c in rule.columns)
-            nonnull = f"count({cols})" if len(rule.columns) == 1 else "count(*)"
-            sel += [f"count(distinct ({cols}))", nonnull]
+            if len(rule.columns) == 1:
+                sel += [f"count(distinct hash({cols})) filter (where {cols} is not null)"]
+                sel += [f"count({cols})"]
+            else:
+                sel += [f"count(distinct hash({cols}))", "count(*)"]
         else:
             sel.append(f"count(*) filter (where coalesce({rule.predicate}, false))")
     sql = f"select count(*), {', '.join(sel)} from ({frame}) as frame"

@@ -13,6 +13,10 @@ from pipelines.db import render
 from pipelines.patterns import DATE, MONTH, PARTNER_ID
 
 DEC_RE = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)"
+# DEC_RE with at most 6 significant decimal places (trailing zeros do not count), in one match:
+# exactly the texts that match DEC_RE and have _frac_digits <= 6 (a fraction F has at most 6
+# significant places iff F is at most 6 digits followed by zeros)
+DEC6_RE = r"[+-]?([0-9]+(\.[0-9]{0,6}0*)?|\.[0-9]{1,6}0*)"
 TS_RE = (
     DATE + r"[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
     r" ?(Z|[+-](0[0-9]|1[0-4])(:?[0-5][0-9])?)"
@@ -43,6 +47,18 @@ def blank_sql(raw: str) -> str:
 def _show(raw: str) -> str:
     """The offending value, shortened, for a reason text."""
     return f"left({raw}, 40)"
+
+
+def _parse_untrimmed_first(raw: str, pattern: str, cast: str) -> str:
+    """``cast`` of ``trim(raw)`` when it fully matches ``pattern``, else NULL. ``pattern``
+    must start and end with a character trim never removes (a digit, a sign, a letter): when
+    the untrimmed text matches, trimming it changes nothing, so the trim (a copy of every
+    value) is paid only by a value that does not match as it is."""
+    t = f"trim({raw})"
+    return (
+        f"case when regexp_full_match({raw}, {_lit(pattern)}) then try_cast({raw} as {cast}) "
+        f"when regexp_full_match({t}, {_lit(pattern)}) then try_cast({t} as {cast}) end"
+    )
 
 
 def _frac_digits(t: str) -> str:
@@ -118,11 +134,8 @@ def _currency(k: _Col) -> Column:
 
 
 def _decimal(k: _Col) -> Column:
-    c, kind, typed, t, rt = k.name, k.col.kind, k.typed, k.t, k.rt
-    value = (
-        f"case when regexp_full_match({t}, {_lit(DEC_RE)}) and {_frac_digits(t)} <= 6 "
-        f"then try_cast({t} as {MONEY}) end"
-    )
+    c, kind, typed, rt = k.name, k.col.kind, k.typed, k.rt
+    value = _parse_untrimmed_first(k.raw_name, DEC6_RE, MONEY)
     branches = [
         k.missing,
         (
@@ -156,9 +169,7 @@ def _decimal(k: _Col) -> Column:
 
 
 def _timestamp(k: _Col) -> Column:
-    value = (
-        f"case when regexp_full_match({k.t}, {_lit(TS_RE)}) then try_cast({k.t} as TIMESTAMPTZ) end"
-    )
+    value = _parse_untrimmed_first(k.raw_name, TS_RE, "TIMESTAMPTZ")
     # an optional timestamp left blank is absent (NULL); a value must be valid
     missing = k.missing if k.col.required else (k.missing[0], "null", None)
     return value, [

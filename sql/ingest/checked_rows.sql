@@ -10,6 +10,8 @@
 --   extra_select the columns those joins add (with a leading comma, or nothing)
 --   extra_names  their names
 --   columns      the feed's typed column names
+--   feed_guard   true on a row that breaks none of the feed's rules (then the texts of
+--                feed_reason are all NULL and are not built: the fast path of a valid row)
 --   feed_reason  the reason text of every broken feed rule, joined with "; "
 --   feed_codes   their reason codes
 --   typed_json   the typed record as JSON (the raw text of a row typed without error)
@@ -19,7 +21,10 @@
 with checked as (
     select
         t.*{{ extra_select }},
-        nullif(concat_ws('; ', t._type_reason, {{ feed_reason }}), '') as _reason,
+        case
+            when {{ feed_guard }} then nullif(t._type_reason, '')
+            else nullif(concat_ws('; ', t._type_reason, {{ feed_reason }}), '')
+        end as _reason,
         case
             when _reason is not null
                 then list_concat(coalesce(t._type_codes, []::varchar[]), {{ feed_codes }})
