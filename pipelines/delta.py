@@ -58,7 +58,7 @@ class LakeConflict(KoobillError):
 
 
 _LOCK = threading.Lock()
-_TABLES: dict[str, object] = {}  # uri -> DeltaTable, refreshed incrementally on each use
+_TABLES: dict[str, tuple] = {}  # uri -> (DeltaTable, version, its log's mtime); refreshed on use
 
 
 def _remote(path: Path) -> str | None:
@@ -80,19 +80,41 @@ def _storage_options(uri: str) -> dict[str, str] | None:
     return objectstore.delta_storage_options()
 
 
+def _log_stamp(path: Path, version: int) -> int | None:
+    """The modification time of the log entry of ``version`` of the local table at ``path``
+    (None when it is gone): a table deleted and made again at the same path has another one
+    (or none), so a cached handle is never used on a table that is not its own."""
+    try:
+        return (Path(path) / "_delta_log" / f"{version:020d}.json").stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _cache(uri: str, path: Path, dt) -> None:
+    local = not uri.startswith("s3://")
+    v = dt.version()
+    with _LOCK:
+        _TABLES[uri] = (dt, v, _log_stamp(path, v) if local else None)
+
+
 def _open(path: Path, *, refresh: bool = True):
     """The table at ``path`` (cached per process, brought up to its latest version), or None
     when no table was ever committed there."""
     from deltalake import DeltaTable
 
     uri = table_uri(path)
+    local = not uri.startswith("s3://")
     with _LOCK:
-        dt = _TABLES.get(uri)
-    if dt is not None:
-        if refresh:
-            dt.update_incremental()
-        return dt
-    if not uri.startswith("s3://") and not (Path(path) / "_delta_log").is_dir():
+        cached = _TABLES.get(uri)
+    if cached is not None:
+        dt, version, stamp = cached
+        if not local or _log_stamp(path, version) == stamp:
+            if refresh:
+                dt.update_incremental()
+                _cache(uri, path, dt)
+            return dt
+        _forget(uri)  # the table was deleted (and perhaps made again) since it was opened
+    if local and not (Path(path) / "_delta_log").is_dir():
         return None
     try:
         dt = DeltaTable(uri, storage_options=_storage_options(uri))
@@ -100,8 +122,7 @@ def _open(path: Path, *, refresh: bool = True):
         if type(exc).__name__ == "TableNotFoundError":
             return None
         raise KoobillError(f"cannot read the lake table {uri}: {exc}") from None
-    with _LOCK:
-        _TABLES[uri] = dt
+    _cache(uri, path, dt)
     return dt
 
 

@@ -4,6 +4,7 @@ two member tables' commits (each member is its own Delta table)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,3 +130,19 @@ def test_a_restatement_killed_between_members_reads_as_before_and_reruns_clean(t
     v1 = con.execute("select count(*) from bill_lines where version = 1").fetchone()[0]
     con.close()
     assert v2 > 0 and v1 == len(before)
+
+
+def test_a_table_deleted_and_made_again_in_one_process_is_not_mistaken_for_the_old(tmp_path):
+    """A long-lived process (a worker, the bench) keeps its Delta handles: a data dir deleted
+    and made again at the same path must be read and written as the new table it is."""
+    from helpers import committed, land_reference
+
+    from pipelines.config import init_data_dir
+
+    for _round in range(2):
+        shutil.rmtree(tmp_path / "data", ignore_errors=True)
+        d = init_data_dir(tmp_path / "data")
+        for day in ("2026-11-10", "2026-11-11"):
+            land_reference(d, day)
+            ingest_date(d, day)
+        assert committed(d / "lake" / "ingest" / "landing_date=2026-11-11")
