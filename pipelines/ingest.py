@@ -35,6 +35,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 
 from pipelines import calendar as cal
 from pipelines import delta, rules
@@ -58,7 +59,7 @@ from pipelines.lake import (
     partitions,
 )
 from pipelines.readers import create_staging, landing_files, load_file, staging_source
-from pipelines.record_index import RecordIndex, keys_of, lake_file_ids
+from pipelines.record_index import KEY_SQL, RecordIndex, keys_of, lake_file_ids
 
 Echo = Callable[[str], None]
 
@@ -567,19 +568,29 @@ def _dedupe_records(con, feed: str, earlier, root: Path, echo: Echo) -> np.ndarr
     # Candidates come from the typed rows (a superset of the valid ones: a row that later
     # fails a snapshot or price rule is dropped from the window below)
     valid = "_type_reason is null"
-    lo, hi = con.execute(
-        f"select min(record_id), max(record_id) from typ_{feed} where {valid}"
-    ).fetchone()
-    keys = keys_of(con, f"typ_{feed}", valid) if lo is not None else np.zeros(0, np.uint64)
-    if earlier_files and lo is not None:
+    keys = keys_of(con, f"typ_{feed}", valid)
+    if earlier_files and keys.size:
         holding = RecordIndex(root, feed).files_holding(con, keys, earlier_files, echo)
         if holding:
+            lo, hi = con.execute(
+                f"select min(record_id), max(record_id) from typ_{feed} where {valid}"
+            ).fetchone()
             files = [delta.local_file(earlier_files[f]) for f in holding]
             con.execute(
                 _work_sql("history", feed, content_hash=h),
                 {"files": lake_files(files), "lo": lo, "hi": hi},
             )
-    create_temp(con, "repeated", _work_sql("repeated_ids", feed))
+    # an id repeated within the date has its key repeated in the sorted keys: only the rows
+    # of those keys are grouped by their id (not the whole day)
+    repeats = keys[1:][keys[1:] == keys[:-1]]
+    repeats = (
+        repeats[np.concatenate(([True], repeats[1:] != repeats[:-1]))] if repeats.size else repeats
+    )
+    con.register("repeated_keys", pa.table({"k": pa.array(repeats, type=pa.uint64())}))
+    try:
+        create_temp(con, "repeated", _work_sql("repeated_ids", feed, key=KEY_SQL))
+    finally:
+        con.unregister("repeated_keys")
     # the rules are applied to the few rows of repeated ids only (not the whole day)
     few = staging_source(f"typ_{feed}", "s.record_id in (select record_id from repeated)")
     query = render(
