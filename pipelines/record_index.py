@@ -53,7 +53,7 @@ FANOUT = 8  # runs of one level merged into one run of the next
 MAX_LEVEL = 2  # a level-2 run is never merged again (64 daily files)
 BITS_PER_KEY = 16
 BITS_SET = 8  # bits of a key's pattern, all in one 64-bit word
-FORMAT = 4  # 4: one array of entries (56 bits of key, 8 of file), pattern-blocked filter
+FORMAT = 5  # 5: arrays recorded (size, mtime); 4: 56 bits of key, 8 of file; pattern filter
 _FILE_BITS = 8  # a run covers at most 256 files (a level-2 run: 64)
 _FILE_MASK = np.uint64((1 << _FILE_BITS) - 1)  # an entry's low bits: its file
 _KEY_MASK = ~_FILE_MASK  # an entry's high bits: the key's top 56 bits
@@ -221,19 +221,15 @@ class Damaged(Exception):
 def _check(run: Run) -> None:
     """Raise :class:`Damaged` unless the run's arrays are the ones it wrote: same size and
     modification time as recorded (an array replaced or cut short since is damage; the bytes
-    themselves are trusted, as the lake's are), and the shapes and types its ``.json`` says."""
-    try:
-        for what in ARRAYS:
-            if _stat(run.path(what)) != list(run.stats.get(what, ())):
-                raise Damaged(f"{run.path(what).name} changed since it was written")
-        for what, size in (("entries", run.entries), ("bloom", 1 << run.words_log2)):
-            a = run.load(what)
-            if a.dtype != np.uint64 or a.shape != (size,):
-                raise Damaged(f"{run.path(what).name} holds {a.dtype} {a.shape}, not ({size},)")
-    except Damaged:
-        raise
-    except Exception as exc:  # noqa: BLE001  (unreadable in any way: damaged)
-        raise Damaged(f"{type(exc).__name__}: {exc}") from None
+    themselves are trusted, as the lake's are). A lookup that still finds them unreadable
+    reads the run's files instead (:meth:`RecordIndex.files_holding`)."""
+    for what in ARRAYS:
+        try:
+            now = _stat(run.path(what))
+        except OSError as exc:
+            raise Damaged(f"{run.path(what).name}: {exc.strerror or exc}") from None
+        if now != list(run.stats.get(what, ())):
+            raise Damaged(f"{run.path(what).name} changed since it was written")
 
 
 def _runs(folder: Path, echo: Echo | None = None) -> list[Run]:
@@ -407,6 +403,9 @@ def _hits(run: Run, trimmed: np.ndarray, masks: np.ndarray, live: list[int]) -> 
     if run.entries == 0:
         return set()
     bloom, entries = run.load("bloom"), run.load("entries")
+    for a, size in ((entries, run.entries), (bloom, 1 << run.words_log2)):
+        if a.dtype != np.uint64 or a.shape != (size,):
+            raise Damaged(f"an array holds {a.dtype} {a.shape}, not ({size},)")
     words = np.asarray(bloom[_word_index(trimmed, run.words_log2)])
     bloom_hits = trimmed[(words & masks) == masks]
     if bloom_hits.size == 0:
