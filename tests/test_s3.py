@@ -307,8 +307,7 @@ def test_two_writers_racing_on_one_partition_one_wins_nothing_is_lost(
         dt.update_incremental = lambda: None
 
     def writer(i: int) -> None:
-        with delta._LOCK:
-            delta._TABLES[delta.table_uri(table)] = base[i]
+        delta._cache(delta.table_uri(table), table, base[i])
         barrier.wait()
         try:
             delta.commit_file(table, "k", "a", files[i], what=f"writer {i + 1}")
