@@ -82,6 +82,16 @@ def _keys(con, ids: list[str]) -> np.ndarray:
     return ri.keys_of(con, "probe")
 
 
+def _history(tmp: Path, rng: random.Random, n_days: int, per_day: int) -> tuple[Lake, dict]:
+    """A simulated lake of ``n_days`` dates of ``per_day`` random ids, indexed date by date."""
+    lake = Lake(tmp, rng)
+    days = {}
+    for i in range(n_days):
+        days[i] = _ids(rng, per_day)
+        lake.ingest(_day(i), days[i])
+    return lake, days
+
+
 def _ids(rng: random.Random, n: int) -> list[str]:
     return [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(n)]
 
@@ -116,11 +126,7 @@ def test_lookup_equals_brute_force_through_merges_reruns_and_backfills(tmp_path)
 
 def test_a_missing_or_damaged_index_is_rebuilt_from_the_lake(tmp_path):
     rng = random.Random(7)
-    lake = Lake(tmp_path, rng)
-    days = {}
-    for i in range(12):
-        days[i] = _ids(rng, 20)
-        lake.ingest(_day(i), days[i])
+    lake, days = _history(tmp_path, rng, 12, 20)
     probe = days[2][:1] + days[9][:2] + _ids(rng, 5)
     want = lake.truth(_day(30), probe)
     assert len(want) == 2
@@ -152,11 +158,7 @@ def test_a_damaged_run_is_never_trusted_not_even_by_a_merge(tmp_path, damage):
     """Whatever happened to a run's arrays since they were written, the lookup answers as
     without the index, and a merge never carries a damaged run's file over as covered."""
     rng = random.Random(3)
-    lake = Lake(tmp_path, rng)
-    days = {}
-    for i in range(7):
-        days[i] = _ids(rng, 40)
-        lake.ingest(_day(i), days[i])
+    lake, days = _history(tmp_path, rng, 7, 40)
     runs = {r.files[0][0]: r for r in ri._runs(lake.index.folder)}
     victims = [runs[_day(0)], runs[_day(1)]] if damage == "two_runs" else [runs[_day(0)]]
     for run in victims:
