@@ -16,7 +16,7 @@ storage), may be deleted at any time, and is rebuilt from the lake where it miss
   immutable and uniquely named, so a rerun of a date is a new file). It holds one sorted
   64-bit entry a key (the key's top 56 bits, then the index of the file it came from) and a
   pattern-blocked Bloom filter of the keys (16 bits a key; a key sets one of 65,536 fixed
-  8-bit patterns in one 64-bit word: about 1 false hit in 1,000).
+  8-bit patterns in one 64-bit word: about 4 false hits in 1,000 absent keys).
 - An ingest adds a level-0 run for the file it committed; eight runs of one level are merged
   into one of the next (levels 0, 1, 2: a level-2 run covers 64 dates). A year of daily files
   is therefore about 5 level-2, up to 7 level-1 and 7 level-0 runs: a lookup probes ~20 Bloom
