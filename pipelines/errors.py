@@ -19,5 +19,18 @@ class LockBusy(KoobillError):
     """Another koobill command holds the data dir's writer lock."""
 
 
+def say_lock_wait(what: str, where: str, holder: str, wait_s: float) -> None:
+    """Tell the user on stderr that ``what`` waits for the writer lock on ``where`` (the local
+    lock file or the bucket's lease): a long wait is never silent. Callers say it once."""
+    import sys
+
+    held = f" held by {holder}" if holder else ""
+    print(
+        f"koobill: {what} waits for the lock on {where}{held} (up to {wait_s:g} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 class SettingError(KoobillError, ValueError):
     """An environment variable (``KOOBILL_*``) whose value koobill cannot use."""

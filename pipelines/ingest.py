@@ -59,7 +59,7 @@ from pipelines.lake import (
     partitions,
 )
 from pipelines.readers import create_staging, landing_files, load_file, staging_source
-from pipelines.record_index import KEY_SQL, RecordIndex, keys_of, lake_file_ids
+from pipelines.record_index import KEY_SQL, RecordIndex, keys_of, lake_file_ids, repeated
 
 Echo = Callable[[str], None]
 
@@ -582,11 +582,8 @@ def _dedupe_records(con, feed: str, earlier, root: Path, echo: Echo) -> np.ndarr
             )
     # an id repeated within the date has its key repeated in the sorted keys: only the rows
     # of those keys are grouped by their id (not the whole day)
-    repeats = keys[1:][keys[1:] == keys[:-1]]
-    repeats = (
-        repeats[np.concatenate(([True], repeats[1:] != repeats[:-1]))] if repeats.size else repeats
-    )
-    con.register("repeated_keys", pa.table({"k": pa.array(repeats, type=pa.uint64())}))
+    repeats = pa.array(repeated(keys), type=pa.uint64())
+    con.register("repeated_keys", pa.table({"k": repeats}))
     try:
         create_temp(con, "repeated", _work_sql("repeated_ids", feed, key=KEY_SQL))
     finally:

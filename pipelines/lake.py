@@ -16,7 +16,6 @@ import errno
 import fcntl
 import os
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from pathlib import Path
 
 # Re-exported: the errors live in pipelines.errors, the atomic file writes in pipelines.files.
 from pipelines import delta, objectstore
-from pipelines.errors import DataDirError, KoobillError, LockBusy
+from pipelines.errors import DataDirError, KoobillError, LockBusy, say_lock_wait
 from pipelines.files import atomic_path as _atomic_path
 from pipelines.files import fsync_dir
 
@@ -144,13 +143,8 @@ def _local_lock(root: Path, *, wait_s: float, what: str) -> Iterator[None]:
                 with contextlib.suppress(OSError):
                     holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
                 if not said and time.monotonic() < deadline:
-                    said = True  # a long wait is never silent
-                    print(
-                        f"koobill: {what} waits for the lock on {root}"
-                        f"{' held by ' + holder if holder else ''} (up to {wait_s:g} s)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    said = True
+                    say_lock_wait(what, str(root), holder, wait_s)
                 if time.monotonic() >= deadline:
                     raise LockBusy(
                         f"another koobill command holds the lock on {root}"

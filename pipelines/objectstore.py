@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import KoobillError, LockBusy
+from pipelines.errors import KoobillError, LockBusy, say_lock_wait
 from pipelines.files import atomic_path, write_text
 
 __all__ = [
@@ -832,13 +832,8 @@ def _acquire(obj: _Object, root_uri: str, what: str, wait_s: float, lease_s: flo
             continue  # an expired or orphaned lease removed: try to create ours again
         left = deadline - time.monotonic()
         if not said and left > 0:
-            said = True  # a long wait is never silent
-            print(
-                f"koobill: {what} waits for the lock on {root_uri} ({_holder(info)}; up to "
-                f"{wait_s:g} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+            said = True
+            say_lock_wait(what, root_uri, _holder(info), wait_s)
         if left <= 0:
             raise LockBusy(
                 f"another koobill command holds the lock on {root_uri} ({_holder(info)}); "

@@ -82,6 +82,16 @@ def keys_of(con, relation: str, where: str = "true", params: dict | None = None)
     return np.sort(np.asarray(got["k"], dtype=np.uint64))
 
 
+def _distinct(a: np.ndarray) -> np.ndarray:
+    """The distinct values of the sorted array ``a``, in order."""
+    return a[np.concatenate(([True], a[1:] != a[:-1]))] if a.size else a
+
+
+def repeated(keys: np.ndarray) -> np.ndarray:
+    """The distinct keys that occur more than once in the sorted ``keys``."""
+    return _distinct(keys[1:][keys[1:] == keys[:-1]])
+
+
 def index_dir(root: Path, feed: str) -> Path:
     return Path(root) / "index" / "record_ids" / feed
 
@@ -307,8 +317,7 @@ class RecordIndex:
         if not earlier or keys.size == 0:
             return []
         say = echo or (lambda _m: None)
-        trimmed = keys & _KEY_MASK  # sorted, as keys are
-        trimmed = trimmed[np.concatenate(([True], trimmed[1:] != trimmed[:-1]))]
+        trimmed = _distinct(keys & _KEY_MASK)  # sorted, as keys are
         masks = _masks(trimmed)
         try:
             runs = _runs(self.folder, say)
