@@ -44,12 +44,18 @@ SQL_DIR = _sql_dir()
 
 
 def connect(
-    path: str | Path = ":memory:", *, read_only: bool = False, threads: int | None = None
+    path: str | Path = ":memory:",
+    *,
+    read_only: bool = False,
+    threads: int | None = None,
+    storage_version: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """A connection in UTC (timestamps are stored in UTC; Beijing boundaries are explicit)."""
+    """A connection in UTC (timestamps are stored in UTC; Beijing boundaries are explicit).
+    ``storage_version``: the storage format of a database file this creates (``v1.2.0``)."""
     if str(path) != ":memory:" and not read_only:
         database_path(path)
-    con = duckdb.connect(str(path), read_only=read_only)
+    config = {"storage_compatibility_version": storage_version} if storage_version else {}
+    con = duckdb.connect(str(path), read_only=read_only, config=config)
     con.execute("set TimeZone = 'UTC'")
     con.execute("set preserve_insertion_order = true")
     con.execute("set enable_progress_bar = false")  # koobill prints its own progress

@@ -135,8 +135,10 @@ def partition_files(path: Path, prefix: str) -> dict[str, list[str]]:
     """``{partition value: [file URI, ...]}`` of the table's current version (empty when there
     is no table)."""
     dt = _open(path)
-    if dt is None:
-        return {}
+    return {} if dt is None else _partition_files(dt, path, prefix)
+
+
+def _partition_files(dt, path: Path, prefix: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     mark = f"/{prefix}="
     for uri in _file_uris(dt):
@@ -173,7 +175,8 @@ def _schema_with(schema: pa.Schema, prefix: str) -> pa.Schema:
     return schema.append(pa.field(prefix, pa.string()))
 
 
-def _retention_hours() -> int:
+def retention_hours() -> int:
+    """Hours a file the log removed is kept before a vacuum deletes it (0: at once)."""
     from pipelines.env import settings
 
     return settings().lake_retention_hours
@@ -217,14 +220,16 @@ def commit_file(
     what: str = "",
     run: str | None = None,
     vacuum: bool = True,
-) -> None:
+) -> bool:
     """Make ``file`` (a Parquet file written for this commit) the whole content of partition
-    ``prefix=value`` of the table at ``path``, in one Delta transaction.
+    ``prefix=value`` of the table at ``path``, in one Delta transaction. Returns True when the
+    commit replaced files of the partition (False: the partition is new).
 
     The file is moved (local) or uploaded (object storage) to a new, uniquely named data file
     of the table first; only the log entry makes it visible. ``run`` names the commit in the
     log (``koobill_run``: the commits of one lake partition share it); ``vacuum=False`` keeps
-    the replaced file until the caller vacuums (:func:`vacuum`)."""
+    the replaced file until the caller vacuums (:func:`vacuum`). A commit that replaced
+    nothing is not vacuumed: a vacuum lists every file of the table, to delete none."""
     from deltalake.exceptions import CommitFailedError
 
     path = Path(path)
@@ -233,11 +238,13 @@ def commit_file(
     schema = _schema_with(schema, prefix)
     uri = table_uri(path)
     props = _commit_properties(what or f"{prefix}={value}", run)
+    replaced = False
     try:
         dt = _open(path)
         if dt is None:
             _create(uri, schema, add, props, [prefix])
         else:
+            replaced = value in _partition_files(dt, path, prefix)
             dt.create_write_transaction(
                 [add],
                 mode="overwrite",
@@ -260,8 +267,9 @@ def commit_file(
                 "made. Run the command again."
             ) from None
         raise
-    if vacuum:
+    if vacuum and (replaced or retention_hours()):
         _vacuum(path)
+    return replaced
 
 
 def append_file(path: Path, file: Path, *, what: str = "") -> None:
@@ -317,11 +325,12 @@ def last_run(path: Path) -> tuple[int, str] | None:
     """``(version, koobill_run)`` of the table's latest commit that changed its data (vacuums
     and restores excluded from "changed": a restore names the run it went back to); None when
     no such commit is in the log's recent history."""
-    for h in history(path, 20):
-        if h.get("operation", "").startswith("VACUUM"):
-            continue
-        run = h.get("koobill_run")
-        return (int(h["version"]), run) if run else None
+    for limit in (3, 20):  # the latest commits first: reading the log costs a file a commit
+        for h in history(path, limit):
+            if h.get("operation", "").startswith("VACUUM"):
+                continue
+            run = h.get("koobill_run")
+            return (int(h["version"]), run) if run else None
     return None
 
 
@@ -390,7 +399,7 @@ def _vacuum(path: Path) -> None:
     """Delete the files this table's log has removed (never untracked files: those may be
     another writer's, about to be committed), keeping them ``lake_retention_hours``."""
     dt = _open(path)
-    hours = _retention_hours()
+    hours = retention_hours()
     removed = dt.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False)
     if removed and _remote(Path(path)) is not None:
         for rel in removed:  # the mirror's copies of the removed files

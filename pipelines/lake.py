@@ -320,15 +320,18 @@ def commit_version(partition: Path, version_dir: Path) -> None:
     run = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
     order = sorted(files, key=lambda n: (n == marker, n))
     gone = sorted(set(members(table_dir)) - set(files))
+    removed = []  # the members whose commit removed files (a new partition's removed none)
     try:
         for name in gone:
-            delta.delete_partition(
+            if delta.delete_partition(
                 table_dir / name, prefix, value, what=what, run=run, vacuum=False
-            )
+            ):
+                removed.append(name)
         for name in order:
-            delta.commit_file(
+            if delta.commit_file(
                 table_dir / name, prefix, value, files[name], what=what, run=run, vacuum=False
-            )
+            ):
+                removed.append(name)
     except BaseException as exc:
         with contextlib.suppress(Exception):
             recover(table_dir)
@@ -337,7 +340,7 @@ def commit_version(partition: Path, version_dir: Path) -> None:
                 f"cannot commit {partition}: {exc.strerror or exc}; the previous version stays"
             ) from None
         raise
-    for name in [*gone, *order]:
+    for name in removed if not delta.retention_hours() else [*gone, *order]:
         delta.vacuum(table_dir / name)
     shutil.rmtree(version_dir, ignore_errors=True)
     clean_orphans(table_dir)
@@ -352,14 +355,19 @@ def recover(table_dir: Path) -> list[str]:
     marker = _marker(table_dir)
     if not marker or not delta.is_table(table_dir / marker):
         return []
-    done = delta.runs(table_dir / marker)
+    latest = delta.last_run(table_dir / marker)
+    done: set[str] | None = None  # the marker's recent runs, read only when needed
     restored = []
     for name in members(table_dir):
         if name == marker:
             continue
         last = delta.last_run(table_dir / name)
-        if last is None or last[1] in done or last[0] == 0:
-            continue  # consistent, not koobill's, or the table's first commit (not listed)
+        if last is None or last[0] == 0 or (latest and last[1] == latest[1]):
+            continue  # not koobill's, the table's first commit (not listed), or consistent
+        if done is None:
+            done = delta.runs(table_dir / marker)
+        if last[1] in done:
+            continue
         version = last[0] - 1
         run = next(  # the run whose data the member goes back to (vacuums name none)
             (

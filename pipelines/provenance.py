@@ -172,7 +172,7 @@ class _Inputs:
     def read(cls, con, paths: Paths, month: str) -> _Inputs:
         hi = cal.cutoff(month).isoformat()
         records = con.execute(
-            "select partner_id, feed, landing_date, _file, count(*) from rc_records "
+            "select partner_id, feed, landing_date, _file, sum(n) from rc_records "
             "group by all order by all"
         ).fetchall()
         prices = [

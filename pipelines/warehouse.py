@@ -70,7 +70,9 @@ def open_warehouse(root: Path, read_only: bool = False) -> duckdb.DuckDBPyConnec
     if not work.exists():
         _rebuild_work(Path(root))
     con = _connect_waiting(work, False)
-    if not _schema_is_current(con):  # written by an older koobill: the lake has it all
+    # written by an older koobill (another schema, or a storage format the published file
+    # cannot be copied from): the lake has it all
+    if not (_schema_is_current(con) and _storage_version(con) == PUBLISHED_STORAGE_VERSION):
         con.close()
         _rebuild_work(Path(root))
         con = _connect_waiting(work, False)
@@ -88,6 +90,13 @@ def _schema_is_current(con: duckdb.DuckDBPyConnection) -> bool:
     ).fetchall():
         have.setdefault(table, []).append(column)
     return all(have.get(t.name) == t.column_names for t in TABLES)
+
+
+def _storage_version(con: duckdb.DuckDBPyConnection, database: str | None = None) -> str:
+    """The storage format of a database (``v1.2.0``): the one it was created with."""
+    q = "select tags from duckdb_databases() where database_name = coalesce($db, current_database())"
+    tags = con.execute(q, {"db": database}).fetchone()[0] or {}
+    return str(tags.get("storage_version", "")).rstrip("+")
 
 
 def connect_published(root: Path) -> duckdb.DuckDBPyConnection:
@@ -121,6 +130,10 @@ def connect_published(root: Path) -> duckdb.DuckDBPyConnection:
 def publish(root: Path) -> Path:
     """Copy the working copy into a new file and rename it over ``warehouse.duckdb``.
 
+    The working copy is kept in the published storage format, so the copy is a copy of its
+    bytes (a year of history is a file of hundreds of MB: rewriting it table by table would
+    cost seconds on every ingest); a working copy in another format, or with a write-ahead
+    log beside it (a connection still open on it), is copied table by table instead.
     Callers hold the writer lock. Open sessions on the previous file are not disturbed."""
     root = Path(root)
     work = work_path(root)
@@ -129,13 +142,21 @@ def publish(root: Path) -> Path:
     con = connect(":memory:")
     try:
         con.execute("attach $path as work (read_only)", {"path": str(work)})
-        con.execute(
-            f"attach $path as pub (storage_version '{PUBLISHED_STORAGE_VERSION}')",
-            {"path": database_path(tmp)},
-        )
-        con.execute("copy from database work to pub")
-        con.execute("detach pub")
-        con.execute("detach work")
+        if (
+            _storage_version(con, "work") == PUBLISHED_STORAGE_VERSION
+            and not Path(str(work) + ".wal").exists()
+        ):
+            con.execute("detach work")
+            database_path(tmp)
+            shutil.copyfile(work, tmp)
+        else:
+            con.execute(
+                f"attach $path as pub (storage_version '{PUBLISHED_STORAGE_VERSION}')",
+                {"path": database_path(tmp)},
+            )
+            con.execute("copy from database work to pub")
+            con.execute("detach pub")
+            con.execute("detach work")
     except BaseException:
         con.close()
         _unlink(tmp, Path(str(tmp) + ".wal"))
@@ -344,7 +365,7 @@ def _rebuild_work(root: Path) -> None:
     work.parent.mkdir(exist_ok=True)
     tmp = work.with_name(".warehouse.rebuild.duckdb")
     _unlink(tmp, Path(str(tmp) + ".wal"))
-    con = connect(tmp)
+    con = connect(tmp, storage_version=PUBLISHED_STORAGE_VERSION)
     try:
         ensure_schema(con)
         for lt, prefix, fname, table, _key in LAKE_SOURCES:

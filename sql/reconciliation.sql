@@ -7,7 +7,8 @@
 --   rc_disk       the files lying in those landing folders (to find one never ingested)
 --   rc_accepted   accepted rows per landing file, counted in the lake
 --   rc_quarantine quarantined rows per landing file, counted in the lake
---   rc_records    the accepted records billed in $month (component, amount)
+--   rc_records    the accepted records billed in $month, summed per partner, component,
+--                 late flag and landing file (amount, n: the records)
 --   rc_relines    the bill lines recomputed from those records (sql/bill_lines.sql)
 --   rc_bills      every version of the month's bills; rc_lines their lines
 --   rc_invoices   every current bill with an amount due, all months (settled oldest first)
@@ -101,7 +102,7 @@ record_sums as (
         partner_id,
         component,
         sum(amount) as amount,
-        count(*) as n
+        sum(n) as n
     from rc_records
     group by all
 ),
