@@ -206,9 +206,31 @@ def _create(uri: str, schema: pa.Schema, add, props, partition_by: list[str] | N
         [add],
         mode="error",
         partition_by=partition_by,
+        configuration=TABLE_PROPERTIES,
         storage_options=_storage_options(uri),
         commit_properties=props,
     )
+
+
+# A checkpoint (the table's state in one Parquet file) every 10 commits instead of Delta's
+# default 100: opening a table reads its latest checkpoint and the commits after it, and every
+# koobill command opens a dozen tables in a fresh process (65 commits: 16 ms a table; 5 ms
+# from a checkpoint).
+TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
+
+
+def _set_properties(path: Path, uri: str, dt) -> None:
+    """Give a table made by an earlier koobill the current properties (one commit, once); a
+    failure only leaves the table as it was."""
+    if all(dt.metadata().configuration.get(k) == v for k, v in TABLE_PROPERTIES.items()):
+        return
+    try:
+        dt.alter.set_table_properties(
+            TABLE_PROPERTIES, commit_properties=_commit_properties("table properties")
+        )
+        _cache(uri, path, dt)
+    except Exception:  # noqa: BLE001  (an optimisation: another writer's commit may race it)
+        _forget(uri)
 
 
 def commit_file(
@@ -267,6 +289,8 @@ def commit_file(
                 "made. Run the command again."
             ) from None
         raise
+    if dt is not None:
+        _set_properties(path, uri, dt)
     if vacuum and (replaced or retention_hours()):
         _vacuum(path)
     return replaced
