@@ -175,7 +175,7 @@ def _schema_with(schema: pa.Schema, prefix: str) -> pa.Schema:
     return schema.append(pa.field(prefix, pa.string()))
 
 
-def retention_hours() -> int:
+def _retention_hours() -> int:
     """Hours a file the log removed is kept before a vacuum deletes it (0: at once)."""
     from pipelines.env import settings
 
@@ -215,8 +215,13 @@ def _create(uri: str, schema: pa.Schema, add, props, partition_by: list[str] | N
 # A checkpoint (the table's state in one Parquet file) every 10 commits instead of Delta's
 # default 100: opening a table reads its latest checkpoint and the commits after it, and every
 # koobill command opens a dozen tables in a fresh process (65 commits: 16 ms a table; 5 ms
-# from a checkpoint).
-TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
+# from a checkpoint). The log keeps every commit (delta-rs would otherwise delete the commits
+# older than 30 days behind a checkpoint): it is the lake's history, and recovery reads it.
+CHECKPOINT_INTERVAL = 10
+TABLE_PROPERTIES = {
+    "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
+    "delta.enableExpiredLogCleanup": "false",
+}
 
 
 def _set_properties(path: Path, uri: str, dt) -> None:
@@ -225,6 +230,7 @@ def _set_properties(path: Path, uri: str, dt) -> None:
     if all(dt.metadata().configuration.get(k) == v for k, v in TABLE_PROPERTIES.items()):
         return
     try:
+        dt.update_incremental()  # the handle is at the version before the data commit
         dt.alter.set_table_properties(
             TABLE_PROPERTIES, commit_properties=_commit_properties("table properties")
         )
@@ -245,13 +251,15 @@ def commit_file(
 ) -> bool:
     """Make ``file`` (a Parquet file written for this commit) the whole content of partition
     ``prefix=value`` of the table at ``path``, in one Delta transaction. Returns True when the
-    commit replaced files of the partition (False: the partition is new).
+    table is to be vacuumed: the commit replaced files of the partition, or it is the table's
+    every CHECKPOINT_INTERVAL-th version (files a killed writer left unvacuumed are deleted
+    then), or removed files are kept ``lake_retention_hours``.
 
     The file is moved (local) or uploaded (object storage) to a new, uniquely named data file
     of the table first; only the log entry makes it visible. ``run`` names the commit in the
     log (``koobill_run``: the commits of one lake partition share it); ``vacuum=False`` keeps
-    the replaced file until the caller vacuums (:func:`vacuum`). A commit that replaced
-    nothing is not vacuumed: a vacuum lists every file of the table, to delete none."""
+    the replaced file until the caller vacuums (:func:`vacuum`). Other commits are not
+    vacuumed: a vacuum lists every file of the table, to delete none."""
     from deltalake.exceptions import CommitFailedError
 
     path = Path(path)
@@ -289,11 +297,16 @@ def commit_file(
                 "made. Run the command again."
             ) from None
         raise
+    sweep = False
     if dt is not None:
         _set_properties(path, uri, dt)
-    if vacuum and (replaced or retention_hours()):
+        with contextlib.suppress(Exception):
+            dt.update_incremental()
+            sweep = dt.version() % CHECKPOINT_INTERVAL == 0
+    due = replaced or sweep or bool(_retention_hours())
+    if vacuum and due:
         _vacuum(path)
-    return replaced
+    return due
 
 
 def append_file(path: Path, file: Path, *, what: str = "") -> None:
@@ -347,11 +360,12 @@ def delete_partition(
 
 def last_run(path: Path) -> tuple[int, str] | None:
     """``(version, koobill_run)`` of the table's latest commit that changed its data (vacuums
-    and restores excluded from "changed": a restore names the run it went back to); None when
-    no such commit is in the log's recent history."""
+    and property changes excluded from "changed"; a restore names the run it went back to);
+    None when no such commit is in the log's recent history."""
     for limit in (3, 20):  # the latest commits first: reading the log costs a file a commit
         for h in history(path, limit):
-            if h.get("operation", "").startswith("VACUUM"):
+            op = h.get("operation", "")
+            if op.startswith("VACUUM") or op == "SET TBLPROPERTIES":
                 continue
             run = h.get("koobill_run")
             return (int(h["version"]), run) if run else None
@@ -423,7 +437,7 @@ def _vacuum(path: Path) -> None:
     """Delete the files this table's log has removed (never untracked files: those may be
     another writer's, about to be committed), keeping them ``lake_retention_hours``."""
     dt = _open(path)
-    hours = retention_hours()
+    hours = _retention_hours()
     removed = dt.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False)
     if removed and _remote(Path(path)) is not None:
         for rel in removed:  # the mirror's copies of the removed files

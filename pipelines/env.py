@@ -116,9 +116,7 @@ class KoobillSettings(BaseSettings):
         example="0 or 1",
         read="ingest, close",
         doc="`0` turns off importing Great Expectations in a background thread while an ingest "
-        "or a close runs its SQL (on Linux, as root or with RLIMIT_NICE, the thread runs at the "
-        "lowest priority until the quality gate needs it, so it takes only the moments a core "
-        "would sit idle).",
+        "or a close runs its SQL.",
     )
     lake_retention_hours: int = _setting(
         0,

@@ -320,7 +320,7 @@ def commit_version(partition: Path, version_dir: Path) -> None:
     run = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
     order = sorted(files, key=lambda n: (n == marker, n))
     gone = sorted(set(members(table_dir)) - set(files))
-    removed = []  # the members whose commit removed files (a new partition's removed none)
+    removed = []  # the members to vacuum (see delta.commit_file; a new partition removes none)
     try:
         for name in gone:
             if delta.delete_partition(
@@ -340,7 +340,7 @@ def commit_version(partition: Path, version_dir: Path) -> None:
                 f"cannot commit {partition}: {exc.strerror or exc}; the previous version stays"
             ) from None
         raise
-    for name in removed if not delta.retention_hours() else [*gone, *order]:
+    for name in removed:
         delta.vacuum(table_dir / name)
     shutil.rmtree(version_dir, ignore_errors=True)
     clean_orphans(table_dir)

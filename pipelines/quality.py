@@ -32,13 +32,10 @@ rows: importing this module is cheap.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import html
 import json
-import os
 import re
-import sys
 import threading
 import time
 import uuid
@@ -55,31 +52,20 @@ from pipelines.files import write_text
 from pipelines.rules import blank_sql
 
 _warm: threading.Thread | None = None
-_warm_tid: int | None = None  # the importing thread's id while it runs at a low priority
 
 
 def prewarm() -> None:
-    """Start importing Great Expectations (about 2 s of Python) in a background thread, so
+    """Start importing Great Expectations (about 3 s of Python) in a background thread, so
     the import overlaps the SQL work of an ingest or a close instead of following it.
 
-    The thread runs at the lowest priority where this process may raise it back (Linux, as
-    root or with RLIMIT_NICE): DuckDB keeps every core while it works, and the import takes
-    the moments a core would sit idle (a statement's last thread finishing, the commit, the
-    Python between statements) instead of slowing the statements down. The validating
-    functions wait for it at its normal priority, and before they import anything
-    themselves, so the two threads never import the same modules at once. Off with
+    The validating functions wait for this thread before they import anything themselves,
+    so the two threads never import the same modules at once. Off with
     ``KOOBILL_GX_PREWARM=0``."""
     global _warm
     if _warm is not None or not settings().gx_prewarm:
         return
 
     def run() -> None:
-        global _warm_tid
-        if _can_restore_priority():
-            tid = threading.get_native_id()
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, tid, _LOW_PRIORITY)
-                _warm_tid = tid
         try:
             import expectations.bills  # noqa: F401  (imports great_expectations)
         except Exception:  # noqa: BLE001  the validating thread imports again and reports
@@ -89,30 +75,9 @@ def prewarm() -> None:
     _warm.start()
 
 
-_LOW_PRIORITY = 19  # nice: a thread at 19 gets a core that others want about 1.5% of the time
-
-
-def _can_restore_priority() -> bool:
-    """This process may give a thread its normal priority back after lowering it."""
-    if not sys.platform.startswith("linux"):
-        return False  # elsewhere a thread's id is not a process id to setpriority
-    import resource
-
-    base = os.getpriority(os.PRIO_PROCESS, 0)
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NICE)
-    return os.geteuid() == 0 or soft == resource.RLIM_INFINITY or 20 - soft <= base
-
-
 def _await_prewarm() -> None:
-    global _warm_tid
-    if _warm is None:
-        return
-    tid = _warm_tid
-    if tid is not None and _warm.is_alive():  # the rest of the import is all there is to do
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, 0))
-        _warm_tid = None
-    _warm.join()
+    if _warm is not None:
+        _warm.join()
 
 
 SAMPLE_ROWS = 50  # rows per failing expectation handed to GX when the table is large

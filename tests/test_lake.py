@@ -69,6 +69,67 @@ def test_a_commit_that_fails_between_members_is_undone(tmp_path, monkeypatch):
     assert len(files) == 2
 
 
+def test_a_table_from_an_earlier_koobill_gets_its_checkpoint_interval_and_still_recovers(
+    tmp_path, monkeypatch
+):
+    """An older table lacks delta.checkpointInterval: its next data commit is followed by a
+    property commit (no run named), which recovery looks past to the data commit it undoes."""
+    part = tmp_path / "lake" / "bills" / f"bill_month={MONTH}"
+    part.parent.mkdir(parents=True)
+    monkeypatch.setattr(delta, "TABLE_PROPERTIES", {})  # tables as an earlier koobill made them
+    lake.commit_version(part, _stage(part, "v1"))
+    monkeypatch.undo()
+    assert (
+        "delta.checkpointInterval"
+        not in delta._open(part.parent / "bill_lines").metadata().configuration
+    )
+    real = delta.commit_file
+
+    def marker_fails(path, *args, **kw):
+        if path.name == "bills":
+            raise OSError(28, "No space left on device")
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(delta, "commit_file", marker_fails)
+    with pytest.raises(lake.KoobillError, match="the previous version stays"):
+        lake.commit_version(part, _stage(part, "v2"))
+    ops = [h["operation"] for h in delta.history(part.parent / "bill_lines")]
+    ops = [op for op in ops if not op.startswith("VACUUM")]
+    assert ops[:3] == ["RESTORE", "SET TBLPROPERTIES", "WRITE"], ops  # restored past the property
+    assert _tags(part) == ["v1", "v1"]
+    monkeypatch.setattr(delta, "commit_file", real)
+    lake.commit_version(part, _stage(part, "v3"))
+    assert _tags(part) == ["v3", "v3"]
+    for name in ("bills", "bill_lines"):
+        config = delta._open(part.parent / name).metadata().configuration
+        assert config.get("delta.checkpointInterval") == "10"
+
+
+def test_files_a_killed_writer_left_unvacuumed_go_within_ten_commits(tmp_path):
+    """Only a commit that replaces files vacuums its table, and every tenth version of a table
+    sweeps it: a replaced file a killed writer left behind is deleted then."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = tmp_path / "t"
+
+    def commit(value: str, vacuum: bool = True) -> bool:
+        f = tmp_path / "f.parquet"
+        pq.write_table(pa.table({"v": [value]}), f)
+        return delta.commit_file(table, "k", value, f, vacuum=vacuum)
+
+    assert not commit("a")  # version 0: a new partition, nothing to vacuum
+    assert commit("a", vacuum=False)  # version 1 replaced a's file; killed before its vacuum
+    assert len(list(table.glob("k=a/*.parquet"))) == 2
+    for i in range(2, 10):  # versions 2-9: new partitions, no vacuum
+        assert not commit(f"n{i}")
+    assert len(list(table.glob("k=a/*.parquet"))) == 2
+    assert delta._open(table).version() == 9
+    assert commit("n10")  # version 10: the sweep
+    assert len(list(table.glob("k=a/*.parquet"))) == 1
+    assert (table / "_delta_log" / "_last_checkpoint").exists()
+
+
 CHILD = r"""
 import os, signal, sys
 
