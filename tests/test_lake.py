@@ -43,10 +43,8 @@ def _tags(part: Path) -> list[str]:
     ]
 
 
-def test_a_commit_that_fails_between_members_is_undone(tmp_path, monkeypatch):
-    part = tmp_path / "lake" / "bills" / f"bill_month={MONTH}"
-    part.parent.mkdir(parents=True)
-    lake.commit_version(part, _stage(part, "v1"))
+def _commit_v2_with_the_marker_failing(part: Path, monkeypatch) -> None:
+    """Commit version "v2" of ``part`` with the marker member's (bills) commit failing."""
     real = delta.commit_file
 
     def marker_fails(path, *args, **kw):
@@ -57,10 +55,17 @@ def test_a_commit_that_fails_between_members_is_undone(tmp_path, monkeypatch):
     monkeypatch.setattr(delta, "commit_file", marker_fails)
     with pytest.raises(lake.KoobillError, match="the previous version stays"):
         lake.commit_version(part, _stage(part, "v2"))
+
+
+def test_a_commit_that_fails_between_members_is_undone(tmp_path, monkeypatch):
+    part = tmp_path / "lake" / "bills" / f"bill_month={MONTH}"
+    part.parent.mkdir(parents=True)
+    lake.commit_version(part, _stage(part, "v1"))
+    _commit_v2_with_the_marker_failing(part, monkeypatch)
     assert _tags(part) == ["v1", "v1"]  # bill_lines went back to the marker's run
     ops = [h["operation"] for h in delta.history(part.parent / "bill_lines")]
     assert "RESTORE" in ops
-    monkeypatch.setattr(delta, "commit_file", real)
+    monkeypatch.undo()
     lake.commit_version(part, _stage(part, "v3"))
     assert _tags(part) == ["v3", "v3"]
     assert lake.recover(part.parent) == []
@@ -83,21 +88,12 @@ def test_a_table_from_an_earlier_koobill_gets_its_checkpoint_interval_and_still_
         "delta.checkpointInterval"
         not in delta._open(part.parent / "bill_lines").metadata().configuration
     )
-    real = delta.commit_file
-
-    def marker_fails(path, *args, **kw):
-        if path.name == "bills":
-            raise OSError(28, "No space left on device")
-        return real(path, *args, **kw)
-
-    monkeypatch.setattr(delta, "commit_file", marker_fails)
-    with pytest.raises(lake.KoobillError, match="the previous version stays"):
-        lake.commit_version(part, _stage(part, "v2"))
+    _commit_v2_with_the_marker_failing(part, monkeypatch)
     ops = [h["operation"] for h in delta.history(part.parent / "bill_lines")]
     ops = [op for op in ops if not op.startswith("VACUUM")]
     assert ops[:3] == ["RESTORE", "SET TBLPROPERTIES", "WRITE"], ops  # restored past the property
     assert _tags(part) == ["v1", "v1"]
-    monkeypatch.setattr(delta, "commit_file", real)
+    monkeypatch.undo()
     lake.commit_version(part, _stage(part, "v3"))
     assert _tags(part) == ["v3", "v3"]
     for name in ("bills", "bill_lines"):
