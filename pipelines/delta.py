@@ -226,11 +226,10 @@ TABLE_PROPERTIES = {
 
 def _set_properties(path: Path, uri: str, dt) -> None:
     """Give a table made by an earlier koobill the current properties (one commit, once); a
-    failure only leaves the table as it was."""
+    failure only leaves the table as it was. ``dt`` is up to date."""
     if all(dt.metadata().configuration.get(k) == v for k, v in TABLE_PROPERTIES.items()):
         return
     try:
-        dt.update_incremental()  # the handle is at the version before the data commit
         dt.alter.set_table_properties(
             TABLE_PROPERTIES, commit_properties=_commit_properties("table properties")
         )
@@ -299,9 +298,9 @@ def commit_file(
         raise
     sweep = False
     if dt is not None:
-        _set_properties(path, uri, dt)
-        with contextlib.suppress(Exception):
-            dt.update_incremental()
+        with contextlib.suppress(Exception):  # (optimisations: the data commit has landed)
+            dt.update_incremental()  # the handle was at the version before the data commit
+            _set_properties(path, uri, dt)
             sweep = dt.version() % CHECKPOINT_INTERVAL == 0
     due = replaced or sweep or bool(_retention_hours())
     if vacuum and due:

@@ -247,6 +247,35 @@ def test_storage_version_is_written_for_old_clients(ingested: Path):
     assert PUBLISHED_STORAGE_VERSION == "v1.2.0"
 
 
+def _work_storage_version(root: Path) -> str:
+    con = duckdb.connect()
+    con.execute(f"attach '{work_path(root)}' as w (read_only)")
+    tags = con.execute("select tags from duckdb_databases() where database_name = 'w'").fetchone()
+    con.close()
+    return tags[0]["storage_version"]
+
+
+def test_a_working_copy_in_another_storage_format_is_rebuilt_in_the_published_one(
+    ingested: Path,
+):
+    """The writer's working copy is kept in the published format, so publishing copies its
+    bytes; one an earlier koobill wrote in DuckDB's newer format is rebuilt from the lake by
+    the next writer, with nothing lost."""
+    root = ingested
+    assert _work_storage_version(root) == f"{PUBLISHED_STORAGE_VERSION}+"
+    old = work_path(root).with_name("old.duckdb")
+    con = duckdb.connect()
+    con.execute(f"attach '{work_path(root)}' as w (read_only)")
+    con.execute(f"attach '{old}' as o (storage_version 'v2.0.0')")
+    con.execute("copy from database w to o")
+    con.close()
+    old.replace(work_path(root))
+    assert _work_storage_version(root) != f"{PUBLISHED_STORAGE_VERSION}+"
+    ingest(root, DAYS[1])
+    assert _work_storage_version(root) == f"{PUBLISHED_STORAGE_VERSION}+"
+    assert _count(root, "select count(distinct as_of_date) from estimates") == 2
+
+
 def test_a_killed_publish_leaves_the_previous_publication(ingested: Path):
     """A publication is written beside the served file and renamed over it: a temporary file
     left by a killed run is never what a reader opens, and the next publication removes it."""

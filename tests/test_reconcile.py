@@ -101,6 +101,32 @@ def test_a_clean_month_reconciles_with_every_residual_zero(closed):
     assert "unpaid 28.97" in settled["detail"]
 
 
+def test_records_are_counted_one_by_one_in_a_file_with_many(tmp_path):
+    """The reconciliation and the provenance count a partner's records per landing file (the
+    month's records are summed per partner, component and file first): three orders of one
+    file are three records, both in the records-to-lines check and in records_billed."""
+    d = tmp_path / "data"
+    d.mkdir()
+    first = WINDOW[0]
+    land(d, "partners", first, [partner("P1")])
+    land(d, "prices", first, [price()])
+    land(d, "orders", first, [order("o1"), order("o2"), order("o3")])
+    for day in WINDOW:
+        ingest(d, day, allow_empty=True)
+    r = close_month(d, MONTH)
+    assert r.changed
+    rec = by_subject(reconcile_month(d, MONTH).reconciliation, "records_to_lines")
+    assert rec[("P1", "consume amount")]["expected"] == Decimal(270)
+    assert rec[("P1", "consume amount")]["detail"].startswith("3 accepted record(s), 3 ")
+    con = duckdb.connect(str(d / "warehouse.duckdb"), read_only=True)
+    billed = con.execute(
+        "select records_billed from bill_provenance where partner_id = 'P1' and name = ?",
+        ["landing/orders/2026-11-30/orders.csv"],
+    ).fetchone()[0]
+    con.close()
+    assert billed == 3
+
+
 def test_the_table_is_published_and_a_rerun_writes_nothing(closed):
     con = duckdb.connect(str(closed / "warehouse.duckdb"), read_only=True)
     n = con.execute("select count(*) from reconciliation where bill_month = ?", [MONTH]).fetchone()

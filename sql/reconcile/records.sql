@@ -3,7 +3,6 @@
 -- and landing file: amount (exact) and n, the records. Every reader of rc_records sums at
 -- most this grain (a month has millions of records, a few thousand such groups).
 
-
 with records as (
     select
         partner_id,
