@@ -645,6 +645,25 @@ def test_prewarm_imports_great_expectations_in_the_background():
     assert off.stdout.split() == ["False", "False"]
 
 
+def test_great_expectations_is_imported_with_scipy_stats_and_altair_deferred():
+    """koobill's suites use none of the expectations that need scipy.stats or altair, a third
+    of GX's import: ``import_gx`` leaves them unloaded until an attribute of them is read
+    (then they load and work), and the finder that defers them is gone once GX is in."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pipelines import quality; quality.import_gx(); "
+        "lazy = [type(sys.modules[m]).__name__ for m in quality.DEFERRED_MODULES]; "
+        "left = [f for f in sys.meta_path if isinstance(f, quality._DeferredImports)]; "
+        "before = 'scipy.stats._stats_py' in sys.modules; "
+        "h = sys.modules['scipy.stats'].entropy([0.5, 0.5]); "
+        "print(lazy, len(left), before, 'scipy.stats._stats_py' in sys.modules, round(h, 4))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['_LazyModule', '_LazyModule'] 0 False True 0.6931"
+
+
 def test_reports_open_offline(con, tmp_path):
     """Finance and auditors read the reports offline (issue 14): no stylesheet, script, image
     or font comes from the network, the newsletter bar is gone, and "Home" leads to an index of
