@@ -12,6 +12,7 @@ from typing import Any
 from pipelines.exports.bill import Bill
 from pipelines.exports.common import (
     DETAIL_COLUMNS,
+    FORMULA_PREFIXES,
     NUMERIC_DETAIL_COLUMNS,
     neutralise,
     plain_decimal,
@@ -20,19 +21,27 @@ from pipelines.exports.common import (
 
 def write_csv(bill: Bill, tmp: Path) -> int:
     """Write the details of ``bill`` at ``tmp``; returns the number of bill lines."""
+    columns = [(c, _number if c in NUMERIC_DETAIL_COLUMNS else _text) for c in DETAIL_COLUMNS]
     with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
         w = csv.writer(fh, lineterminator="\r\n")
         w.writerow(DETAIL_COLUMNS)
-        for ln in bill.lines:
-            w.writerow([_csv_value(c, ln[c]) for c in DETAIL_COLUMNS])
+        w.writerows([conv(ln[c]) for c, conv in columns] for ln in bill.lines)
     return len(bill.lines)
 
 
-def _csv_value(col: str, value: Any) -> str:
+def _number(value: Any) -> str:
+    """A numeric column's cell: a Decimal as plain digits (never an exponent)."""
     if value is None:
         return ""
-    if col in NUMERIC_DETAIL_COLUMNS:
-        return plain_decimal(value) if isinstance(value, Decimal) else str(value)
+    return plain_decimal(value) if isinstance(value, Decimal) else str(value)
+
+
+def _text(value: Any) -> str:
+    """Any other column's cell: formula-like text neutralised, a boolean as true/false."""
+    if value.__class__ is str and not value.startswith(FORMULA_PREFIXES):
+        return value  # most cells: plain text, as it is
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     return neutralise(value)

@@ -42,6 +42,7 @@ DATE = "yyyy-mm-dd"
 PARTNER_LEVEL = "(partner-level)"
 ZERO = Decimal(0)
 _WORDS = {"id": "ID", "sku": "SKU", "no": "No."}
+DIRECT_CELLS = True  # data cells straight into xlsxwriter's cell table (_Book._column_writer)
 
 
 def title(name: str) -> str:
@@ -115,13 +116,17 @@ class _Book:
         r = 0
         # the data rows, the bulk of a workbook (a bill's lines): one writer a column, chosen
         # once; numbers' widths from each column's extremes, once at the end
-        writers = [self._column_writer(ws, kind) for kind in kinds]
+        # else xlsxwriter drops the rows past Excel's last itself
+        direct = DIRECT_CELLS and len(rows) + len(totals) < ws.xls_rowmax
+        writers = [self._column_writer(ws, kind, direct) for kind in kinds]
         lo = [0.0] * len(kinds)
         hi = [0.0] * len(kinds)
         for r, row in enumerate(rows, start=1):
+            wrote = False
             for c, value in enumerate(row):
                 if value is None or value == "":
                     continue  # a blank cell without a format: xlsxwriter writes nothing
+                wrote = True
                 got = writers[c](r, c, value)
                 if got is None:  # a money cell: its width later
                     v = float(value)
@@ -131,6 +136,8 @@ class _Book:
                         hi[c] = v
                 elif got > widths[c]:
                     widths[c] = got
+            if wrote and direct:
+                ws._check_dimensions(r, 0)  # the sheet's extent, as a write would record it
         for c, kind in enumerate(kinds):
             if kind in ("money2", "money6"):
                 places = 2 if kind == "money2" else 6
@@ -145,35 +152,55 @@ class _Book:
         if rows:
             ws.autofilter(0, 0, len(rows), len(headers) - 1)
 
-    def _column_writer(self, ws, kind: str):
+    def _column_writer(self, ws, kind: str, direct: bool = False):
         """A writer of the non-null data cells of a column of ``kind``: ``(r, c, value)`` ->
         the width the cell needs, or None for a money cell (sized from the column's range).
-        The same cells as ``_write``, without choosing the kind at each one."""
-        fmt = self.fmt
+        The same cells as ``_write``, without choosing the kind at each one.
+
+        ``direct``: text and number cells go straight into the worksheet's cell table, as
+        ``write_string`` and ``write_number`` would store them (a shared string's index or a
+        number, and the format), without their argument checks: the row is in range (the
+        caller records it with ``_check_dimensions``), a text within half of Excel's limit
+        (a longer one takes ``write_string``, which truncates) and a money or quantity value a
+        finite decimal. Most of a workbook's cells are written this way, for a third of the
+        cost; ``tests/test_exports.py`` checks that the bytes are the public path's."""
+        # xlsxwriter's cell records (its version is pinned in requirements/lock.txt)
+        from xlsxwriter.worksheet import CellNumberTuple, CellStringTuple
+
+        table, write_string, write_number = ws.table, ws.write_string, ws.write_number
         if kind == "text":
-            write_string = ws.write_string
+            shared, longest = ws.str_table._get_shared_string_index, ws.xls_strmax // 2
 
             def text(r: int, c: int, value: Any) -> int:
                 s = value if isinstance(value, str) else str(value)
                 if s.startswith(FORMULA_PREFIXES):
                     s = "'" + s
-                write_string(r, c, s)
+                if direct and len(s) <= longest:
+                    table[r][c] = CellStringTuple(shared(s), None)
+                else:
+                    write_string(r, c, s)
                 return (len(s) if s.isascii() else _display_width(s)) + 2
 
             return text
         if kind in ("money2", "money6"):
-            write_number, money = ws.write_number, fmt[kind]
+            money = self.fmt[kind]
 
             def amount(r: int, c: int, value: Any) -> None:
-                write_number(r, c, float(value), money)
+                if direct:
+                    table[r][c] = CellNumberTuple(float(value), money)
+                else:
+                    write_number(r, c, float(value), money)
 
             return amount
         if kind == "qty":
-            write_number, qty = ws.write_number, fmt["qty"]
+            qty = self.fmt["qty"]
             sizes: dict[Any, int] = {}
 
             def quantity(r: int, c: int, value: Any) -> int:
-                write_number(r, c, float(value), qty)
+                if direct:
+                    table[r][c] = CellNumberTuple(float(value), qty)
+                else:
+                    write_number(r, c, float(value), qty)
                 w = sizes.get(value)
                 if w is None:
                     w = sizes[value] = len(format(Decimal(value).normalize(), "f")) + 3
