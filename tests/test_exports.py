@@ -800,17 +800,18 @@ def test_export_twice_appends_history_and_leaves_no_temp_files(fresh):
 
 
 def test_workbook_cells_written_directly_give_the_public_api_bytes(fresh, monkeypatch):
-    """The workbook's data cells go straight into xlsxwriter's cell table (a third of their
-    cost): the file has the bytes xlsxwriter's write_string and write_number give, for every
-    kind of cell (CJK and formula-like text, money, quantities, blanks) and for a text longer
-    than the direct path takes (xlsxwriter truncates it at Excel's limit)."""
+    """The workbook's data cells go straight into xlsxwriter's cell table, and their XML is
+    written in one call each (together 0.082 -> 0.058 s of CPU a partner): the file has the
+    bytes of xlsxwriter's write_string, write_number and own Worksheet, for every kind of cell
+    (CJK and formula-like text, money, quantities, blanks, dates, booleans) and for a text
+    longer than the direct path takes (xlsxwriter truncates it at Excel's limit)."""
     from pipelines.exports import xlsx
     from pipelines.exports.bill import Bill
 
     real = Bill.reconcile
 
     def workbook(direct: bool, longer: bool) -> bytes:
-        monkeypatch.setattr(xlsx, "DIRECT_CELLS", direct)
+        monkeypatch.setattr(xlsx, "FAST_CELLS", direct)
 
         def reconcile(self):
             real(self)
@@ -828,7 +829,7 @@ def test_workbook_cells_written_directly_give_the_public_api_bytes(fresh, monkey
 
     # a sheet without a totals row: its extent comes from the data rows alone
     def sheet(direct: bool) -> bytes:
-        monkeypatch.setattr(xlsx, "DIRECT_CELLS", direct)
+        monkeypatch.setattr(xlsx, "FAST_CELLS", direct)
         path = fresh / f"sheet-{direct}.xlsx"
         owner = SimpleNamespace(partner_id=CN, month=MONTH, version=1, header={})
         book = xlsx._Book(path, owner)
@@ -838,6 +839,27 @@ def test_workbook_cells_written_directly_give_the_public_api_bytes(fresh, monkey
         return path.read_bytes()
 
     assert sheet(True) == sheet(False)
+
+    # cells without a format of their own take their row's, else their column's
+    def formats(worksheet_class) -> bytes:
+        import xlsxwriter
+
+        path = fresh / "formats.xlsx"
+        wb = xlsxwriter.Workbook(str(path), {"in_memory": True})
+        wb.set_properties({"created": datetime(2000, 1, 1)})
+        bold, money = wb.add_format({"bold": True}), wb.add_format({"num_format": "0.00"})
+        ws = wb.add_worksheet("s", worksheet_class=worksheet_class)
+        ws.set_row(1, None, bold)
+        ws.set_column(2, 2, 12, money)
+        for r in range(3):
+            for c in range(3):
+                ws.write_string(r, c, f"{r}-{c}")
+            ws.write_number(r, 3, r / 3)
+            ws.write_number(r, 2, r, money if r == 2 else None)
+        wb.close()
+        return path.read_bytes()
+
+    assert formats(xlsx._worksheet_class()) == formats(None)
 
 
 def test_worker_processes_write_the_same_files_recorded_once_in_order(exported, fresh):

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,9 @@ DATE = "yyyy-mm-dd"
 PARTNER_LEVEL = "(partner-level)"
 ZERO = Decimal(0)
 _WORDS = {"id": "ID", "sku": "SKU", "no": "No."}
-DIRECT_CELLS = True  # data cells straight into xlsxwriter's cell table (_Book._column_writer)
+# data cells straight into xlsxwriter's cell table (_Book._column_writer), and their XML in one
+# write each (_worksheet_class); False: xlsxwriter's public calls and its own Worksheet
+FAST_CELLS = True
 
 
 def title(name: str) -> str:
@@ -54,6 +57,42 @@ def _display_width(text: str) -> int:
     if text.isascii():  # most cells: one column a character
         return len(text)
     return sum(2 if ord(ch) > 0x2E7F else 1 for ch in text)
+
+
+@cache
+def _worksheet_class() -> type:
+    """xlsxwriter's Worksheet, writing the XML of its shared-string and number cells (nearly
+    every cell of a workbook) in one formatted write each. ``Worksheet._write_cell`` builds a
+    list of attributes and escapes each value for every cell; a cell reference and a format's
+    index never need escaping. The bytes are xlsxwriter's own (``tests/test_exports.py``
+    compares them); any other cell, or a worksheet in constant-memory mode, takes
+    ``Worksheet._write_cell``."""
+    from xlsxwriter.utility import xl_rowcol_to_cell_fast
+    from xlsxwriter.worksheet import CellNumberTuple, CellStringTuple, Worksheet
+
+    class _Worksheet(Worksheet):
+        def _write_cell(self, row: int, col: int, cell) -> None:
+            kind = cell.__class__
+            if self.constant_memory or (
+                kind is not CellStringTuple and kind is not CellNumberTuple
+            ):
+                return super()._write_cell(row, col, cell)
+            fmt = cell.format
+            if not fmt:  # the row's format, else the column's, as Worksheet._write_cell
+                info = self.row_info.get(row)
+                if info is not None and info.row_format:
+                    fmt = info.row_format
+                elif col in self.col_info:
+                    fmt = self.col_info[col].column_format
+            s = f' s="{fmt._get_xf_index()}"' if fmt else ""
+            ref = xl_rowcol_to_cell_fast(row, col)
+            if kind is CellStringTuple:
+                self.fh.write(f'<c r="{ref}"{s} t="s"><v>{cell.string}</v></c>')
+            else:
+                self.fh.write(f'<c r="{ref}"{s}><v>{cell.number:.16G}</v></c>')
+            return None
+
+    return _Worksheet
 
 
 class _Book:
@@ -109,7 +148,7 @@ class _Book:
     ) -> None:
         """One sheet: a header row, the data rows (typed by ``kinds``: text, money2, money6,
         qty, int, bool, date, pct, auto) and, after them, the totals rows (bold)."""
-        ws = self.wb.add_worksheet(name)
+        ws = self.wb.add_worksheet(name, worksheet_class=_worksheet_class() if FAST_CELLS else None)
         widths = [_display_width(h) + 2 for h in headers]
         for c, h in enumerate(headers):
             ws.write_string(0, c, h, self.fmt["head"])
@@ -117,7 +156,7 @@ class _Book:
         # the data rows, the bulk of a workbook (a bill's lines): one writer a column, chosen
         # once; numbers' widths from each column's extremes, once at the end
         # else xlsxwriter drops the rows past Excel's last itself
-        direct = DIRECT_CELLS and len(rows) + len(totals) < ws.xls_rowmax
+        direct = FAST_CELLS and len(rows) + len(totals) < ws.xls_rowmax
         writers = [self._column_writer(ws, kind, direct) for kind in kinds]
         lo = [0.0] * len(kinds)
         hi = [0.0] * len(kinds)
