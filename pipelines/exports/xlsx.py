@@ -196,19 +196,21 @@ class _Book:
         the width the cell needs, or None for a money cell (sized from the column's range).
         The same cells as ``_write``, without choosing the kind at each one.
 
-        ``direct``: text and number cells go straight into the worksheet's cell table, as
-        ``write_string`` and ``write_number`` would store them (a shared string's index or a
-        number, and the format), without their argument checks: the row is in range (the
-        caller records it with ``_check_dimensions``), a text within half of Excel's limit
-        (a longer one takes ``write_string``, which truncates) and a money or quantity value a
-        finite decimal. Most of a workbook's cells are written this way, for a third of the
-        cost; ``tests/test_exports.py`` checks that the bytes are the public path's."""
+        ``direct``: text, number and boolean cells go straight into the worksheet's cell
+        table, as ``write_string``, ``write_number`` and ``write_boolean`` would store them (a
+        shared string's index, a number or 0/1, and the format), without their argument
+        checks: the row is in range (the caller records it with ``_check_dimensions``), a text
+        within half of Excel's limit (a longer one takes ``write_string``, which truncates) and
+        a money, quantity or count a finite decimal. Nearly every cell of a workbook is written
+        this way, for a third of the cost; ``tests/test_exports.py`` checks that the bytes are
+        the public path's."""
         # xlsxwriter's cell records (its version is pinned in requirements/lock.txt)
-        from xlsxwriter.worksheet import CellNumberTuple, CellStringTuple
+        from xlsxwriter.worksheet import CellBooleanTuple, CellNumberTuple, CellStringTuple
 
         table, write_string, write_number = ws.table, ws.write_string, ws.write_number
         if kind == "text":
             shared, longest = ws.str_table._get_shared_string_index, ws.xls_strmax // 2
+            wide: dict[str, int] = {}
 
             def text(r: int, c: int, value: Any) -> int:
                 s = value if isinstance(value, str) else str(value)
@@ -218,7 +220,12 @@ class _Book:
                     table[r][c] = CellStringTuple(shared(s), None)
                 else:
                     write_string(r, c, s)
-                return (len(s) if s.isascii() else _display_width(s)) + 2
+                if s.isascii():
+                    return len(s) + 2
+                w = wide.get(s)  # CJK names repeat down a column: measured once
+                if w is None:
+                    w = wide[s] = _display_width(s) + 2
+                return w
 
             return text
         if kind in ("money2", "money6"):
@@ -246,6 +253,28 @@ class _Book:
                 return w
 
             return quantity
+        if kind == "int":
+            ints = self.fmt["int"]
+
+            def integer(r: int, c: int, value: Any) -> int:
+                if direct:
+                    table[r][c] = CellNumberTuple(int(value), ints)
+                else:
+                    write_number(r, c, int(value), ints)
+                return len(str(value)) + 2
+
+            return integer
+        if kind == "bool":
+            write_boolean = ws.write_boolean
+
+            def boolean(r: int, c: int, value: Any) -> int:
+                if direct:
+                    table[r][c] = CellBooleanTuple(1 if value else 0, None)
+                else:
+                    write_boolean(r, c, bool(value))
+                return 7
+
+            return boolean
         return lambda r, c, value: self._write(ws, r, c, value, kind)
 
     def _write(self, ws, r: int, c: int, value: Any, kind: str, bold: bool = False) -> int:
