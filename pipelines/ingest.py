@@ -21,8 +21,9 @@ The SQL is in ``sql/ingest/``, one step per file; this module runs them in this 
 6. The date's ``totals.sql`` and the open months' ``estimates.sql``; ``late_records.sql``.
 
 Values (the date, paths, limits) are bound parameters, or session variables read by the views
-(``koobill_landing_date``, ``koobill_landed_month``, ``koobill_future_after``); the only SQL
-made in Python is structure generated from ``config.FEEDS`` and the rules (``db.render``).
+(``koobill_landing_date``, ``koobill_landed_month``, ``koobill_future_after``,
+``koobill_future_from``); the only SQL made in Python is structure generated from
+``config.FEEDS`` and the rules (``db.render``).
 """
 
 from __future__ import annotations
@@ -214,6 +215,10 @@ def _open(root: Path, d: dt.date) -> duckdb.DuckDBPyConnection:
         con.execute("set variable koobill_landed_month = $m::varchar", {"m": landed})
         future = d + dt.timedelta(days=1)  # a record dated after it is "from the future"
         con.execute("set variable koobill_future_after = $f::date", {"f": future})
+        # the same rule for a timestamp: dated after `future` in Beijing is at or after the
+        # instant the next Beijing day starts (one comparison, no date per row)
+        after = dt.datetime.combine(future + dt.timedelta(days=1), dt.time(0), cal.BEIJING)
+        con.execute("set variable koobill_future_from = $t::timestamptz", {"t": after})
         con.execute(sql("ingest/work_tables"))
     except BaseException:
         con.close()
@@ -456,10 +461,19 @@ def _currency_mismatch() -> rules.Branch:
 
 
 def _from_the_future(feed: str) -> rules.Branch:
-    """The record is dated after the day after its landing date (a session variable)."""
-    column = "bill_month" if feed in ("adjustments", "coupons") else RECORD_TS[feed].strip('"')
+    """The record is dated after the day after its landing date (session variables): for a
+    timestamp, it is at or after the instant the following Beijing day starts, which is its
+    Beijing date being later (``_record_date``) without converting every row to a date."""
+    if feed in RECORD_TS:
+        column = RECORD_TS[feed].strip('"')
+        predicate = f"{column} >= getvariable('koobill_future_from')"
+    else:
+        column = "bill_month"
+        predicate = (
+            f"{_record_date(feed).replace(chr(34), '')} > getvariable('koobill_future_after')"
+        )
     return (
-        f"{_record_date(feed).replace(chr(34), '')} > getvariable('koobill_future_after')",
+        predicate,
         f"'{column} is more than 1 day after the landing date (from the future)'",
         "from_the_future",
     )

@@ -64,14 +64,20 @@ DEFERRED_MODULES = ("scipy.stats", "altair")
 
 
 class _DeferredImports(importlib.abc.MetaPathFinder):
-    """A finder that hands out ``names`` as lazy modules (``importlib.util.LazyLoader``): the
-    module object exists at once, and its code runs when an attribute of it is first read."""
+    """A finder that hands out ``names`` as lazy modules (``importlib.util.LazyLoader``) to the
+    thread that installed it: the module object exists at once, and its code runs when an
+    attribute of it is first read, for the life of the process. Another thread importing one
+    of them meanwhile gets the plain module. (Python 3.11's lazy module is not safe against two
+    threads reading its first attribute at once, CPython gh-114763, fixed in 3.12.3: only GX's
+    KL-divergence and Kolmogorov-Smirnov expectations read these modules, and koobill runs
+    Great Expectations in one thread.)"""
 
     def __init__(self, names: tuple[str, ...]) -> None:
         self.names = frozenset(names)
+        self.thread = threading.get_ident()
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name not in self.names:
+        if name not in self.names or threading.get_ident() != self.thread:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):

@@ -664,6 +664,25 @@ def test_great_expectations_is_imported_with_scipy_stats_and_altair_deferred():
     assert out.stdout.strip() == "['_LazyModule', '_LazyModule'] 0 False True 0.6931"
 
 
+def test_deferred_imports_are_lazy_only_for_the_importing_thread():
+    """Another thread that imports a deferred module while GX is being imported gets the
+    module itself (Python 3.11's lazy modules are not safe across threads)."""
+    import importlib.util
+    import threading
+
+    from pipelines.quality import _DeferredImports
+
+    finder = _DeferredImports(("csv",))
+    mine = finder.find_spec("csv", None)
+    assert isinstance(mine.loader, importlib.util.LazyLoader)
+    assert finder.find_spec("json", None) is None
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(finder.find_spec("csv", None)))
+    t.start()
+    t.join()
+    assert seen == [None]
+
+
 def test_reports_open_offline(con, tmp_path):
     """Finance and auditors read the reports offline (issue 14): no stylesheet, script, image
     or font comes from the network, the newsletter bar is gone, and "Home" leads to an index of

@@ -181,6 +181,18 @@ CASES = [
         dict(usage_start="2026-11-12T00:00:00+08:00", usage_end="2026-11-12T01:00:00+08:00"),
         "from the future",
     ),
+    (
+        "usage",
+        "future_utc",
+        dict(usage_start="2026-11-11T16:00:00Z", usage_end="2026-11-11T17:00:00Z"),
+        "from the future",
+    ),
+    (
+        "usage",
+        "last_microsecond_ok",
+        dict(usage_start="2026-11-11T23:59:59.999999+08:00", usage_end="2026-11-12T01:00:00+08:00"),
+        None,
+    ),
     ("usage", "no_offset", dict(usage_end="2026-11-09 11:00:00"), "usage_end has no UTC offset"),
     ("usage", "qty_nan", dict(quantity="nan"), "quantity is not a plain decimal"),
     # an extreme quantity * price is quarantined instead of overflowing DECIMAL(38) for the date

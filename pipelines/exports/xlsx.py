@@ -148,15 +148,17 @@ class _Book:
     ) -> None:
         """One sheet: a header row, the data rows (typed by ``kinds``: text, money2, money6,
         qty, int, bool, date, pct, auto) and, after them, the totals rows (bold)."""
+        if len(kinds) != len(headers):
+            raise ValueError(f"sheet {name}: {len(headers)} headers for {len(kinds)} columns")
         ws = self.wb.add_worksheet(name, worksheet_class=_worksheet_class() if FAST_CELLS else None)
         widths = [_display_width(h) + 2 for h in headers]
         for c, h in enumerate(headers):
             ws.write_string(0, c, h, self.fmt["head"])
         r = 0
         # the data rows, the bulk of a workbook (a bill's lines): one writer a column, chosen
-        # once; numbers' widths from each column's extremes, once at the end
-        # else xlsxwriter drops the rows past Excel's last itself
-        direct = FAST_CELLS and len(rows) + len(totals) < ws.xls_rowmax
+        # once; numbers' widths from each column's extremes, once at the end. Straight into
+        # the cell table unless the rows go past Excel's last (xlsxwriter drops those itself)
+        direct = FAST_CELLS and not ws.constant_memory and len(rows) + len(totals) < ws.xls_rowmax
         writers = [self._column_writer(ws, kind, direct) for kind in kinds]
         lo = [0.0] * len(kinds)
         hi = [0.0] * len(kinds)
@@ -176,7 +178,9 @@ class _Book:
                 elif got > widths[c]:
                     widths[c] = got
             if wrote and direct:
-                ws._check_dimensions(r, 0)  # the sheet's extent, as a write would record it
+                # the sheet's extent, as a write would record it (the header row, as wide as
+                # the data, has recorded the columns)
+                ws._check_dimensions(r, 0)
         for c, kind in enumerate(kinds):
             if kind in ("money2", "money6"):
                 places = 2 if kind == "money2" else 6
@@ -232,10 +236,11 @@ class _Book:
             money = self.fmt[kind]
 
             def amount(r: int, c: int, value: Any) -> None:
-                if direct:
-                    table[r][c] = CellNumberTuple(float(value), money)
+                f = float(value)
+                if direct and f - f == 0:  # finite: xlsxwriter refuses NaN and infinities
+                    table[r][c] = CellNumberTuple(f, money)
                 else:
-                    write_number(r, c, float(value), money)
+                    write_number(r, c, f, money)
 
             return amount
         if kind == "qty":
@@ -243,10 +248,11 @@ class _Book:
             sizes: dict[Any, int] = {}
 
             def quantity(r: int, c: int, value: Any) -> int:
-                if direct:
-                    table[r][c] = CellNumberTuple(float(value), qty)
+                f = float(value)
+                if direct and f - f == 0:
+                    table[r][c] = CellNumberTuple(f, qty)
                 else:
-                    write_number(r, c, float(value), qty)
+                    write_number(r, c, f, qty)
                 w = sizes.get(value)
                 if w is None:
                     w = sizes[value] = len(format(Decimal(value).normalize(), "f")) + 3
