@@ -89,6 +89,12 @@ def landing_window(month: str) -> tuple[dt.date, dt.date]:
     return first_day(month) - dt.timedelta(days=1), cutoff(month)
 
 
+def beijing_midnight(day: dt.date) -> dt.datetime:
+    """The instant a Beijing date starts (China has kept UTC+8 without daylight saving since
+    1991)."""
+    return dt.datetime.combine(day, dt.time(0), tzinfo=BEIJING)
+
+
 def beijing_date(ts: dt.datetime) -> dt.date:
     if ts.tzinfo is None:
         raise ValueError("naive datetime: an offset is required")

@@ -217,7 +217,7 @@ def _open(root: Path, d: dt.date) -> duckdb.DuckDBPyConnection:
         con.execute("set variable koobill_future_after = $f::date", {"f": future})
         # the same rule for a timestamp: dated after `future` in Beijing is at or after the
         # instant the next Beijing day starts (one comparison, no date per row)
-        after = dt.datetime.combine(future + dt.timedelta(days=1), dt.time(0), cal.BEIJING)
+        after = cal.beijing_midnight(future + dt.timedelta(days=1))
         con.execute("set variable koobill_future_from = $t::timestamptz", {"t": after})
         con.execute(sql("ingest/work_tables"))
     except BaseException:

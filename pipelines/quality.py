@@ -48,6 +48,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pipelines import calendar as cal
 from pipelines import db, reports
 from pipelines.env import settings
 from pipelines.errors import KoobillError
@@ -507,12 +508,6 @@ def _feed_view(con, feed: str, table: str) -> str:
     return view
 
 
-def _beijing_midnight(day: dt.date) -> dt.datetime:
-    """The instant a Beijing date starts (China has kept UTC+8 without daylight saving since
-    1991)."""
-    return dt.datetime.combine(day, dt.time(0), tzinfo=dt.timezone(dt.timedelta(hours=8)))
-
-
 def _count_violations(con, frame: str, params: dict, rules: list[_Rule]) -> tuple[int, list[int]]:
     """The rows of ``frame`` and, per rule, its offending rows, in one scan (a uniqueness rule:
     distinct key hashes against non-null keys; the rows in repeated keys are counted exactly,
@@ -626,8 +621,8 @@ def _validate_feed_duckdb(
         "landing_date": landing,
         "first_day": first,
         "last_day": last,
-        "starts_at": _beijing_midnight(first),
-        "ends_at": _beijing_midnight(last + dt.timedelta(days=1)),
+        "starts_at": cal.beijing_midnight(first),
+        "ends_at": cal.beijing_midnight(last + dt.timedelta(days=1)),
     }
     for rule in rules:
         params.update(rule.params)

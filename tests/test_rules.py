@@ -219,6 +219,8 @@ CASES = [
     ("payments", "zero", dict(amount="0.000000"), "amount must be > 0"),
     ("payments", "negative", dict(amount="-100"), "amount must be > 0"),
     ("payments", "future", dict(paid_at="2026-11-13T00:00:00+08:00"), "from the future"),
+    ("payments", "future_midnight", dict(paid_at="2026-11-12T00:00:00+08:00"), "from the future"),
+    ("payments", "last_microsecond_ok", dict(paid_at="2026-11-11T23:59:59.999999+08:00"), None),
     ("payments", "unknown_partner", dict(partner_id="P7"), "is not in the partner snapshot"),
     ("payments", "tiny_ok", dict(amount="0.000001"), None),
 ]
