@@ -77,9 +77,10 @@ KEY_SQL = "hash(cast(record_id as varchar))"
 def keys_of(con, relation: str, where: str = "true", params: dict | None = None) -> np.ndarray:
     """The sorted keys of ``relation``'s record ids (a table, view or file read; an id that
     repeats gives its key as often, which the index takes as it comes)."""
-    query = f"select {KEY_SQL} as k from {relation} where {where}"
+    # sorted by DuckDB on every core (numpy's sort of a 5M-key day takes one core 0.3 s)
+    query = f"select {KEY_SQL} as k from {relation} where {where} order by k"
     got = con.execute(query, params or {}).fetchnumpy()
-    return np.sort(np.asarray(got["k"], dtype=np.uint64))
+    return np.asarray(got["k"], dtype=np.uint64)
 
 
 def _distinct(a: np.ndarray) -> np.ndarray:

@@ -35,11 +35,23 @@ def _lit(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+# The highest code point BLANK_RE matches (U+3000, the ideographic space): a value whose first
+# character is above it, as a name in Chinese, is not blank.
+LAST_BLANK = 0x3000
+
+
+def _not_blank_start(raw: str) -> str:
+    """True when ``raw`` starts with a character that is no white space of ``BLANK_RE``: a
+    printable ASCII one, or one above ``LAST_BLANK``. False does not mean blank."""
+    return f"(ascii({raw}) between 33 and 126 or ascii({raw}) > {LAST_BLANK})"
+
+
 def blank_sql(raw: str) -> str:
     """True when ``raw`` is NULL or only white space (``BLANK_RE``); a value starting with a
-    printable ASCII character is decided without the regex."""
+    character that is surely not white space (``_not_blank_start``) is decided without the
+    regex."""
     return (
-        f"(case when {raw} is null then true when ascii({raw}) between 33 and 126 then false "
+        f"(case when {raw} is null then true when {_not_blank_start(raw)} then false "
         f"else regexp_full_match({raw}, {_lit(BLANK_RE)}) end)"
     )
 
@@ -232,8 +244,8 @@ def _valid(col) -> str:
     c, kind = col.name, col.kind
     raw, typed = f't."_s_{c}"', f't."{c}"'
     if kind in ("id", "text"):
-        # a value starting with a printable ASCII character is not blank: no trim needed
-        return f"ascii({raw}) between 33 and 126" if col.required else "true"
+        # a value starting with a character that is no white space is not blank
+        return _not_blank_start(raw) if col.required else "true"
     if kind in ("money", "qty", "rate"):
         if kind == "rate":
             return f"({typed} >= 0 and {typed} < 1)"

@@ -245,6 +245,9 @@ JSONL_CASES = [
     ("nul_dotdot", dict(partner_id="..\x00/P1"), "partner_id is not a valid partner id"),
     ("json_blank_ws_id", dict(customer_id=" \r\n\u3000"), "customer_id is missing"),
     ("json_id_with_inner_tab_ok", dict(customer_id="C\t1"), None),
+    ("json_ideographic_spaces_id", dict(customer_id="\u3000\u3000"), "customer_id is missing"),
+    ("json_ideographic_space_then_id_ok", dict(customer_id="\u3000C1"), None),
+    ("json_cjk_id_ok", dict(customer_id="客户一"), None),
     ("json_nan", dict(official_amount=float("nan")), "official_amount is not a plain decimal"),
     ("json_inf", dict(amount=float("inf")), "amount is not a plain decimal"),
     ("json_exponent", dict(official_amount=1e20), "official_amount is not a plain decimal"),
@@ -383,3 +386,60 @@ def test_reasons_are_clean_sentences(ruled):
         parts = reason.split("; ")
         assert all(p.strip() for p in parts), repr(reason)
         assert not reason.rstrip().endswith(";"), repr(reason)
+
+
+def test_blank_is_decided_as_the_regex_decides():
+    """``blank_sql`` skips the regex for a value whose first character is surely not white
+    space; every white space of ``BLANK_RE``, alone, repeated or before text, and the first
+    characters around the shortcut's bounds are decided as the regex decides."""
+    import re
+
+    import duckdb
+
+    from pipelines import rules
+
+    spaces = [*"\t\n\x0b\f\r\x85 \xa0\u1680\u2028\u2029\u202f\u205f\u3000"]
+    spaces += [chr(c) for c in range(0x2000, 0x200B)]
+    assert max(map(ord, spaces)) == rules.LAST_BLANK
+    values = ["", "\u3001", "\u3001 ", "\u2fff", "客户", " 客户", "a", "~", "\x7f", "\x00", "é"]
+    values += [s for c in spaces for s in (c, c * 3, c + "x", "x" + c)]
+    py = re.compile("[" + "".join(spaces) + "]*")
+    con = duckdb.connect()
+    got = con.execute(
+        f"select v, {rules.blank_sql('v')} from unnest($values) as t(v)", {"values": values}
+    ).fetchall()
+    assert got == [(v, py.fullmatch(v) is not None) for v in values]
+
+
+# The usage rules again, on a day without the BIG price: ingest looks for the rejected usage
+# rows among suspects (pipelines.ingest._usage_suspects), and a price of 10^15 makes every row
+# a suspect. Here each rule's row is found only through its own term.
+SUSPECT_PRICES = [p for p in PRICES if p["sku_code"] != "BIG"] + [price("MID", unit_price="10000")]
+SUSPECT_CASES = [c[1:] for c in CASES if c[0] == "usage" and c[1] != "rated_too_big"] + [
+    ("rated_too_big_mid", dict(sku_code="MID", quantity="100000000000"), "is out of range"),
+    ("rated_below_ok", dict(sku_code="MID", quantity="99999999999.99"), None),
+]
+
+
+@pytest.fixture(scope="module")
+def suspects_day(tmp_path_factory):
+    d = tmp_path_factory.mktemp("suspects")
+    land(d, "partners", DAY, PARTNERS)
+    land(d, "prices", DAY, SUSPECT_PRICES)
+    rows = [usage(f"good{i}") for i in range(3)]
+    rows += [usage(rid, **kw) for rid, kw, _ in SUSPECT_CASES]
+    land(d, "usage", DAY, rows, name="a_usage.csv")
+    return d, ingest(d, DAY)  # fails the date if a row were neither accepted nor quarantined
+
+
+@pytest.mark.parametrize("rid, kw, reason", SUSPECT_CASES, ids=[c[0] for c in SUSPECT_CASES])
+def test_usage_rule_without_a_price_that_makes_every_row_a_suspect(suspects_day, rid, kw, reason):
+    d, result = suspects_day
+    q, acc = _outcome(d, "usage", rid)
+    if reason is None:
+        assert acc and not q, q
+    else:
+        assert not acc and len(q) == 1
+        assert reason in q[0]["reason"], q[0]["reason"]
+    st = result.feeds["usage"]
+    assert st.total("quarantined") == sum(1 for c in SUSPECT_CASES if c[2])
