@@ -29,9 +29,9 @@ Values (the date, paths, limits) are bound parameters, or session variables read
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,7 +61,14 @@ from pipelines.lake import (
     partitions,
 )
 from pipelines.readers import create_staging, landing_files, load_file, staging_source
-from pipelines.record_index import KEY_SQL, RecordIndex, keys_of, lake_file_ids, repeated
+from pipelines.record_index import (
+    KEY_SQL,
+    RecordIndex,
+    keys_of,
+    lake_file_ids,
+    prepare_run,
+    repeated,
+)
 
 Echo = Callable[[str], None]
 
@@ -155,6 +162,8 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
     earlier = [(v, p) for v, p in partitions(paths.ingest, "landing_date") if v < day]
     con = _open(root, d)
     vdir: Path | None = None
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="koobill-index")
+    runs: dict[str, Future] = {}
     try:
         stats: dict[str, FeedStats] = {}
         ignored: list[str] = []
@@ -168,10 +177,11 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
             _validate(con, feed, earlier, root, echo)
             _require_reference(con, paths, feed, d, earlier, stats)
         vdir = new_version_dir(part)
-        keys: dict[str, np.ndarray] = {}  # the record-id keys of each record feed's rows
         for feed in FEED_ORDER:
             if feed in RECORD_FEEDS:
-                keys[feed] = _validate(con, feed, earlier, root, echo)
+                keys = _validate(con, feed, earlier, root, echo)
+                # the index's arrays of the feed's record ids, made while the day is written
+                runs[feed] = background.submit(prepare_run, keys)
             _accept(con, feed, vdir)
             _count(con, stats[feed], feed)
             con.execute(_work_sql("drop_work", feed))
@@ -184,6 +194,7 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
         commit_version(part, vdir)
     except BaseException as exc:
         con.close()
+        background.shutdown(wait=False, cancel_futures=True)
         import shutil
 
         if vdir is not None:
@@ -196,16 +207,14 @@ def _ingest(root: Path, d: dt.date, echo: Echo, max_share: float | None) -> Inge
         raise
     from pipelines.warehouse import sync_partition
 
-    # the record-id index (numpy on one core, 0.4 s for a 5M-row day) is brought up to date
-    # while the warehouse takes the committed date (DuckDB): the two share no file
-    indexing = threading.Thread(
-        target=_index_committed, args=(root, day, keys, echo), name="koobill-index"
-    )
-    indexing.start()
+    # the record-id index takes the committed files while the warehouse takes the date: the
+    # two share no file
+    indexing = background.submit(_index_committed, root, day, runs, echo)
     try:
         sync_partition(root, "ingest", day)  # also moves the latest landing date, publishes
     finally:
-        indexing.join()
+        indexing.result()
+        background.shutdown()
     return IngestResult(day, stats, estimates, time.monotonic() - t0, ignored, int(late), warnings)
 
 
@@ -663,18 +672,19 @@ def _dedupe_records(con, feed: str, earlier, root: Path, echo: Echo) -> np.ndarr
     return keys
 
 
-def _index_committed(root: Path, day: str, keys: dict[str, np.ndarray], echo: Echo) -> None:
+def _index_committed(root: Path, day: str, runs: dict[str, Future], echo: Echo) -> None:
     """Add the files the ingest of ``day`` committed to the record-id index and compact it.
-    The index is a cache: a failure here is a warning (the next ingest indexes the date from
-    the lake), never a failed ingest."""
+    ``runs``: each record feed's run arrays (``record_index.prepare_run`` of its keys), being
+    made in the background. The index is a cache: a failure here is a warning (the next
+    ingest indexes the date from the lake), never a failed ingest."""
     try:
         current = partitions(Paths(root).ingest, "landing_date")
         for feed in RECORD_FEEDS:
             ids = lake_file_ids(feed, current)
             index = RecordIndex(root, feed)
             for (d, name), _uri in ids.items():
-                if d == day and keys.get(feed) is not None:
-                    index.add(d, name, keys[feed])
+                if d == day and runs.get(feed) is not None:
+                    index.add(d, name, prepared=runs[feed].result())
             index.compact(ids, echo)
     except Exception as exc:  # noqa: BLE001  (a cache: warn, the lake is committed)
         echo(

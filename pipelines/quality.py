@@ -822,7 +822,9 @@ def _write_report(report_dir: Path, name: str, res: Any, meta: dict) -> tuple[Pa
     try:
         from great_expectations.render.renderer import ValidationResultsPageRenderer
 
-        page = _page_view().render(ValidationResultsPageRenderer().render(res))
+        page = _page_view(_bytecode_dir(report_dir)).render(
+            ValidationResultsPageRenderer().render(res)
+        )
         m = re.search(r"<body[^>]*>", page)
         page = page[: m.end()] + summary + page[m.end() :] if m else summary + page
         page = reports.make_offline(page, report_dir)
@@ -898,20 +900,29 @@ def validate_feed(
 
 
 @functools.cache
-def _page_view() -> Any:
-    """GX's page view, made once per process. Its Jinja templates (34 of them, 0.2 s to compile
-    on each new view) are compiled once and their bytecode kept in Jinja's own cache folder
-    (the user's, in the temp directory, written atomically), so that the next process loads
-    them instead of compiling them again."""
+def _page_view(bytecode_dir: Path | None) -> Any:
+    """GX's page view, made once per process (and cache folder). Its Jinja templates (34 of
+    them, 0.2 s to compile for each new view) are compiled once, and with ``bytecode_dir``
+    their bytecode is kept there (written atomically), so that the next process loads them
+    instead of compiling them again."""
     from great_expectations.render.view import DefaultJinjaPageView
     from jinja2 import FileSystemBytecodeCache
 
     view = DefaultJinjaPageView()
-    try:
-        view.env.bytecode_cache = FileSystemBytecodeCache()
-    except (OSError, RuntimeError):  # no usable temp folder: compiled in memory, as GX does
-        pass
+    if bytecode_dir is not None:
+        try:
+            bytecode_dir.mkdir(parents=True, exist_ok=True)
+            view.env.bytecode_cache = FileSystemBytecodeCache(str(bytecode_dir))
+        except OSError:  # compiled in memory, as GX does
+            pass
     return view
+
+
+def _bytecode_dir(report_dir: Path) -> Path | None:
+    """The data dir's ``.tmp/jinja`` for a report under its ``quality/`` folder (nothing is
+    written outside the data dir), else None."""
+    root = reports.quality_root(report_dir)
+    return root.parent / ".tmp" / "jinja" if root.name == "quality" else None
 
 
 def _write_schema_report(report_dir: Path, name: str, title: str, exc: QualityError) -> Path:

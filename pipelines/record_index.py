@@ -143,6 +143,17 @@ def _fill_bloom(bloom: np.ndarray, entries: np.ndarray, m: int) -> None:
     bloom[idx[starts]] |= np.bitwise_or.reduceat(_masks(trimmed), starts)
 
 
+def prepare_run(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays of the level-0 run of one file whose record ids have the sorted ``keys``:
+    its entries and its filter (numpy alone, which lets go of the GIL: the ingest makes them
+    in a background thread while it writes the day, and writes them once it has committed)."""
+    entries = keys & _KEY_MASK
+    m = _words_log2(int(entries.size))
+    bloom = np.zeros(1 << m, dtype=np.uint64)
+    _fill_bloom(bloom, entries, m)
+    return entries, bloom
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -353,9 +364,21 @@ class RecordIndex:
                 unsure.update(run.files[i] for i in live)
         return sorted(found | unsure)
 
-    def add(self, day: str, file_name: str, keys: np.ndarray) -> None:
-        """Index the file the ingest of ``day`` just committed (``keys`` sorted)."""
-        _write_run(self.folder, 0, [(day, file_name)], keys & _KEY_MASK)
+    def add(
+        self,
+        day: str,
+        file_name: str,
+        keys: np.ndarray | None = None,
+        prepared: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """Index the file the ingest of ``day`` just committed: its ``keys`` (sorted), or the
+        arrays ``prepare_run`` made of them."""
+        if prepared is None:
+            if keys is None:
+                raise ValueError("add needs the keys or the arrays prepared from them")
+            prepared = prepare_run(keys)
+        entries, bloom = prepared
+        _write_run(self.folder, 0, [(day, file_name)], entries, bloom)
 
     def compact(self, current: Iterable[FileId], echo: Echo | None = None) -> None:
         """Delete the runs without a current file and merge FANOUT runs of a level into one
