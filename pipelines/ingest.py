@@ -839,15 +839,16 @@ def _quality_gate(con, vdir: Path, d: dt.date, stats, max_share, root: Path) -> 
         quality.check_quarantine_share(rows)
     else:
         quality.check_quarantine_share(rows, threshold=max_share)
-    for feed in RECORD_FEEDS:
-        if con.execute(f"select count(*) from out_{feed}").fetchone()[0]:
-            quality.validate_feed(
-                con,
-                feed,
-                f"out_{feed}",
-                d.isoformat(),
-                Paths(root).quality / "ingest" / d.isoformat(),
-            )
+    sizes = {
+        feed: con.execute(f"select count(*) from out_{feed}").fetchone()[0] for feed in RECORD_FEEDS
+    }
+    quality.validate_feeds(
+        con,
+        [(feed, f"out_{feed}") for feed in RECORD_FEEDS if sizes[feed]],
+        d.isoformat(),
+        Paths(root).quality / "ingest" / d.isoformat(),
+        sizes=sizes,
+    )
 
 
 def _closed_month_warnings(paths: Paths, con) -> list[str]:

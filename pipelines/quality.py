@@ -45,6 +45,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -618,9 +619,20 @@ def _gx_frame(
     return df, f"only rows breaking a rule, up to {SAMPLE_ROWS} per expectation"
 
 
-def _validate_feed_duckdb(
-    con, feed: str, table: str, day: str, suite: Any, max_gx_rows: int
-) -> _Outcome:
+class _Counted(NamedTuple):
+    """A feed's DuckDB side of a validation (``_count_feed``): what GX then judges."""
+
+    suite: Any
+    rules: list[_Rule]
+    n_rows: int
+    counts: list[int]
+    df: Any  # the rows handed to GX (a pandas frame)
+    handed: str  # which rows those are, in words
+
+
+def _count_feed(con, feed: str, table: str, day: str, suite: Any, max_gx_rows: int) -> _Counted:
+    """DuckDB's part of a feed's validation: every rule counted over all rows, and the rows
+    for GX. Reads ``con``, so it runs on the connection's thread."""
     from expectations.feeds import MAX_RECORD_AGE_DAYS
 
     rules = load_suite(suite, "duckdb")  # refuses a type DuckDB cannot count, before any read
@@ -644,6 +656,13 @@ def _validate_feed_duckdb(
         df, handed = _gx_frame(con, flagged, params, rules, counts, (n_rows, max_gx_rows))
     finally:
         con.execute(f"drop view if exists {view}")
+    return _Counted(suite, rules, n_rows, counts, df, handed)
+
+
+def _judge_feed(counted: _Counted) -> _Outcome:
+    """GX's part: it validates the rows handed to it, and must agree with DuckDB's counts.
+    Reads no connection: it may run in another thread than ``_count_feed``."""
+    suite, rules, n_rows, counts, df, handed = counted
     if len(df):
         res = _gx_run(df, suite, suite.name, "BASIC")
         outcomes = _gx_outcomes(res)
@@ -884,19 +903,63 @@ def validate_feed(
     Writes ``<report_dir>/feed-<feed>-<landing_date>.html`` and ``.json``; raises QualityError
     on failure.
     """
+    return validate_feeds(con, [(feed, table)], landing_date, report_dir, max_gx_rows=max_gx_rows)[
+        0
+    ]
+
+
+def validate_feeds(
+    con,
+    feeds: list[tuple[str, str]],
+    landing_date: str,
+    report_dir: Path,
+    *,
+    max_gx_rows: int = MAX_GX_ROWS,
+    sizes: dict[str, int] | None = None,
+) -> list[QualityResult]:
+    """``validate_feed`` of each (feed, table) of ``feeds``; their results in that order, or
+    the QualityError of the first that fails, once every feed is validated and reported.
+
+    DuckDB counts the feeds on this thread, the smallest first (``sizes``: rows per feed),
+    while Great Expectations validates the rows of those already counted and writes every
+    report in one background thread: GX's Python then runs beside DuckDB's count of the big
+    feed instead of after it."""
+    if not feeds:
+        return []
     _await_prewarm()
     from expectations.feeds import feed_suite
 
-    t0 = time.monotonic()
     day = dt.date.fromisoformat(landing_date).isoformat()
-    suite = feed_suite(feed)
-    name, title = f"feed-{feed}-{day}", f"{feed} on {day}"
+    order = sorted(range(len(feeds)), key=lambda i: (sizes or {}).get(feeds[i][0], 0))
+    futures: dict[int, Future] = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="koobill-gx") as pool:
+        for i in order:
+            feed, table = feeds[i]
+            t0 = time.monotonic()
+            suite = feed_suite(feed)
+            name, title = f"feed-{feed}-{day}", f"{feed} on {day}"
+            try:
+                counted: _Counted | QualityError = _count_feed(
+                    con, feed, table, day, suite, max_gx_rows
+                )
+            except QualityError as exc:
+                counted = exc
+            futures[i] = pool.submit(_judge_and_report, report_dir, name, title, counted, t0)
+    return [futures[i].result() for i in range(len(feeds))]
+
+
+def _judge_and_report(
+    report_dir: Path, name: str, title: str, counted: _Counted | QualityError, t0: float
+) -> QualityResult:
+    """GX's part of one feed's validation and its report (``validate_feeds``' thread)."""
     try:
-        outcome = _validate_feed_duckdb(con, feed, table, day, suite, max_gx_rows)
+        if isinstance(counted, QualityError):
+            raise counted
+        outcome = _judge_feed(counted)
     except QualityError as exc:
         exc.report_path = _write_schema_report(Path(report_dir), name, title, exc)
         raise
-    return _finish(Path(report_dir), name, title, outcome, t0, len(suite.expectations))
+    return _finish(Path(report_dir), name, title, outcome, t0, len(counted.suite.expectations))
 
 
 @functools.cache

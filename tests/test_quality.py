@@ -387,6 +387,28 @@ def test_broken_feed_fails(orders, tmp_path, tamper, rule, record, count, max_gx
     assert err.value.report_path.exists()
 
 
+def test_several_feeds_raise_the_first_failure_in_the_order_given(orders, tmp_path):
+    """``validate_feeds`` counts the smallest feed first and lets GX judge in a thread, but
+    returns the results, or raises the error of the first failing feed, in the order given."""
+    orders.execute("create table good as select * from stg_orders")
+    orders.execute("create table bad as select * from stg_orders")
+    orders.execute("insert into bad select * from bad where record_id = 'R2'")
+    feeds = [("orders", "good"), ("orders", "bad")]
+    with pytest.raises(QualityError) as err:
+        quality.validate_feeds(
+            orders, feeds, "2025-03-10", tmp_path, sizes={"orders": 4}, max_gx_rows=100_000
+        )
+    assert [f["expectation"] for f in err.value.failures] == ["record_id_unique"]
+    assert err.value.report_path.exists()
+    # in order, with the bad one first: its error, though the good one is counted before it
+    with pytest.raises(QualityError) as err:
+        quality.validate_feeds(orders, feeds[::-1], "2025-03-10", tmp_path / "r")
+    assert [f["expectation"] for f in err.value.failures] == ["record_id_unique"]
+    ok = quality.validate_feeds(orders, [feeds[0], feeds[0]], "2025-03-10", tmp_path / "ok")
+    assert [r.success for r in ok] == [True, True] and ok[0].rows_checked == 4
+    assert quality.validate_feeds(orders, [], "2025-03-10", tmp_path / "none") == []
+
+
 def test_usage_feed_counts_every_row_but_hands_gx_only_offenders(tmp_path):
     c = db.connect()
     c.execute("""create table stg_usage as
