@@ -7,7 +7,7 @@ exactly (sign rules, time windows, 6 decimal places). Every expectation carries 
 ``rule`` (its name in reports and errors) and ``show`` (columns printed for an offending row).
 
 A suite is plain data (``Suite``: each expectation's GX type, arguments, description and meta):
-DuckDB counts every rule of a feed from it, and Great Expectations (about 2 s of CPU to import)
+DuckDB counts every rule of a feed from it, and Great Expectations (1.5 s of CPU to import)
 is imported only when it validates rows (``Suite.gx()`` builds the same suite as GX objects).
 A big clean day hands GX no row, so it never pays for the import.
 """

@@ -125,7 +125,7 @@ def import_gx() -> None:
 
 
 def prewarm() -> None:
-    """Start importing Great Expectations (``import_gx``, about 1.6 s of Python) in a
+    """Start importing Great Expectations (``import_gx``, about 1.5 s of Python) in a
     background thread, so the import overlaps the SQL work of an ingest or a close instead of
     following it.
 
