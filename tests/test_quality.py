@@ -7,6 +7,7 @@ import subprocess
 import sys
 from decimal import ROUND_HALF_UP, Decimal
 
+import duckdb
 import pytest
 
 from pipelines import db, quality
@@ -404,6 +405,12 @@ def test_several_feeds_raise_the_first_failure_in_the_order_given(orders, tmp_pa
     with pytest.raises(QualityError) as err:
         quality.validate_feeds(orders, feeds[::-1], "2025-03-10", tmp_path / "r")
     assert [f["expectation"] for f in err.value.failures] == ["record_id_unique"]
+    # an error of another kind (no such table) does not hide a failure before it in order
+    broken = [("orders", "bad"), ("orders", "no_such_table")]
+    with pytest.raises(QualityError):
+        quality.validate_feeds(orders, broken, "2025-03-10", tmp_path / "b")
+    with pytest.raises(duckdb.CatalogException):
+        quality.validate_feeds(orders, broken[::-1], "2025-03-10", tmp_path / "b")
     ok = quality.validate_feeds(orders, [feeds[0], feeds[0]], "2025-03-10", tmp_path / "ok")
     assert [r.success for r in ok] == [True, True] and ok[0].rows_checked == 4
     assert quality.validate_feeds(orders, [], "2025-03-10", tmp_path / "none") == []
