@@ -386,12 +386,10 @@ def _validate(con, feed: str, earlier, root: Path, echo: Echo) -> np.ndarray | N
     typed = staging_source(f"typ_{feed}")
     if feed in RECORD_FEEDS:
         create_temp(con, "checked", _checked(feed, typed), view=True)
-        suspects = FEED_SUSPECTS.get(feed)
-        if suspects:  # the rules are applied to the rows that may break one (no join a row)
-            few = f"({_checked(feed, staging_source(f'typ_{feed}', suspects()))})"
-            create_temp(con, "rejected", render("ingest/rejected", checked=few))
-        else:
-            create_temp(con, "rejected", render("ingest/rejected", checked="checked"))
+        checked = "checked"
+        if feed in FEED_SUSPECTS:  # the rules applied to the rows that may break one
+            checked = f"({_checked(feed, staging_source(f'typ_{feed}', FEED_SUSPECTS[feed]()))})"
+        create_temp(con, "rejected", render("ingest/rejected", checked=checked))
         keys = _dedupe_records(con, feed, earlier, root, echo)
         quarantine = _work_sql("quarantine_records", feed, blank_rid=rules.blank_sql("_rid"))
         con.execute(quarantine, {"feed": feed})
@@ -684,7 +682,7 @@ def _index_committed(root: Path, day: str, runs: dict[str, Future], echo: Echo) 
             index = RecordIndex(root, feed)
             for (d, name), _uri in ids.items():
                 if d == day and runs.get(feed) is not None:
-                    index.add(d, name, prepared=runs[feed].result())
+                    index.add(d, name, runs[feed].result())
             index.compact(ids, echo)
     except Exception as exc:  # noqa: BLE001  (a cache: warn, the lake is committed)
         echo(

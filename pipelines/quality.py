@@ -900,9 +900,10 @@ def validate_feed(
     Writes ``<report_dir>/feed-<feed>-<landing_date>.html`` and ``.json``; raises QualityError
     on failure.
     """
-    return validate_feeds(con, [(feed, table)], landing_date, report_dir, max_gx_rows=max_gx_rows)[
-        0
-    ]
+    (result,) = validate_feeds(
+        con, [(feed, table)], landing_date, report_dir, max_gx_rows=max_gx_rows
+    )
+    return result
 
 
 def validate_feeds(

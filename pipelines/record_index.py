@@ -364,21 +364,10 @@ class RecordIndex:
                 unsure.update(run.files[i] for i in live)
         return sorted(found | unsure)
 
-    def add(
-        self,
-        day: str,
-        file_name: str,
-        keys: np.ndarray | None = None,
-        prepared: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> None:
-        """Index the file the ingest of ``day`` just committed: its ``keys`` (sorted), or the
-        arrays ``prepare_run`` made of them."""
-        if prepared is None:
-            if keys is None:
-                raise ValueError("add needs the keys or the arrays prepared from them")
-            prepared = prepare_run(keys)
-        entries, bloom = prepared
-        _write_run(self.folder, 0, [(day, file_name)], entries, bloom)
+    def add(self, day: str, file_name: str, arrays: tuple[np.ndarray, np.ndarray]) -> None:
+        """Index the file the ingest of ``day`` just committed: ``arrays``, the run
+        ``prepare_run`` made of its record ids' keys."""
+        _write_run(self.folder, 0, [(day, file_name)], *arrays)
 
     def compact(self, current: Iterable[FileId], echo: Echo | None = None) -> None:
         """Delete the runs without a current file and merge FANOUT runs of a level into one

@@ -59,7 +59,7 @@ class Lake:
         fid, path = _write_ids(self.tmp, day, ids)
         self.files[day] = (fid, path, set(ids))
         keys = ri.keys_of(self.con, "read_parquet($f)", params={"f": lake_files([Path(path)])})
-        self.index.add(day, fid[1], keys)
+        self.index.add(day, fid[1], ri.prepare_run(keys))
         self.index.compact(self.current())
 
     def current(self) -> dict:
