@@ -39,6 +39,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -288,6 +289,10 @@ def _child_work(kind: str, args: dict) -> dict:
         import duckdb
 
         out = _lower_ingest(duckdb, Path(args["landing"]), args["day"], Path(args["out"]))
+    elif kind == "floor_ingest":
+        import duckdb
+
+        out = _floor_ingest(duckdb, Path(args["landing"]), args["day"], Path(args["out"]))
     elif kind == "lower_close":
         import duckdb
 
@@ -409,36 +414,89 @@ def yardstick_sql() -> str:
     return YARDSTICK_SQL.read_text(encoding="utf-8")
 
 
-def _lower_ingest(duckdb, landing: Path, day: str, out: Path) -> dict:
-    """The yardstick (bench/yardstick.sql): one DuckDB statement that reads and types the day's
-    usage CSV with the narrowest exact types, rates it with an as-of join on the price list
-    and the partner's discount, and writes the rated rows to Parquet."""
+def _day_csvs(landing: Path, day: str, who: str) -> dict:
+    """The bound lists of a one-statement measure of the day: its usage CSVs, the price CSVs
+    landed so far and the latest partner snapshot."""
     usage = _landing_files(landing / "usage" / day, ".csv")
     if not usage:
-        raise SystemExit(f"the yardstick reads CSV: no usage CSV under {landing / 'usage' / day}")
+        raise SystemExit(f"{who} reads CSV: no usage CSV under {landing / 'usage' / day}")
     prices = [
         f for folder in _ref_folders(landing, "prices", day) for f in _landing_files(folder, ".csv")
     ]
     snapshots = [f for f in _ref_folders(landing, "partners", day) if _landing_files(f, ".csv")]
     if not prices or not snapshots:
-        raise SystemExit(f"the yardstick needs price and partner CSVs landed on or before {day}")
-    params = {
+        raise SystemExit(f"{who} needs price and partner CSVs landed on or before {day}")
+    return {
         "usage": [str(p) for p in usage],
         "prices": [str(p) for p in prices],
         "partners": [str(p) for p in _landing_files(snapshots[-1], ".csv")],
-        "path": str(out),
     }
+
+
+def _one_statement(duckdb, stmt: str, params: dict, out: Path, unordered: bool = False) -> dict:
+    """Run a measure's one COPY statement (its values bound) on a fresh connection limited as
+    koobill's is; the rows written come from the COPY's returned statistics. ``unordered``:
+    the rows keep no order, as koobill's usage file (pipelines.ingest._accept); the
+    yardstick's as-of join already gives up the order (measured: the setting changes nothing
+    there)."""
     con = duckdb.connect()
     con.execute("set TimeZone = 'UTC'")
     con.execute("set memory_limit = $limit", {"limit": settings().memory_limit})
+    if unordered:
+        con.execute("set preserve_insertion_order = false")
     out.parent.mkdir(parents=True, exist_ok=True)
-    stmt = yardstick_sql()
     t = time.perf_counter()
-    res = con.execute(stmt, params).fetchall()
+    res = con.execute(stmt, {**params, "path": str(out)}).fetchall()
     secs = time.perf_counter() - t
     rows = sum(int(r[1]) for r in res) if res and len(res[0]) > 1 else 0
     con.close()
     return {"seconds": secs, "rows_written": rows}
+
+
+def _lower_ingest(duckdb, landing: Path, day: str, out: Path) -> dict:
+    """The yardstick (bench/yardstick.sql): one DuckDB statement that reads and types the day's
+    usage CSV with the narrowest exact types, rates it with an as-of join on the price list
+    and the partner's discount, and writes the rated rows to Parquet."""
+    params = _day_csvs(landing, day, "the yardstick")
+    return _one_statement(duckdb, yardstick_sql(), params, out)
+
+
+FLOOR_SQL = HERE / "floor.sql"
+_PART = re.compile(r"\{\{ (\w+) \}\}")
+
+
+def floor_sql() -> str:
+    """The floor's statement (bench/floor.sql) with koobill's typing rules and rounding filled
+    in; its values are bound parameters."""
+    from pipelines import rules
+    from pipelines.ingest import _round6_product
+
+    parts = {
+        "typed_select": rules.typed_select("usage"),
+        "type_guard": rules.type_guard("usage"),
+        "official": _round6_product("u.quantity", "r.unit_price"),
+        "discount": _round6_product("official_amount", "discount_rate"),
+    }
+    text = FLOOR_SQL.read_text(encoding="utf-8")
+    if set(_PART.findall(text)) != set(parts):
+        raise KeyError(f"{FLOOR_SQL}: placeholders {sorted(set(_PART.findall(text)))}")
+    return _PART.sub(lambda m: parts[m.group(1)], text)
+
+
+def _floor_ingest(duckdb, landing: Path, day: str, out: Path) -> dict:
+    """The floor (bench/floor.sql): the yardstick's work plus what every implementation of the
+    usage rules must do (the records typed from their text with the typing rules, the rows
+    breaking a rule left out, a repeated id written once, the lake's columns and types)."""
+    from pipelines import calendar as cal
+
+    d = dt.date.fromisoformat(day)
+    params = {
+        **_day_csvs(landing, day, "the floor"),
+        "landing_date": d,
+        "landed_month": cal.month_of(d - dt.timedelta(days=cal.CUTOFF_DAY)),
+        "future_from": cal.beijing_midnight(d + dt.timedelta(days=2)),
+    }
+    return _one_statement(duckdb, floor_sql(), params, out, unordered=True)
 
 
 def _lower_close(duckdb, data_dir: Path, month: str, out: Path) -> dict:
@@ -1242,6 +1300,14 @@ def measure_big(cfg: dict, res: dict, save) -> None:
             "lower_ingest",
         )
 
+    def floor(i: int) -> dict:
+        return run_child(
+            cfg,
+            "floor_ingest",
+            {"landing": str(landing), "day": BIG_DAY, "out": str(runs / "floor" / "usage.parquet")},
+            "floor_ingest",
+        )
+
     def koobill(i: int) -> dict:
         return _ingest_fresh(cfg, runs / "big-ingest", landing, BIG_DAY, "big_ingest")
 
@@ -1258,20 +1324,23 @@ def measure_big(cfg: dict, res: dict, save) -> None:
         )
 
     log(
-        f"the {cfg['big_rows']:,}-row day: lower bound (one DuckDB statement), koobill"
+        f"the {cfg['big_rows']:,}-row day: lower bound (one DuckDB statement), the floor "
+        "(one statement with the typing rules), koobill"
         + ("" if "pandas" in cfg["skip"] else ", pandas")
         + ", in turn"
     )
-    jobs = [("lower bound", lower), ("koobill ingest", koobill)]
+    jobs = [("lower bound", lower), ("floor", floor), ("koobill ingest", koobill)]
     if "pandas" not in cfg["skip"]:
         jobs.append(("pandas", pandas))
     got = interleaved(cfg, jobs)
     res["ingest_lower_bound"] = got["lower bound"]
+    res["ingest_floor"] = got["floor"]
     res["ingest_big"] = got["koobill ingest"]
     if "pandas" in got:
         res["pandas_big"] = got["pandas"]
     save()
     shutil.rmtree(runs / "lower", ignore_errors=True)
+    shutil.rmtree(runs / "floor", ignore_errors=True)
     shutil.rmtree(runs / "pandas", ignore_errors=True)
 
 
@@ -1544,6 +1613,13 @@ def summarize(cfg: dict, res: dict, mach: dict, complete: bool) -> dict:
         "ingest_rows_per_s": round(big["rows_read"] / big["seconds"]) if big else None,
         "ingest_lower_bound_s": sec("ingest_lower_bound"),
         "ingest_lower_bound_peak_rss_mb": res.get("ingest_lower_bound", {}).get("peak_rss_mb"),
+        # the floor (bench/floor.sql): no goal, it tells how close any implementation of the
+        # rules can come to the yardstick, and how far pandas is from the best that keeps them
+        "ingest_floor_s": sec("ingest_floor"),
+        "ingest_vs_floor": ratio(sec("ingest_big"), sec("ingest_floor")),
+        "pandas_vs_floor": ratio(sec("pandas_big"), sec("ingest_floor")),
+        "floor_vs_lower_bound": ratio(sec("ingest_floor"), sec("ingest_lower_bound")),
+        "floor_sql_file": str(FLOOR_SQL.relative_to(REPO)),
         "pandas_s": sec("pandas_big"),
         "pandas_peak_rss_mb": res.get("pandas_big", {}).get("peak_rss_mb"),
         "day1_s": sec("ingest_day1"),
@@ -1572,6 +1648,8 @@ def summarize(cfg: dict, res: dict, mach: dict, complete: bool) -> dict:
         "day30_vs_day1": ratio(cpu("ingest_dayN"), cpu("ingest_day1")),
         "day365_vs_day1_random_ids": ratio(cpu("random_ids_dayN"), cpu("random_ids_day1")),
         "pandas_vs_koobill": ratio(cpu("pandas_big"), cpu("ingest_big")),
+        "ingest_vs_floor": ratio(cpu("ingest_big"), cpu("ingest_floor")),
+        "pandas_vs_floor": ratio(cpu("pandas_big"), cpu("ingest_floor")),
     }
     goals = {}
     for key, op, target, _unit in GOALS:
@@ -1684,12 +1762,23 @@ def markdown(s: dict) -> str:
         f"{m['koobill_memory_limit']}."
     )
     notes = "".join(f"\n- {n}" for n in s.get("notes", []))
+    floor = ""
+    if s.get("ingest_floor_s"):
+        floor = (
+            f"\nThe floor (`{s['floor_sql_file']}`: the yardstick's work plus the typing rules, "
+            "a row breaking a rule left out, a repeated id written once and the lake's columns "
+            "and types, in one statement; no goal): "
+            f"{_fmt(s['ingest_floor_s'], ' s')}, {_fmt(s['floor_vs_lower_bound'])} times the "
+            f"yardstick. koobill is {_fmt(s['ingest_vs_floor'])} times the floor; pandas is "
+            f"{_fmt(s.get('pandas_vs_floor'))} times it.\n"
+        )
     yardstick = (
         f"\nThe yardstick (`{s['yardstick_sql_file']}`, values bound: the day's usage CSVs, the "
         "price CSVs landed so far, the latest partner snapshot, the output path):\n\n"
         f"```sql\n{s['yardstick_sql'].rstrip()}\n```\n"
     )
-    return head + "\n\n" + "\n".join(lines) + "\n" + (notes + "\n" if notes else "") + yardstick
+    table = "\n".join(lines) + "\n" + (notes + "\n" if notes else "")
+    return head + "\n\n" + table + floor + yardstick
 
 
 PARTS = ("cli", "big", "pandas", "month", "close", "year", "exports")

@@ -33,6 +33,9 @@ KEYS = (
     "ingest_rows_per_s",
     "ingest_lower_bound_s",
     "pandas_s",
+    "ingest_floor_s",
+    "ingest_vs_floor",
+    "pandas_vs_floor",
     "day1_s",
     "day30_s",
     "close_s",
@@ -96,6 +99,9 @@ def test_bench_tiny_writes_every_result(tmp_path: Path) -> None:
     assert res["yardstick_sql"] == yardstick
     assert yardstick.strip() in md and yardstick.strip() in proc.stdout
     assert res["raw"]["ingest_lower_bound"]["rows_written"] > 0
+    # the floor is measured beside it and reported, with no goal
+    assert res["raw"]["ingest_floor"]["rows_written"] > 0 and "ingest_vs_floor" not in res["goals"]
+    assert "The floor (`bench/floor.sql`" in md
     # the tiny landing data is cached: a second run reuses it
     assert (tmp_path / "out" / "big-2000" / ".bench-complete.json").exists()
 
@@ -424,3 +430,40 @@ def test_yardstick_rates_like_koobill(tmp_path: Path) -> None:
     schema = {f.name: str(f.type) for f in ys.schema}
     assert schema["quantity"] == "decimal64(18, 6)" or schema["quantity"] == "decimal128(18, 6)"
     assert schema["amount"].endswith("(21, 6)")
+
+
+def test_the_floor_writes_what_koobill_accepts(tmp_path: Path) -> None:
+    """The floor (bench/floor.sql) does the work every implementation of the rules must: on a
+    generated day with bad rows of every kind, it writes exactly the record ids koobill
+    accepts, with koobill's typed values, bill month and rating, in the lake's types."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from pipelines.generate import generate
+    from pipelines.ingest import ingest_date
+
+    bench = _bench_module()
+    data = tmp_path / "data"
+    day = "2026-03-05"
+    generate(data, day, day, usage_rows_per_day=20000)
+    r = ingest_date(data, day, max_quarantine_share=1.0)
+    assert r.feeds["usage"].total("quarantined") >= 20  # the bad rows are there
+    out = tmp_path / "floor" / "usage.parquet"
+    got = bench._floor_ingest(duckdb, data / "landing", day, out)
+
+    lake = pq.read_table(lake_path(data, day, "usage"))
+    floor = pq.read_table(out)
+    assert got["rows_written"] == floor.num_rows == lake.num_rows > 19000
+    kb = {x["record_id"]: x for x in lake.to_pylist()}
+    fl = {x["record_id"]: x for x in floor.to_pylist()}
+    assert set(fl) == set(kb)
+    # every column but the record's number, whose values match but for the rows of an id
+    # repeated within the day (the floor keeps any one of them)
+    skip = {"_row"}  # the floor does not number the CSV's records
+    cols = [f.name for f in floor.schema]
+    assert set(cols) | skip == {f.name for f in lake.schema}
+    same = [k for k in kb if all(fl[k][c] == kb[k][c] for c in cols)]
+    assert len(same) >= len(kb) - r.feeds["usage"].total("duplicates")
+    assert {f.name: f.type for f in floor.schema} == {
+        f.name: f.type for f in lake.schema if f.name not in skip
+    }
