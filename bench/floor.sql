@@ -6,11 +6,14 @@
 -- Beyond the yardstick it does what the spec asks of every row and that no implementation can
 -- skip: the records are read as text and typed with the typing rules (billing-rules.md section
 -- 2: the same expressions as koobill, pipelines/rules.py), a row breaking a rule is left out,
--- an id repeated within the day is written once, and the lake's columns are written with the
--- lake's types (section 6: record money DECIMAL(38,6)). It is generous to itself: no reason
--- text, no quarantine file, no earlier dates' ids, no quality gate, no estimates, no commit,
--- and a repeated id keeps any one of its rows (koobill keeps the first and quarantines a
--- conflicting copy).
+-- an id repeated within the day is written once (one of its rows that pass every rule), and
+-- the lake's columns are written with the lake's types (section 6: record money
+-- DECIMAL(38,6)). It is generous to itself: no reason text, no quarantine file, no per-file
+-- counts, no earlier dates' ids, no quality gate, no estimates, no commit, no warehouse; the
+-- records are not numbered (the lake's "_row" is not written), the partner snapshot and the
+-- price list are read as they landed (koobill types them, keeps the latest snapshot that
+-- accepted partners and resolves the price timeline), and a repeated id keeps any one of its
+-- passing rows (koobill keeps the first and quarantines a conflicting copy).
 --
 -- Template (bench/run.py `floor_sql`, from pipelines.rules and pipelines.ingest):
 --   typed_select   the typed columns and their text as "_s_<column>" (rules.typed_select)
@@ -77,15 +80,11 @@ copy (
         select
             t.record_id, t.partner_id, t.customer_id, t.customer_name, t.product_id,
             t.product_name, t.sku_code, t.region, t.resource_id, t.usage_start, t.usage_end,
-            t.quantity, t.unit, t._file,
+            t.quantity, t.unit, t._file, hash(t.record_id) as _h,
             ({{ type_guard }})
             and t.usage_end >= t.usage_start
             and t.usage_start < $future_from as _ok
         from (select {{ typed_select }} from text_rows) as t
-    ),
-
-    repeated as (
-        select record_id from usage where _ok group by record_id having count(*) > 1
     ),
 
     rate_keys as (
@@ -111,15 +110,37 @@ copy (
         where p.effective_to is null or k.usage_start < p.effective_to
     ),
 
+    -- ids repeated within the day, on a 64-bit hash of the id (a collision only adds
+    -- candidates, told apart below by record_id itself)
+    repeated as (
+        select _h from usage where _ok group by _h having count(*) > 1
+    ),
+
+    -- every rule applied (typing, period, future; partner, price, the rated amount's range)
+    passing as not materialized (
+        select
+            u.* exclude (_ok),
+            r.source_month, r.currency, r.unit_price, r.discount_rate
+        from usage as u
+        inner join rates as r
+            on
+                u.partner_id = r.partner_id
+                and u.sku_code = r.sku_code
+                and u.unit = r.unit
+                and u.usage_start = r.usage_start
+        where u._ok and cast(u.quantity as double) * cast(r.unit_price as double) < 1e15
+    ),
+
+    -- a repeated id is written once: one of its rows that pass every rule
     kept as (
-        select * from usage as u
-        where _ok and not exists (select 1 from repeated as r where r.record_id = u.record_id)
+        select * from passing as u
+        where not exists (select 1 from repeated as r where r._h = u._h)
         union all
         select * exclude (_n)
         from (
             select *, row_number() over (partition by record_id) as _n
-            from usage
-            where _ok and record_id in (select record_id from repeated)
+            from passing
+            where _h in (select _h from repeated)
         )
         where _n = 1
     ),
@@ -127,24 +148,16 @@ copy (
     rated as (
         select
             $landing_date::date as landing_date,
-            u.* exclude (_ok, _file),
+            u.* exclude (_file, _h, source_month, currency, unit_price, discount_rate),
             u._file,
-            r.source_month,
-            greatest(r.source_month, $landed_month) as bill_month_assigned,
-            greatest(r.source_month, $landed_month) > r.source_month as late,
-            r.currency,
-            r.unit_price,
-            r.discount_rate,
+            u.source_month,
+            greatest(u.source_month, $landed_month) as bill_month_assigned,
+            greatest(u.source_month, $landed_month) > u.source_month as late,
+            u.currency,
+            u.unit_price,
+            u.discount_rate,
             {{ official }} as official_amount
         from kept as u
-        inner join rates as r
-            on
-                u.partner_id = r.partner_id
-                and u.sku_code = r.sku_code
-                and u.unit = r.unit
-                and u.usage_start = r.usage_start
-        -- the rated amount's range (pipelines.ingest._usage_rules, MONEY_LIMIT)
-        where cast(u.quantity as double) * cast(r.unit_price as double) < 1e15
     )
 
     select

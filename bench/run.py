@@ -474,7 +474,7 @@ def floor_sql() -> str:
     parts = {
         "typed_select": rules.typed_select("usage"),
         "type_guard": rules.type_guard("usage"),
-        "official": _round6_product("u.quantity", "r.unit_price"),
+        "official": _round6_product("u.quantity", "u.unit_price"),
         "discount": _round6_product("official_amount", "discount_rate"),
     }
     text = FLOOR_SQL.read_text(encoding="utf-8")

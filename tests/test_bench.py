@@ -5,6 +5,7 @@ Timings are never asserted here: speed is judged by ``make bench`` on a known ma
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -446,8 +447,22 @@ def test_the_floor_writes_what_koobill_accepts(tmp_path: Path) -> None:
     data = tmp_path / "data"
     day = "2026-03-05"
     generate(data, day, day, usage_rows_per_day=20000)
+    # ids landed twice, first with a partner the snapshot lacks, then valid: the id is kept
+    # (the copy that breaks a rule is not the one a repeated id keeps)
+    folder = data / "landing" / "usage" / day
+    src = sorted(folder.glob("*.csv"))[0]
+    with open(src, encoding="utf-8", newline="") as f:
+        rows = [x for x in csv.DictReader(f) if x["record_id"].startswith("u-")][:50]
+    twice = []
+    for i, x in enumerate(rows):
+        twice += [dict(x, record_id=f"twice-{i}", partner_id="ptn-nosuch")]
+        twice += [dict(x, record_id=f"twice-{i}")]
+    with open(folder / "zz-twice.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(twice)
     r = ingest_date(data, day, max_quarantine_share=1.0)
-    assert r.feeds["usage"].total("quarantined") >= 20  # the bad rows are there
+    assert r.feeds["usage"].total("quarantined") >= 70  # the bad rows are there
     out = tmp_path / "floor" / "usage.parquet"
     got = bench._floor_ingest(duckdb, data / "landing", day, out)
 
@@ -457,6 +472,7 @@ def test_the_floor_writes_what_koobill_accepts(tmp_path: Path) -> None:
     kb = {x["record_id"]: x for x in lake.to_pylist()}
     fl = {x["record_id"]: x for x in floor.to_pylist()}
     assert set(fl) == set(kb)
+    assert {f"twice-{i}" for i in range(50)} <= set(fl)
     # every column but the record's number, whose values match but for the rows of an id
     # repeated within the day (the floor keeps any one of them)
     skip = {"_row"}  # the floor does not number the CSV's records

@@ -411,6 +411,32 @@ def test_blank_is_decided_as_the_regex_decides():
     assert got == [(v, py.fullmatch(v) is not None) for v in values]
 
 
+def test_not_blank_start_is_the_first_code_point_rule():
+    """The shortcut compares text as bytes: it holds exactly when the first character is
+    printable ASCII or above ``LAST_BLANK``, at each bound of the UTF-8 encoding's lengths."""
+    import duckdb
+
+    from pipelines import rules
+
+    firsts = [0, 1, 9, 32, 33, 65, 126, 127, 128, 0xE9, 0x7FF, 0x800, 0x2FFF]
+    firsts += [rules.LAST_BLANK - 1, rules.LAST_BLANK, rules.LAST_BLANK + 1, 0x4E2D, 0xFFFF]
+    firsts += [0x10000, 0x1F600, 0x10FFFF]
+    values = ["", None] + [chr(c) + tail for c in firsts for tail in ("", "x", "\x7f", "\U0010ffff")]
+
+    def want(v):
+        if v is None:
+            return None
+        return bool(v) and (33 <= ord(v[0]) <= 126 or ord(v[0]) > rules.LAST_BLANK)
+
+    con = duckdb.connect()
+    got = con.execute(
+        f"select v, {rules._not_blank_start('v')} from unnest($values) with ordinality as t(v, i) "
+        "order by i",
+        {"values": values},
+    ).fetchall()
+    assert got == [(v, want(v)) for v in values]
+
+
 # The usage rules again, on a day without the BIG price: ingest looks for the rejected usage
 # rows among suspects (pipelines.ingest._usage_suspects), and a price of 10^15 makes every row
 # a suspect. Here each rule's row is found only through its own term.
