@@ -421,7 +421,9 @@ def test_not_blank_start_is_the_first_code_point_rule():
     firsts = [0, 1, 9, 32, 33, 65, 126, 127, 128, 0xE9, 0x7FF, 0x800, 0x2FFF]
     firsts += [rules.LAST_BLANK - 1, rules.LAST_BLANK, rules.LAST_BLANK + 1, 0x4E2D, 0xFFFF]
     firsts += [0x10000, 0x1F600, 0x10FFFF]
-    values = ["", None] + [chr(c) + tail for c in firsts for tail in ("", "x", "\x7f", "\U0010ffff")]
+    values = ["", None] + [
+        chr(c) + tail for c in firsts for tail in ("", "x", "\x7f", "\U0010ffff")
+    ]
 
     def want(v):
         if v is None:
