@@ -39,7 +39,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import statistics
@@ -462,13 +461,13 @@ def _lower_ingest(duckdb, landing: Path, day: str, out: Path) -> dict:
 
 
 FLOOR_SQL = HERE / "floor.sql"
-_PART = re.compile(r"\{\{ (\w+) \}\}")
 
 
 def floor_sql() -> str:
     """The floor's statement (bench/floor.sql) with koobill's typing rules and rounding filled
     in; its values are bound parameters."""
     from pipelines import rules
+    from pipelines.db import fill
     from pipelines.ingest import _round6_product
 
     parts = {
@@ -477,10 +476,7 @@ def floor_sql() -> str:
         "official": _round6_product("u.quantity", "u.unit_price"),
         "discount": _round6_product("official_amount", "discount_rate"),
     }
-    text = FLOOR_SQL.read_text(encoding="utf-8")
-    if set(_PART.findall(text)) != set(parts):
-        raise KeyError(f"{FLOOR_SQL}: placeholders {sorted(set(_PART.findall(text)))}")
-    return _PART.sub(lambda m: parts[m.group(1)], text)
+    return fill(FLOOR_SQL.read_text(encoding="utf-8"), str(FLOOR_SQL.relative_to(REPO)), **parts)
 
 
 def _floor_ingest(duckdb, landing: Path, day: str, out: Path) -> dict:

@@ -121,12 +121,15 @@ def render(name: str, **parts: str) -> str:
     Only for SQL *structure* generated from ``config.FEEDS`` (table and column names, rule
     predicates): a value is always a bound parameter. Every placeholder must be given and
     every part must be used, so a typo fails loudly."""
-    text = sql(name)
+    return fill(sql(name), f"sql/{name}.sql", **parts)
+
+
+def fill(text: str, where: str, **parts: str) -> str:
+    """``text`` (a template read from ``where``) with each ``{{ part }}`` replaced, as
+    ``render`` does for koobill's own SQL files."""
     used = set(_PLACEHOLDER.findall(text))
     if used != set(parts):
-        raise KeyError(
-            f"sql/{name}.sql: placeholders {sorted(used)} but parts given {sorted(parts)}"
-        )
+        raise KeyError(f"{where}: placeholders {sorted(used)} but parts given {sorted(parts)}")
     return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], text)
 
 
